@@ -1,0 +1,29 @@
+//! `hangar`: the command-line client. `main` only parses flags and maps results to exit codes;
+//! each command lives in `commands/<noun>.rs`.
+
+mod commands;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Exit codes shared by every command.
+pub(crate) mod exit {
+    /// Success (for `config validate`: the configuration is valid).
+    pub const OK: u8 = 0;
+    /// The input is invalid (for `config validate`: at least one error finding).
+    pub const INVALID: u8 = 1;
+    /// The input could not be read, or the command line was wrong.
+    pub const UNREADABLE: u8 = 2;
+}
+
+fn main() -> ExitCode {
+    let cli = commands::Cli::parse();
+    match commands::run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::from(exit::UNREADABLE)
+        }
+    }
+}
