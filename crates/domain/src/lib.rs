@@ -1,0 +1,15 @@
+//! `hangar-domain`: the nouns and rules every plane agrees on.
+//!
+//! Owns typed ids and names (parsed at the edge, so handlers never see a raw string), the
+//! machine lifecycle state machine (only legal transitions exist), and the restart-policy
+//! decision. Pure: no IO, no clock (callers pass times), no randomness (callers pass bytes).
+
+pub mod id;
+pub mod lifecycle;
+pub mod restart;
+pub mod sixpn;
+pub mod time;
+
+pub use id::{AppName, IdError, InstanceId, MachineId, MachineName, OrgSlug, VolumeId};
+pub use lifecycle::{Action, IllegalTransition, Phase, State};
+pub use restart::{ExitInfo, RestartDecision, RestartTracker};
