@@ -1,0 +1,99 @@
+//! `hangar-store`: durable state, and the only crate that speaks SQL.
+//!
+//! Owns orgs, tokens, apps, machines (config, observed state, versions, events), leases,
+//! and the change log every consumer watches. Every write happens in one transaction that
+//! also appends to the change log and bumps the store revision, so a consumer that remembers
+//! a revision can catch up with [`Store::changes_since`] after any gap (principle: push, not
+//! poll; consumers can always resync).
+//!
+//! The [`Store`] trait is the seam: [`SqliteStore`] is the embedded single-host
+//! implementation (WAL, migrations); a PostgreSQL implementation for clusters satisfies the
+//! same trait (revisions map to a sequence, notifications to LISTEN/NOTIFY).
+//!
+//! Must not: know HTTP, run containers, or hold business rules beyond integrity (unique
+//! names, lease ownership, legal state transitions are checked by callers through
+//! `hangar-domain` before they write).
+
+mod error;
+mod model;
+mod schema;
+mod sqlite;
+
+pub use error::StoreError;
+pub use model::{
+    AppRecord, Change, EventRecord, LeaseRecord, MachineRecord, OrgRecord, PendingOp, TokenScope,
+    VersionRecord,
+};
+pub use sqlite::SqliteStore;
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The state store. Methods are synchronous and short (single-row SQLite transactions take
+/// microseconds); async callers may call them directly.
+pub trait Store: Send + Sync + 'static {
+    /// Creates an org; `name_taken` if the slug exists.
+    fn create_org(&self, slug: &str, name: &str, now_ms: i64) -> Result<OrgRecord>;
+    /// An org by slug.
+    fn get_org(&self, slug: &str) -> Result<Option<OrgRecord>>;
+    /// Every org.
+    fn list_orgs(&self) -> Result<Vec<OrgRecord>>;
+
+    /// Stores a token by the SHA-256 of its secret.
+    fn create_token(&self, hash: &str, scope: &TokenScope, name: &str, now_ms: i64) -> Result<()>;
+    /// The scope of a token hash, if it exists.
+    fn token_scope(&self, hash: &str) -> Result<Option<TokenScope>>;
+    /// True when at least one admin token exists.
+    fn has_admin_token(&self) -> Result<bool>;
+
+    /// Creates an app; `name_taken` when the name is used in any org.
+    fn create_app(&self, app: &AppRecord) -> Result<()>;
+    /// An app by name.
+    fn get_app(&self, name: &str) -> Result<Option<AppRecord>>;
+    /// The apps of an org (all apps when `org` is None).
+    fn list_apps(&self, org: Option<&str>) -> Result<Vec<AppRecord>>;
+    /// Deletes an app and everything of it; false if it did not exist.
+    fn delete_app(&self, name: &str) -> Result<bool>;
+
+    /// Inserts a new machine (and its first version); `name_taken` if the name is used in the app.
+    fn insert_machine(&self, m: &MachineRecord) -> Result<()>;
+    /// A machine by app and id.
+    fn get_machine(&self, app: &str, id: &str) -> Result<Option<MachineRecord>>;
+    /// A machine by id alone.
+    fn find_machine(&self, id: &str) -> Result<Option<MachineRecord>>;
+    /// The machines of an app, oldest first; destroyed ones only with `include_destroyed`.
+    fn list_machines(&self, app: &str, include_destroyed: bool) -> Result<Vec<MachineRecord>>;
+    /// Every machine not destroyed (the agent's view at start).
+    fn all_live_machines(&self) -> Result<Vec<MachineRecord>>;
+    /// Replaces a machine row if its `revision` still equals `expected_revision`
+    /// (optimistic concurrency); returns the stored record with its new revision.
+    fn update_machine(&self, m: &MachineRecord, expected_revision: u64) -> Result<MachineRecord>;
+    /// Records a new config version of a machine.
+    fn add_version(&self, v: &VersionRecord) -> Result<()>;
+    /// Versions of a machine, newest first.
+    fn versions(&self, machine_id: &str) -> Result<Vec<VersionRecord>>;
+    /// Appends an event to a machine (events are capped per machine; oldest dropped).
+    fn add_event(&self, e: &EventRecord) -> Result<()>;
+    /// Events of a machine, newest first.
+    fn events(&self, machine_id: &str, limit: usize) -> Result<Vec<EventRecord>>;
+
+    /// Acquires (or, with the holder's nonce, refreshes) a lease. A foreign unexpired lease
+    /// gives `LeaseHeld`.
+    fn acquire_lease(
+        &self,
+        lease: &LeaseRecord,
+        holder_nonce: Option<&str>,
+        now_ms: i64,
+    ) -> Result<LeaseRecord>;
+    /// The lease on a machine if unexpired.
+    fn get_lease(&self, machine_id: &str, now_ms: i64) -> Result<Option<LeaseRecord>>;
+    /// Releases a lease held with `nonce`.
+    fn release_lease(&self, machine_id: &str, nonce: &str, now_ms: i64) -> Result<()>;
+
+    /// The latest revision.
+    fn revision(&self) -> u64;
+    /// A receiver that sees every new revision.
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Changes after `revision`, oldest first, at most `limit`.
+    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<Change>>;
+}

@@ -1,0 +1,622 @@
+//! The embedded SQLite implementation (WAL mode; one writer connection behind a mutex).
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use tokio::sync::watch;
+
+use crate::model::{
+    AppRecord, Change, EventRecord, LeaseRecord, MachineRecord, OrgRecord, TokenScope,
+    VersionRecord,
+};
+use crate::schema::MIGRATIONS;
+use crate::{Result, Store, StoreError};
+
+/// Events kept per machine; older ones are dropped.
+pub const MAX_EVENTS_PER_MACHINE: i64 = 100;
+/// Change-log entries kept; consumers further behind resync from a full read.
+pub const CHANGE_LOG_RETAINED: u64 = 100_000;
+
+/// SQLite-backed [`Store`].
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    revision: watch::Sender<u64>,
+}
+
+fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
+    move |e| StoreError::Corrupt {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
+        what: "value to store",
+        message: e.to_string(),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store (tests, benchmarks).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Self> {
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied.max(0) as usize) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        let rev: i64 =
+            conn.query_row("SELECT COALESCE(MAX(revision), 0) FROM changes", [], |r| {
+                r.get(0)
+            })?;
+        let (revision, _) = watch::channel(rev as u64);
+        Ok(Self {
+            conn: Mutex::new(conn),
+            revision,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in a write transaction that logs `(kind, key)` as a change.
+    fn write<T>(
+        &self,
+        kind: &str,
+        key: &str,
+        f: impl FnOnce(&Transaction<'_>, i64) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO changes (kind, key) VALUES (?1, ?2)",
+            params![kind, key],
+        )?;
+        let rev = tx.last_insert_rowid() as u64;
+        let out = f(&tx, rev as i64)?;
+        if rev.is_multiple_of(1000) && rev > CHANGE_LOG_RETAINED {
+            tx.execute(
+                "DELETE FROM changes WHERE revision <= ?1",
+                params![(rev - CHANGE_LOG_RETAINED) as i64],
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
+        self.revision.send_replace(rev);
+        Ok(out)
+    }
+}
+
+fn org_row(r: &Row<'_>) -> rusqlite::Result<OrgRecord> {
+    Ok(OrgRecord {
+        slug: r.get(0)?,
+        name: r.get(1)?,
+        numeric_id: r.get(2)?,
+        created_at: r.get(3)?,
+    })
+}
+
+fn app_row(r: &Row<'_>) -> rusqlite::Result<AppRecord> {
+    Ok(AppRecord {
+        name: r.get(0)?,
+        id: r.get(1)?,
+        org_slug: r.get(2)?,
+        network: r.get(3)?,
+        created_at: r.get(4)?,
+    })
+}
+
+const MACHINE_COLS: &str = "id, app, name, region, state, instance_id, config, image_ref, private_ip, host, cordoned, pending, restart_count, created_at, updated_at, revision";
+
+struct RawMachine {
+    id: String,
+    app: String,
+    name: String,
+    region: String,
+    state: String,
+    instance_id: String,
+    config: String,
+    image_ref: Option<String>,
+    private_ip: String,
+    host: String,
+    cordoned: bool,
+    pending: Option<String>,
+    restart_count: i64,
+    created_at: i64,
+    updated_at: i64,
+    revision: i64,
+}
+
+fn raw_machine(r: &Row<'_>) -> rusqlite::Result<RawMachine> {
+    Ok(RawMachine {
+        id: r.get(0)?,
+        app: r.get(1)?,
+        name: r.get(2)?,
+        region: r.get(3)?,
+        state: r.get(4)?,
+        instance_id: r.get(5)?,
+        config: r.get(6)?,
+        image_ref: r.get(7)?,
+        private_ip: r.get(8)?,
+        host: r.get(9)?,
+        cordoned: r.get(10)?,
+        pending: r.get(11)?,
+        restart_count: r.get(12)?,
+        created_at: r.get(13)?,
+        updated_at: r.get(14)?,
+        revision: r.get(15)?,
+    })
+}
+
+impl RawMachine {
+    fn decode(self) -> Result<MachineRecord> {
+        Ok(MachineRecord {
+            state: hangar_domain::State::parse(&self.state).ok_or_else(|| StoreError::Corrupt {
+                what: "machine state",
+                message: self.state.clone(),
+            })?,
+            config: serde_json::from_str(&self.config).map_err(corrupt("machine config"))?,
+            image_ref: self
+                .image_ref
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(corrupt("image ref"))?,
+            pending: self
+                .pending
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(corrupt("pending operation"))?,
+            id: self.id,
+            app: self.app,
+            name: self.name,
+            region: self.region,
+            instance_id: self.instance_id,
+            private_ip: self.private_ip,
+            host: self.host,
+            cordoned: self.cordoned,
+            restart_count: self.restart_count,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            revision: self.revision as u64,
+        })
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
+}
+
+impl SqliteStore {
+    fn machines_where(
+        &self,
+        clause: &str,
+        args: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<MachineRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {MACHINE_COLS} FROM machines WHERE {clause}"
+        ))?;
+        let raws = stmt
+            .query_map(args, raw_machine)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        drop(stmt);
+        drop(conn);
+        raws.into_iter().map(RawMachine::decode).collect()
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_org(&self, slug: &str, name: &str, now_ms: i64) -> Result<OrgRecord> {
+        self.write("org", slug, |tx, _rev| {
+            let next: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(numeric_id), 0) + 1 FROM orgs",
+                [],
+                |r| r.get(0),
+            )?;
+            tx.execute(
+                "INSERT INTO orgs (slug, name, numeric_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![slug, name, next, now_ms],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::NameTaken {
+                        what: "org",
+                        name: slug.into(),
+                    }
+                } else {
+                    e.into()
+                }
+            })?;
+            Ok(OrgRecord {
+                slug: slug.into(),
+                name: name.into(),
+                numeric_id: next,
+                created_at: now_ms,
+            })
+        })
+    }
+
+    fn get_org(&self, slug: &str) -> Result<Option<OrgRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT slug, name, numeric_id, created_at FROM orgs WHERE slug = ?1",
+                [slug],
+                org_row,
+            )
+            .optional()?)
+    }
+
+    fn list_orgs(&self) -> Result<Vec<OrgRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT slug, name, numeric_id, created_at FROM orgs ORDER BY numeric_id",
+        )?;
+        let rows = stmt
+            .query_map([], org_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn create_token(&self, hash: &str, scope: &TokenScope, name: &str, now_ms: i64) -> Result<()> {
+        let org = match scope {
+            TokenScope::Admin => None,
+            TokenScope::Org(o) => Some(o.as_str()),
+        };
+        self.write("token", name, |tx, _rev| {
+            tx.execute(
+                "INSERT INTO tokens (hash, org_slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![hash, org, name, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn token_scope(&self, hash: &str) -> Result<Option<TokenScope>> {
+        let conn = self.lock();
+        let row: Option<Option<String>> = conn
+            .query_row("SELECT org_slug FROM tokens WHERE hash = ?1", [hash], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(row.map(|org| org.map_or(TokenScope::Admin, TokenScope::Org)))
+    }
+
+    fn has_admin_token(&self) -> Result<bool> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM tokens WHERE org_slug IS NULL)",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn create_app(&self, app: &AppRecord) -> Result<()> {
+        self.write("app", &app.name, |tx, _rev| {
+            tx.execute(
+                "INSERT INTO apps (name, id, org_slug, network, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![app.name, app.id, app.org_slug, app.network, app.created_at],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "app", name: app.name.clone() } } else { e.into() })?;
+            Ok(())
+        })
+    }
+
+    fn get_app(&self, name: &str) -> Result<Option<AppRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT name, id, org_slug, network, created_at FROM apps WHERE name = ?1",
+                [name],
+                app_row,
+            )
+            .optional()?)
+    }
+
+    fn list_apps(&self, org: Option<&str>) -> Result<Vec<AppRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, id, org_slug, network, created_at FROM apps WHERE ?1 IS NULL OR org_slug = ?1 ORDER BY created_at, name",
+        )?;
+        let rows = stmt
+            .query_map([org], app_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn delete_app(&self, name: &str) -> Result<bool> {
+        self.write("app", name, |tx, _rev| {
+            let n = tx.execute("DELETE FROM apps WHERE name = ?1", [name])?;
+            tx.execute(
+                "DELETE FROM machine_events WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)",
+                [name],
+            )?;
+            tx.execute(
+                "DELETE FROM machine_versions WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)",
+                [name],
+            )?;
+            tx.execute("DELETE FROM leases WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
+            tx.execute("DELETE FROM machines WHERE app = ?1", [name])?;
+            Ok(n > 0)
+        })
+    }
+
+    fn insert_machine(&self, m: &MachineRecord) -> Result<()> {
+        let config = json(&m.config)?;
+        let image_ref = m.image_ref.as_ref().map(json).transpose()?;
+        let pending = m.pending.as_ref().map(json).transpose()?;
+        self.write("machine", &m.id, |tx, rev| {
+            tx.execute(
+                &format!("INSERT INTO machines ({MACHINE_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"),
+                params![
+                    m.id, m.app, m.name, m.region, m.state.as_str(), m.instance_id, config, image_ref,
+                    m.private_ip, m.host, m.cordoned, pending, m.restart_count, m.created_at, m.updated_at, rev
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "machine name", name: m.name.clone() } } else { e.into() })?;
+            tx.execute(
+                "INSERT INTO machine_versions (machine_id, instance_id, config, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![m.id, m.instance_id, config, m.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get_machine(&self, app: &str, id: &str) -> Result<Option<MachineRecord>> {
+        Ok(self
+            .machines_where("app = ?1 AND id = ?2", &[&app, &id])?
+            .pop())
+    }
+
+    fn find_machine(&self, id: &str) -> Result<Option<MachineRecord>> {
+        Ok(self.machines_where("id = ?1", &[&id])?.pop())
+    }
+
+    fn list_machines(&self, app: &str, include_destroyed: bool) -> Result<Vec<MachineRecord>> {
+        self.machines_where(
+            "app = ?1 AND (?2 OR state != 'destroyed') ORDER BY created_at, id",
+            &[&app, &include_destroyed],
+        )
+    }
+
+    fn all_live_machines(&self) -> Result<Vec<MachineRecord>> {
+        self.machines_where("state != 'destroyed' ORDER BY created_at, id", &[])
+    }
+
+    fn update_machine(&self, m: &MachineRecord, expected_revision: u64) -> Result<MachineRecord> {
+        let config = json(&m.config)?;
+        let image_ref = m.image_ref.as_ref().map(json).transpose()?;
+        let pending = m.pending.as_ref().map(json).transpose()?;
+        self.write("machine", &m.id, |tx, rev| {
+            let actual: Option<i64> = tx
+                .query_row("SELECT revision FROM machines WHERE id = ?1", [&m.id], |r| r.get(0))
+                .optional()?;
+            let actual = actual.ok_or(StoreError::NotFound("machine"))? as u64;
+            if actual != expected_revision {
+                return Err(StoreError::Conflict { expected: expected_revision, actual });
+            }
+            tx.execute(
+                "UPDATE machines SET name = ?2, region = ?3, state = ?4, instance_id = ?5, config = ?6, image_ref = ?7, private_ip = ?8, host = ?9, cordoned = ?10, pending = ?11, restart_count = ?12, updated_at = ?13, revision = ?14 WHERE id = ?1",
+                params![
+                    m.id, m.name, m.region, m.state.as_str(), m.instance_id, config, image_ref, m.private_ip,
+                    m.host, m.cordoned, pending, m.restart_count, m.updated_at, rev
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "machine name", name: m.name.clone() } } else { e.into() })?;
+            let mut stored = m.clone();
+            stored.revision = rev as u64;
+            Ok(stored)
+        })
+    }
+
+    fn add_version(&self, v: &VersionRecord) -> Result<()> {
+        let config = json(&v.config)?;
+        self.write("machine", &v.machine_id, |tx, _rev| {
+            tx.execute(
+                "INSERT OR REPLACE INTO machine_versions (machine_id, instance_id, config, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![v.machine_id, v.instance_id, config, v.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn versions(&self, machine_id: &str) -> Result<Vec<VersionRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT machine_id, instance_id, config, created_at FROM machine_versions WHERE machine_id = ?1 ORDER BY created_at DESC, instance_id DESC",
+        )?;
+        let rows = stmt
+            .query_map([machine_id], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(machine_id, instance_id, config, created_at)| {
+                Ok(VersionRecord {
+                    machine_id,
+                    instance_id,
+                    config: serde_json::from_str(&config).map_err(corrupt("machine version"))?,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    fn add_event(&self, e: &EventRecord) -> Result<()> {
+        let request = e.request.as_ref().map(json).transpose()?;
+        self.write("machine", &e.machine_id, |tx, _rev| {
+            tx.execute(
+                "INSERT INTO machine_events (id, machine_id, kind, status, source, timestamp, request) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![e.id, e.machine_id, e.kind, e.status, e.source, e.timestamp, request],
+            )?;
+            tx.execute(
+                "DELETE FROM machine_events WHERE machine_id = ?1 AND seq <= (SELECT seq FROM machine_events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+                params![e.machine_id, MAX_EVENTS_PER_MACHINE],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn events(&self, machine_id: &str, limit: usize) -> Result<Vec<EventRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, machine_id, kind, status, source, timestamp, request FROM machine_events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![machine_id, limit as i64], |r| {
+                Ok((
+                    EventRecord {
+                        id: r.get(0)?,
+                        machine_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        status: r.get(3)?,
+                        source: r.get(4)?,
+                        timestamp: r.get(5)?,
+                        request: None,
+                    },
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(mut e, req)| {
+                e.request = req
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(corrupt("event request"))?;
+                Ok(e)
+            })
+            .collect()
+    }
+
+    fn acquire_lease(
+        &self,
+        lease: &LeaseRecord,
+        holder_nonce: Option<&str>,
+        now_ms: i64,
+    ) -> Result<LeaseRecord> {
+        self.write("lease", &lease.machine_id, |tx, _rev| {
+            let current: Option<(String, String, i64)> = tx
+                .query_row(
+                    "SELECT nonce, owner, expires_at FROM leases WHERE machine_id = ?1",
+                    [&lease.machine_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let mut stored = lease.clone();
+            if let Some((nonce, owner, expires)) = current
+                && expires > now_ms {
+                    match holder_nonce {
+                        Some(n) if n == nonce => stored.nonce = nonce,
+                        _ => return Err(StoreError::LeaseHeld { owner, expires_at: expires / 1000 }),
+                    }
+                }
+            tx.execute(
+                "INSERT OR REPLACE INTO leases (machine_id, nonce, owner, description, expires_at, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![stored.machine_id, stored.nonce, stored.owner, stored.description, stored.expires_at_ms, stored.version],
+            )?;
+            Ok(stored)
+        })
+    }
+
+    fn get_lease(&self, machine_id: &str, now_ms: i64) -> Result<Option<LeaseRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT machine_id, nonce, owner, description, expires_at, version FROM leases WHERE machine_id = ?1 AND expires_at > ?2",
+                params![machine_id, now_ms],
+                |r| {
+                    Ok(LeaseRecord {
+                        machine_id: r.get(0)?,
+                        nonce: r.get(1)?,
+                        owner: r.get(2)?,
+                        description: r.get(3)?,
+                        expires_at_ms: r.get(4)?,
+                        version: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn release_lease(&self, machine_id: &str, nonce: &str, now_ms: i64) -> Result<()> {
+        self.write("lease", machine_id, |tx, _rev| {
+            let current: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT nonce, expires_at FROM leases WHERE machine_id = ?1",
+                    [machine_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match current {
+                Some((n, exp)) if exp > now_ms && n == nonce => {
+                    tx.execute("DELETE FROM leases WHERE machine_id = ?1", [machine_id])?;
+                    Ok(())
+                }
+                Some((_, exp)) if exp > now_ms => Err(StoreError::LeaseMismatch),
+                _ => Err(StoreError::NotFound("lease")),
+            }
+        })
+    }
+
+    fn revision(&self) -> u64 {
+        *self.revision.borrow()
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+
+    fn changes_since(&self, revision: u64, limit: usize) -> Result<Vec<Change>> {
+        let conn = self.lock();
+        let oldest: Option<i64> =
+            conn.query_row("SELECT MIN(revision) FROM changes", [], |r| r.get(0))?;
+        if let Some(oldest) = oldest
+            && (revision as i64) < oldest - 1
+        {
+            return Err(StoreError::Compacted {
+                oldest: oldest as u64,
+            });
+        }
+        let mut stmt = conn.prepare_cached("SELECT revision, kind, key FROM changes WHERE revision > ?1 ORDER BY revision LIMIT ?2")?;
+        let rows = stmt
+            .query_map(params![revision as i64, limit as i64], |r| {
+                Ok(Change {
+                    revision: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    key: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
