@@ -1,0 +1,754 @@
+//! `/v1/apps/{app}/machines…`: every machine verb. Handlers parse and check; the state change
+//! goes through `hangar_domain::State::apply`, and the work is left to the agent as a
+//! pending operation.
+
+use std::collections::BTreeMap;
+use std::time::Duration as StdDuration;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use hangar_api_types::{
+    CreateMachineRequest, Duration, Machine, MachineEvent, MachineVersion, MetadataValue,
+    OkResponse, SignalRequest, StartResponse, StopConfig, StopRequest,
+};
+use hangar_domain::{Action, MachineId, MachineName, State as MState, sixpn};
+use hangar_store::{AppRecord, EventRecord, LeaseRecord, MachineRecord, PendingOp, VersionRecord};
+use serde_json::json;
+
+use super::apps::visible_app;
+use crate::auth::Caller;
+use crate::json::Body;
+use crate::machine_view::{self, INLINE_EVENTS};
+use crate::util::{nonce, now_ms, random, ulid};
+use crate::{ApiError, ApiState};
+
+/// Signals a machine may be sent or stopped with.
+pub(crate) const SIGNALS: [&str; 8] = [
+    "SIGINT", "SIGTERM", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGKILL", "SIGSTOP", "SIGHUP",
+];
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_STOP_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest `wait` (the reference caps it at 60 s).
+const MAX_WAIT_SECS: u64 = 60;
+/// Header carrying a lease nonce.
+const LEASE_HEADER: &str = "fly-machine-lease-nonce";
+
+/// Decoded query pairs (keys may repeat).
+pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz");
+                    match u8::from_str_radix(hex, 16) {
+                        Ok(b) => {
+                            out.push(b);
+                            i += 2;
+                        }
+                        Err(_) => out.push(b'%'),
+                    }
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    raw.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+fn truthy(v: Option<&str>) -> bool {
+    matches!(v, Some("true" | "1" | "yes" | ""))
+}
+
+fn load(
+    s: &ApiState,
+    c: &Caller,
+    app: &str,
+    id: &str,
+) -> Result<(AppRecord, MachineRecord), ApiError> {
+    let a = visible_app(s, c, app)?;
+    MachineId::parse(id).map_err(|_| ApiError::not_found("machine"))?;
+    let m = s
+        .store
+        .get_machine(&a.name, id)?
+        .ok_or_else(|| ApiError::not_found("machine"))?;
+    Ok((a, m))
+}
+
+/// A mutating call needs the lease nonce when someone holds the lease.
+fn check_lease(s: &ApiState, m: &MachineRecord, headers: &HeaderMap) -> Result<(), ApiError> {
+    if let Some(lease) = s.store.get_lease(&m.id, now_ms())? {
+        let given = headers.get(LEASE_HEADER).and_then(|v| v.to_str().ok());
+        if given != Some(lease.nonce.as_str()) {
+            return Err(ApiError::lease_held(
+                &lease.owner,
+                lease.expires_at_ms / 1000,
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn event(
+    m: &MachineRecord,
+    kind: &str,
+    status: &str,
+    source: &str,
+    request: Option<serde_json::Value>,
+) -> EventRecord {
+    EventRecord {
+        id: ulid().to_string(),
+        machine_id: m.id.clone(),
+        kind: kind.into(),
+        status: status.into(),
+        source: source.into(),
+        timestamp: now_ms(),
+        request,
+    }
+}
+
+/// Applies a user action: legal transition, pending op for the agent, an event.
+fn act(
+    s: &ApiState,
+    m: &MachineRecord,
+    action: Action,
+    pending: Option<PendingOp>,
+    kind: &str,
+) -> Result<MachineRecord, ApiError> {
+    let next = m
+        .state
+        .apply(action)
+        .map_err(|e| ApiError::precondition(format!("unable to {} machine: {e}", kind)))?;
+    let mut rec = m.clone();
+    rec.state = next;
+    rec.pending = pending;
+    rec.updated_at = now_ms();
+    let stored = s.store.update_machine(&rec, m.revision)?;
+    s.store
+        .add_event(&event(&stored, kind, next.as_str(), "user", None))?;
+    Ok(stored)
+}
+
+fn view(s: &ApiState, m: &MachineRecord, nonce: Option<String>) -> Result<Machine, ApiError> {
+    let events = s.store.events(&m.id, INLINE_EVENTS)?;
+    Ok(machine_view::machine(m, &events, nonce))
+}
+
+fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiError> {
+    let image = req.config.image.trim();
+    if image.is_empty() {
+        return Err(ApiError::bad_request("config.image is required"));
+    }
+    if image.len() > 512
+        || image.chars().any(|c| c.is_whitespace() || c.is_control())
+        || image.contains("..")
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid image reference '{}'",
+            image.escape_default()
+        )));
+    }
+    for k in req.config.env.keys() {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "invalid env name '{}'",
+                k.escape_default()
+            )));
+        }
+    }
+    if let Some(r) = &req.region
+        && !s.config.regions.iter().any(|x| x == r)
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown region '{}'; this platform has: {}",
+            r.escape_default(),
+            s.config.regions.join(", ")
+        )));
+    }
+    if let Some(sc) = &req.config.stop_config
+        && let Some(sig) = &sc.signal
+    {
+        signal_name(sig)?;
+    }
+    Ok(())
+}
+
+fn signal_name(sig: &str) -> Result<String, ApiError> {
+    let up = sig.to_ascii_uppercase();
+    let full = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    if SIGNALS.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid signal '{}'; use one of {}",
+            sig.escape_default(),
+            SIGNALS.join(", ")
+        )))
+    }
+}
+
+pub(crate) async fn list(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(app): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Vec<Machine>>, ApiError> {
+    let a = visible_app(&s, &c, &app)?;
+    let q = query_pairs(raw.as_deref());
+    let include = truthy(first(&q, "include_deleted"));
+    let region = first(&q, "region");
+    let meta: Vec<(&str, &str)> = q
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k, v.as_str())))
+        .collect();
+    let machines = s.store.list_machines(&a.name, include)?;
+    let out = machines
+        .iter()
+        .filter(|m| region.is_none_or(|r| m.region == r))
+        .filter(|m| {
+            meta.iter()
+                .all(|(k, v)| m.config.metadata.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|m| view(&s, m, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(out))
+}
+
+pub(crate) async fn create(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path(app): Path<String>,
+    Body(req): Body<CreateMachineRequest>,
+) -> Result<Json<Machine>, ApiError> {
+    let a = visible_app(&s, &c, &app)?;
+    validate_config(&s, &req)?;
+    let name = match &req.name {
+        Some(n) if !n.is_empty() => {
+            MachineName::parse(n).map_err(|e| ApiError::bad_request(e.to_string()))?
+        }
+        _ => MachineName::generate(u64::from_le_bytes(random::<8>())),
+    };
+    let org = s
+        .store
+        .get_org(&a.org_slug)?
+        .ok_or_else(|| ApiError::not_found("org"))?;
+    let now = now_ms();
+    let id = MachineId::from_bytes(random::<7>());
+    let instance = ulid();
+    let skip_launch = req.skip_launch.unwrap_or(false);
+    let rec = MachineRecord {
+        id: id.to_string(),
+        app: a.name.clone(),
+        name: name.to_string(),
+        region: req
+            .region
+            .clone()
+            .unwrap_or_else(|| s.config.region.clone()),
+        state: MState::Creating,
+        instance_id: instance.to_string(),
+        config: req.config.clone(),
+        image_ref: None,
+        private_ip: sixpn::machine_addr(
+            org.numeric_id as u32,
+            s.config.host_id,
+            u32::from_le_bytes(random::<4>()),
+        )
+        .to_string(),
+        host: s.config.host_name.clone(),
+        cordoned: req.skip_service_registration.unwrap_or(false),
+        pending: (!skip_launch).then_some(PendingOp::Start),
+        restart_count: 0,
+        created_at: now,
+        updated_at: now,
+        revision: 0,
+    };
+    s.store.insert_machine(&rec)?;
+    s.store
+        .add_event(&event(&rec, "launch", "created", "user", None))?;
+    let mut nonce_out = None;
+    if let Some(ttl) = req.lease_ttl.filter(|t| *t > 0) {
+        let lease = new_lease(&c, &rec, ttl, "created with lease".into());
+        nonce_out = Some(s.store.acquire_lease(&lease, None, now)?.nonce);
+    }
+    let stored = s
+        .store
+        .get_machine(&a.name, &rec.id)?
+        .ok_or_else(|| ApiError::not_found("machine"))?;
+    Ok(Json(view(&s, &stored, nonce_out)?))
+}
+
+pub(crate) fn new_lease(
+    c: &Caller,
+    m: &MachineRecord,
+    ttl_secs: i64,
+    description: String,
+) -> LeaseRecord {
+    LeaseRecord {
+        machine_id: m.id.clone(),
+        nonce: nonce(),
+        owner: c.owner(),
+        description,
+        expires_at_ms: now_ms() + ttl_secs.clamp(1, 3600) * 1000,
+        version: m.instance_id.clone(),
+    }
+}
+
+pub(crate) async fn get(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Machine>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    Ok(Json(view(&s, &m, None)?))
+}
+
+pub(crate) async fn update(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Body(req): Body<CreateMachineRequest>,
+) -> Result<Json<Machine>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    validate_config(&s, &req)?;
+    if let Some(v) = &req.current_version
+        && !v.is_empty()
+        && v != &m.instance_id
+    {
+        return Err(ApiError::precondition(format!(
+            "current_version {} does not match the machine's version {}",
+            v.escape_default(),
+            m.instance_id
+        )));
+    }
+    let mounts = |c: &hangar_api_types::MachineConfig| {
+        c.mounts
+            .iter()
+            .map(|x| (x.volume.clone(), x.path.clone()))
+            .collect::<Vec<_>>()
+    };
+    if !m.config.mounts.is_empty() && mounts(&m.config) != mounts(&req.config) {
+        return Err(ApiError::bad_request(
+            "mounts can not be changed by an update; destroy and recreate the machine",
+        ));
+    }
+    let launch = !req.skip_launch.unwrap_or(false);
+    let next = m
+        .state
+        .apply(Action::Update)
+        .map_err(|e| ApiError::precondition(format!("unable to update machine: {e}")))?;
+    let instance = ulid();
+    let mut rec = m.clone();
+    rec.state = next;
+    rec.config = req.config.clone();
+    rec.instance_id = instance.to_string();
+    rec.pending = Some(PendingOp::Update { launch });
+    rec.updated_at = now_ms();
+    if let Some(n) = req.name.as_deref().filter(|n| !n.is_empty()) {
+        rec.name = MachineName::parse(n)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .to_string();
+    }
+    if let Some(r) = &req.region
+        && r != &m.region
+    {
+        return Err(ApiError::bad_request(
+            "region can not be changed by an update",
+        ));
+    }
+    let stored = s.store.update_machine(&rec, m.revision)?;
+    s.store.add_version(&VersionRecord {
+        machine_id: m.id.clone(),
+        instance_id: stored.instance_id.clone(),
+        config: stored.config.clone(),
+        created_at: stored.updated_at,
+    })?;
+    s.store
+        .add_event(&event(&stored, "update", next.as_str(), "user", None))?;
+    Ok(Json(view(&s, &stored, None)?))
+}
+
+pub(crate) async fn start(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<StartResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let previous = m.state;
+    act(&s, &m, Action::Start, Some(PendingOp::Start), "start")?;
+    Ok(Json(StartResponse {
+        previous_state: Some(previous.to_api()),
+        migrated: Some(false),
+        new_host: Some(String::new()),
+    }))
+}
+
+fn stop_config(
+    m: &MachineRecord,
+    signal: Option<&str>,
+    timeout: Option<Duration>,
+) -> Result<StopConfig, ApiError> {
+    let base = m.config.stop_config.clone().unwrap_or_default();
+    let signal = match signal.or(base.signal.as_deref()) {
+        Some(sig) if !sig.is_empty() => signal_name(sig)?,
+        _ => "SIGINT".to_string(),
+    };
+    let timeout = timeout.or(base.timeout).unwrap_or(DEFAULT_STOP_TIMEOUT);
+    if timeout.0 < 0 {
+        return Err(ApiError::bad_request("timeout must not be negative"));
+    }
+    Ok(StopConfig {
+        signal: Some(signal),
+        timeout: Some(Duration(timeout.0.min(MAX_STOP_TIMEOUT.0))),
+    })
+}
+
+pub(crate) async fn stop(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Body(req): Body<StopRequest>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let stop = stop_config(&m, req.signal.as_deref(), req.timeout)?;
+    act(&s, &m, Action::Stop, Some(PendingOp::Stop { stop }), "stop")?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+pub(crate) async fn suspend(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    act(&s, &m, Action::Suspend, Some(PendingOp::Suspend), "suspend")?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+pub(crate) async fn restart(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let q = query_pairs(raw.as_deref());
+    let timeout = match first(&q, "timeout") {
+        Some(t) if !t.is_empty() => Some(parse_duration_param(t)?),
+        _ => None,
+    };
+    let mut stop = stop_config(&m, first(&q, "signal"), timeout)?;
+    if truthy(first(&q, "force_stop")) {
+        stop.signal = Some("SIGKILL".into());
+    }
+    act(
+        &s,
+        &m,
+        Action::Restart,
+        Some(PendingOp::Restart { stop }),
+        "restart",
+    )?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+/// A duration parameter: Go syntax, or a bare number of seconds.
+fn parse_duration_param(t: &str) -> Result<Duration, ApiError> {
+    if let Ok(secs) = t.parse::<i64>() {
+        return Ok(Duration::from_secs(secs.clamp(0, 300)));
+    }
+    Duration::parse_go(t).map_err(|e| ApiError::bad_request(format!("invalid timeout: {e}")))
+}
+
+pub(crate) async fn signal(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    Body(req): Body<SignalRequest>,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let signal = signal_name(&req.signal)?;
+    if m.state != MState::Started {
+        return Err(ApiError::precondition(format!(
+            "machine is {}; only a started machine can be signalled",
+            m.state
+        )));
+    }
+    if m.pending.is_some() {
+        return Err(ApiError::precondition(
+            "machine has an operation in progress; retry",
+        ));
+    }
+    let mut rec = m.clone();
+    rec.pending = Some(PendingOp::Signal { signal });
+    rec.updated_at = now_ms();
+    s.store.update_machine(&rec, m.revision)?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+pub(crate) async fn destroy(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let q = query_pairs(raw.as_deref());
+    let force = truthy(first(&q, "force")) || truthy(first(&q, "kill"));
+    act(
+        &s,
+        &m,
+        Action::Destroy { force },
+        Some(PendingOp::Destroy { force }),
+        "destroy",
+    )?;
+    Ok(Json(OkResponse { ok: true }))
+}
+
+async fn set_cordon(
+    s: &ApiState,
+    c: &Caller,
+    headers: &HeaderMap,
+    app: &str,
+    id: &str,
+    on: bool,
+) -> Result<Json<OkResponse>, ApiError> {
+    let (_, m) = load(s, c, app, id)?;
+    check_lease(s, &m, headers)?;
+    if m.cordoned != on {
+        let mut rec = m.clone();
+        rec.cordoned = on;
+        rec.updated_at = now_ms();
+        s.store.update_machine(&rec, m.revision)?;
+    }
+    Ok(Json(OkResponse { ok: true }))
+}
+
+pub(crate) async fn cordon(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<OkResponse>, ApiError> {
+    set_cordon(&s, &c, &headers, &app, &id, true).await
+}
+
+pub(crate) async fn uncordon(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<OkResponse>, ApiError> {
+    set_cordon(&s, &c, &headers, &app, &id, false).await
+}
+
+pub(crate) async fn wait(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (a, m) = load(&s, &c, &app, &id)?;
+    let q = query_pairs(raw.as_deref());
+    let wanted: Vec<MState> = q
+        .iter()
+        .filter(|(k, _)| k == "state")
+        .map(|(_, v)| {
+            MState::parse(v).ok_or_else(|| {
+                ApiError::bad_request(format!("invalid state '{}'", v.escape_default()))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let wanted = if wanted.is_empty() {
+        vec![MState::Started]
+    } else {
+        wanted
+    };
+    if let Some(bad) = wanted.iter().find(|w| {
+        !matches!(
+            w,
+            MState::Started
+                | MState::Stopped
+                | MState::Suspended
+                | MState::Destroyed
+                | MState::Created
+                | MState::Failed
+        )
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "can not wait for state '{bad}'; use started, stopped, suspended, destroyed"
+        )));
+    }
+    let secs = match first(&q, "timeout") {
+        Some(t) if !t.is_empty() => t
+            .trim_end_matches('s')
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request("timeout must be a number of seconds"))?,
+        _ => MAX_WAIT_SECS,
+    }
+    .clamp(1, MAX_WAIT_SECS);
+    let version = first(&q, "instance_id")
+        .or(first(&q, "version"))
+        .filter(|v| !v.is_empty());
+    let mut rx = s.store.subscribe();
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(secs);
+    let mut current = m;
+    loop {
+        let version_ok = version.is_none_or(|v| v == current.instance_id);
+        if wanted.contains(&current.state) && version_ok && current.pending.is_none() {
+            return Ok(Json(json!({"ok": true, "state": current.state.as_str()})));
+        }
+        if version.is_some() && !version_ok && wanted.contains(&MState::Stopped) {
+            // The version waited on was replaced: it is as stopped as it will ever be.
+            return Ok(Json(json!({"ok": true, "state": "replaced"})));
+        }
+        match tokio::time::timeout_at(deadline, rx.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ApiError::internal("store closed")),
+            Err(_) => {
+                let names: Vec<&str> = wanted.iter().map(|w| w.as_str()).collect();
+                return Err(ApiError::timeout(format!(
+                    "timed out after {secs}s waiting for machine {} to be {} (it is {})",
+                    current.id,
+                    names.join(" or "),
+                    current.state
+                )));
+            }
+        }
+        current = match s.store.get_machine(&a.name, &current.id)? {
+            Some(m) => m,
+            None => return Err(ApiError::not_found("machine")),
+        };
+    }
+}
+
+pub(crate) async fn events(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Vec<MachineEvent>>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    let events = s.store.events(&m.id, 100)?;
+    Ok(Json(events.iter().map(machine_view::event).collect()))
+}
+
+pub(crate) async fn versions(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Vec<MachineVersion>>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    let versions = s.store.versions(&m.id)?;
+    Ok(Json(
+        versions
+            .into_iter()
+            .map(|v| MachineVersion {
+                version: v.instance_id,
+                user_config: Some(v.config),
+            })
+            .collect(),
+    ))
+}
+
+pub(crate) async fn metadata(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<BTreeMap<String, String>>, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    Ok(Json(m.config.metadata))
+}
+
+fn valid_meta_key(k: &str) -> bool {
+    (1..=256).contains(&k.len())
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+pub(crate) async fn set_metadata(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id, key)): Path<(String, String, String)>,
+    Body(req): Body<MetadataValue>,
+) -> Result<StatusCode, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    if !valid_meta_key(&key) {
+        return Err(ApiError::bad_request(
+            "metadata keys use letters, digits, '_', '-' and '.'",
+        ));
+    }
+    let mut rec = m.clone();
+    rec.config.metadata.insert(key, req.value);
+    rec.updated_at = now_ms();
+    s.store.update_machine(&rec, m.revision)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn delete_metadata(
+    State(s): State<ApiState>,
+    c: Caller,
+    headers: HeaderMap,
+    Path((app, id, key)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let (_, m) = load(&s, &c, &app, &id)?;
+    check_lease(&s, &m, &headers)?;
+    let mut rec = m.clone();
+    if rec.config.metadata.remove(&key).is_some() {
+        rec.updated_at = now_ms();
+        s.store.update_machine(&rec, m.revision)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn ps(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
+    load(&s, &c, &app, &id)?;
+    Err(ApiError::not_implemented("ps"))
+}
+
+pub(crate) async fn exec(
+    State(s): State<ApiState>,
+    c: Caller,
+    Path((app, id)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    load(&s, &c, &app, &id)?;
+    Err(ApiError::not_implemented("exec"))
+}

@@ -1,0 +1,63 @@
+//! Routes, one file per resource.
+
+mod apps;
+mod leases;
+mod machines;
+mod orgs;
+mod platform;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::{ApiError, ApiState};
+
+pub(crate) fn router(state: ApiState) -> Router {
+    // The JSON extractor enforces the configured limit with a JSON error; this outer limit is
+    // a backstop a little above it so the extractor is what users see.
+    let backstop = state.config.max_body_bytes.saturating_add(1);
+    let m = "/v1/apps/{app}/machines/{id}";
+    Router::new()
+        .route("/v1/apps", get(apps::list).post(apps::create))
+        .route("/v1/apps/{app}", get(apps::get).delete(apps::delete))
+        .route(
+            "/v1/apps/{app}/machines",
+            get(machines::list).post(machines::create),
+        )
+        .route(
+            m,
+            get(machines::get)
+                .post(machines::update)
+                .put(machines::update)
+                .delete(machines::destroy),
+        )
+        .route(&format!("{m}/start"), post(machines::start))
+        .route(&format!("{m}/stop"), post(machines::stop))
+        .route(&format!("{m}/suspend"), post(machines::suspend))
+        .route(&format!("{m}/restart"), post(machines::restart))
+        .route(&format!("{m}/signal"), post(machines::signal))
+        .route(&format!("{m}/cordon"), post(machines::cordon))
+        .route(&format!("{m}/uncordon"), post(machines::uncordon))
+        .route(&format!("{m}/wait"), get(machines::wait))
+        .route(&format!("{m}/events"), get(machines::events))
+        .route(&format!("{m}/versions"), get(machines::versions))
+        .route(&format!("{m}/metadata"), get(machines::metadata))
+        .route(
+            &format!("{m}/metadata/{{key}}"),
+            post(machines::set_metadata).delete(machines::delete_metadata),
+        )
+        .route(
+            &format!("{m}/lease"),
+            get(leases::get)
+                .post(leases::acquire)
+                .delete(leases::release),
+        )
+        .route(&format!("{m}/ps"), get(machines::ps))
+        .route(&format!("{m}/exec"), post(machines::exec))
+        .route("/v1/platform/regions", get(platform::regions))
+        .route("/v1/orgs", get(orgs::list).post(orgs::create))
+        .route("/v1/tokens", post(orgs::create_token))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(backstop))
+        .with_state(state)
+}
