@@ -1,0 +1,317 @@
+//! `hangar-net`: the host side of machine networking.
+//!
+//! Owns, per private network, a bridge holding the host's address on that network, and per
+//! machine a named network namespace (`/run/netns/hgr-<machine id>`) joined to the bridge by
+//! a veth pair, with loopback up, the machine's 6PN address on `eth0` and a default route via
+//! the bridge. Everything is created idempotently and removed idempotently, so a daemon that
+//! crashed half-way can simply run the same step again, and [`list_machine_namespaces`] lets
+//! it find what to clean up.
+//!
+//! Addressing (PLATFORM.md §4.1): a machine's address is
+//! `fdaa:<network:32>:<host:32>:<machine:32>:2`; every machine of one network on this host is
+//! inside `fdaa:<network>:<host>::/80`, which is on-link on the bridge, so machines of a
+//! network reach each other directly and the host reaches them at the bridge address `…::1`.
+//!
+//! The kernel is driven through iproute2 (`ip`, in every Debian install), one batch per
+//! operation; isolation between networks (nftables) and DNS come with the networks issue.
+//!
+//! Must not: know about machines' lifecycle, the store or HTTP.
+
+use std::net::Ipv6Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use thiserror::Error;
+
+/// A networking step failed.
+#[derive(Debug, Error)]
+pub enum NetError {
+    /// `ip` could not be run.
+    #[error("can not run ip (install iproute2): {0}")]
+    Spawn(std::io::Error),
+    /// `ip` refused a command.
+    #[error("ip {args}: {stderr}")]
+    Ip {
+        /// The command.
+        args: String,
+        /// What it said.
+        stderr: String,
+    },
+    /// A name that would not be safe to use.
+    #[error("invalid network object name '{0}'")]
+    BadName(String),
+}
+
+/// Result of networking steps.
+pub type Result<T> = std::result::Result<T, NetError>;
+
+const NETNS_PREFIX: &str = "hgr-";
+
+fn safe(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(NetError::BadName(name.to_string()));
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(NetError::Spawn)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(NetError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// Runs `ip -batch -` with one command per line, failing on the first error.
+fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
+    use std::io::Write as _;
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(ns) = netns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["-batch", "-"]);
+    let mut child = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NetError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(lines.join("\n").as_bytes())
+            .map_err(NetError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NetError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Ip {
+            args: format!("{} <<< {}", args.join(" "), lines.join("; ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+fn link_exists(name: &str, netns: Option<&str>) -> bool {
+    let mut args = Vec::new();
+    if let Some(ns) = netns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["link", "show", "dev", name]);
+    ip(&args).is_ok()
+}
+
+/// A private network on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    /// The 32-bit network id (the org's, or a custom network's).
+    pub network_id: u32,
+    /// This host's 32-bit id.
+    pub host_id: u32,
+    /// Bridge device name (at most 15 characters).
+    pub bridge: String,
+}
+
+impl Network {
+    /// The network `network_id` on host `host_id`, with the default bridge name `hgrb<id hex>`.
+    pub fn new(network_id: u32, host_id: u32) -> Self {
+        Self {
+            network_id,
+            host_id,
+            bridge: format!("hgrb{network_id:x}"),
+        }
+    }
+
+    /// The host's address on this network (on the bridge).
+    pub fn gateway(&self) -> Ipv6Addr {
+        let n = self.network_id;
+        let h = self.host_id;
+        Ipv6Addr::new(
+            0xfdaa,
+            (n >> 16) as u16,
+            n as u16,
+            (h >> 16) as u16,
+            h as u16,
+            0,
+            0,
+            1,
+        )
+    }
+
+    /// Creates the bridge if missing and makes sure it is up with the gateway address.
+    pub fn ensure(&self) -> Result<()> {
+        safe(&self.bridge)?;
+        if !link_exists(&self.bridge, None) {
+            match ip(&["link", "add", &self.bridge, "type", "bridge"]) {
+                Ok(_) => {}
+                // Lost a race with another creator: fine.
+                Err(_) if link_exists(&self.bridge, None) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Forwarding between ports of the bridge is L2; the host needs v6 on the bridge.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", self.bridge),
+            "0",
+        );
+        ip_batch(
+            None,
+            &[
+                format!(
+                    "address replace {}/80 dev {} nodad",
+                    self.gateway(),
+                    self.bridge
+                ),
+                format!("link set {} up", self.bridge),
+            ],
+        )
+    }
+
+    /// Removes the bridge (and with it every veth still attached).
+    pub fn remove(&self) -> Result<()> {
+        safe(&self.bridge)?;
+        if link_exists(&self.bridge, None) {
+            ip(&["link", "del", &self.bridge])?;
+        }
+        Ok(())
+    }
+}
+
+/// A machine's network namespace and its link to the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineNet {
+    /// Namespace name under /run/netns.
+    pub netns: String,
+    /// Host-side veth name.
+    pub host_veth: String,
+    /// The machine's address.
+    pub addr: Ipv6Addr,
+}
+
+impl MachineNet {
+    /// Names for machine `machine_id` (14 hex) with address `addr`.
+    pub fn new(machine_id: &str, addr: Ipv6Addr) -> Self {
+        let short: String = machine_id.chars().take(11).collect();
+        Self {
+            netns: format!("{NETNS_PREFIX}{machine_id}"),
+            host_veth: format!("hgv{short}"),
+            addr,
+        }
+    }
+
+    /// Path of the namespace, to join from the runtime.
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.netns)
+    }
+
+    /// Creates the namespace, the veth pair and addresses; safe to call again.
+    pub fn ensure(&self, network: &Network) -> Result<()> {
+        safe(&self.host_veth)?;
+        if self.netns.len() > 64
+            || !self
+                .netns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(NetError::BadName(self.netns.clone()));
+        }
+        network.ensure()?;
+        if !self.netns_path().exists() {
+            match ip(&["netns", "add", &self.netns]) {
+                Ok(_) => {}
+                Err(_) if self.netns_path().exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let peer_inside = link_exists("eth0", Some(&self.netns));
+        if !peer_inside {
+            if link_exists(&self.host_veth, None) {
+                // Half-made by a crash: start that link again.
+                ip(&["link", "del", &self.host_veth])?;
+            }
+            ip_batch(
+                None,
+                &[
+                    format!(
+                        "link add {} type veth peer name eth0 netns {}",
+                        self.host_veth, self.netns
+                    ),
+                    format!("link set {} master {} up", self.host_veth, network.bridge),
+                ],
+            )?;
+        } else {
+            ip_batch(
+                None,
+                &[format!(
+                    "link set {} master {} up",
+                    self.host_veth, network.bridge
+                )],
+            )?;
+        }
+        ip_batch(
+            Some(&self.netns),
+            &[
+                "link set lo up".to_string(),
+                format!("address replace {}/80 dev eth0 nodad", self.addr),
+                "link set eth0 up".to_string(),
+                format!("route replace default via {} dev eth0", network.gateway()),
+            ],
+        )
+    }
+
+    /// Removes the namespace and the veth; safe to call when already gone.
+    pub fn remove(&self) -> Result<()> {
+        if link_exists(&self.host_veth, None) {
+            let _ = ip(&["link", "del", &self.host_veth]);
+        }
+        if self.netns_path().exists() {
+            ip(&["netns", "del", &self.netns])?;
+        }
+        Ok(())
+    }
+}
+
+/// Machine ids that have a namespace on this host (for re-adoption and garbage collection).
+pub fn list_machine_namespaces() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return Vec::new();
+    };
+    let mut ids: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix(NETNS_PREFIX).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_limits() {
+        let m = MachineNet::new("3d8d413b29d089", "fdaa::2".parse().expect("addr"));
+        assert!(m.host_veth.len() <= 15);
+        assert_eq!(m.netns, "hgr-3d8d413b29d089");
+        let n = Network::new(0xffff_ffff, 7);
+        assert!(n.bridge.len() <= 15);
+        assert_eq!(n.gateway().to_string(), "fdaa:ffff:ffff:0:7::1");
+        assert!(safe("a b").is_err());
+        assert!(safe("../x").is_err());
+    }
+}
