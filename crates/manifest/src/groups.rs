@@ -12,10 +12,11 @@ pub fn group_matches(c: &Config, processes: &[String], group: &str) -> bool {
     }
 }
 
-/// The `[[vm]]` for `group`: the first naming it, else the first with no list (which applies
-/// to every group lacking a specific one).
+/// The `[[vm]]` for `group`: the last naming it, else the last with no list (which applies
+/// to every group lacking a specific one). Later entries win, as in the reference.
 pub fn vm_for_group<'a>(c: &'a Config, group: &str) -> Option<&'a Compute> {
     c.vm.iter()
+        .rev()
         .find(|v| v.processes.iter().any(|p| p == group))
-        .or_else(|| c.vm.iter().find(|v| v.processes.is_empty()))
+        .or_else(|| c.vm.iter().rev().find(|v| v.processes.is_empty()))
 }

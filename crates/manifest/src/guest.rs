@@ -80,7 +80,7 @@ pub fn default_guest() -> MachineGuest {
     preset("shared-cpu-1x").unwrap_or_default()
 }
 
-/// Applies a `[[vm]]`: preset first, then explicit keys, `memory` last.
+/// Applies a `[[vm]]`: preset first, then explicit keys (`memory_mb` over `memory`).
 pub fn guest_for(vm: &Compute) -> Result<MachineGuest, GuestError> {
     let mut g = match vm.size.as_deref() {
         Some(size) => preset(size).ok_or_else(|| GuestError::UnknownSize {
@@ -105,14 +105,15 @@ pub fn guest_for(vm: &Compute) -> Result<MachineGuest, GuestError> {
         }
         g.cpus = Some(cpus);
     }
-    if let Some(mb) = vm.memory_mb {
+    // As the reference: `memory` first, then an explicit `memory_mb` wins.
+    if let Some(mem) = &vm.memory {
+        let mb = units::memory_mb(mem).map_err(GuestError::Memory)?;
         if mb <= 0 {
             return Err(GuestError::ZeroMemory);
         }
         g.memory_mb = Some(mb);
     }
-    if let Some(mem) = &vm.memory {
-        let mb = units::memory_mb(mem).map_err(GuestError::Memory)?;
+    if let Some(mb) = vm.memory_mb {
         if mb <= 0 {
             return Err(GuestError::ZeroMemory);
         }
@@ -200,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn explicit_keys_beat_the_preset_and_memory_beats_memory_mb() {
+    fn explicit_keys_beat_the_preset_and_memory_mb_beats_memory() {
         let vm = Compute {
             size: Some("shared-cpu-1x".into()),
             memory: Some("1gb".into()),
@@ -209,7 +210,7 @@ mod tests {
             ..Compute::default()
         };
         let g = guest_for(&vm).expect("guest");
-        assert_eq!((g.cpus, g.memory_mb), (Some(2), Some(1024)));
+        assert_eq!((g.cpus, g.memory_mb), (Some(2), Some(512)));
     }
 
     #[test]

@@ -146,9 +146,11 @@ pub fn machine_config(
         }
     }
 
+    // The last matching [[restart]] wins, as in the reference.
     if let Some(r) = c
         .restart
         .iter()
+        .rev()
         .find(|r| group_matches(c, &r.processes, group))
     {
         m.restart = Some(MachineRestart {
@@ -181,7 +183,8 @@ pub fn machine_config(
         Some(vm) => guest::guest_for(vm).map_err(ConvertError::Guest)?,
         None => m.guest.take().unwrap_or_else(guest::default_guest),
     };
-    if c.host_dedication_id.is_some() {
+    if g.host_dedication_id.is_none() && c.host_dedication_id.is_some() {
+        // A [[vm]]'s own host_dedication_id wins over the top-level one.
         g.host_dedication_id = c.host_dedication_id.clone();
     }
     m.guest = Some(g);

@@ -137,8 +137,15 @@ fn yaml_scalar(out: &mut String, v: &serde_json::Value) {
 
 fn yaml_string(out: &mut String, s: &str) {
     let plain_char = |c: char| c.is_ascii_alphanumeric() || " _-./+=$()~^;,".contains(c);
+    // Also quoted: words and numbers a YAML 1.1 reader (PyYAML, older tools) would not read
+    // as a string, so the file means the same everywhere.
+    let yaml11 = matches!(
+        s.to_ascii_lowercase().as_str(),
+        "y" | "n" | "yes" | "no" | "on" | "off"
+    ) || s.bytes().all(|b| b.is_ascii_digit() || b == b'_');
     let plain = s.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '/' || c == '_')
         && !s.ends_with(' ')
+        && !yaml11
         && s.chars().all(plain_char)
         && crate::source::plain_is_string(s);
     if plain {

@@ -401,7 +401,13 @@ fn group_list(c: &Config) -> String {
     if c.processes.is_empty() {
         return DEFAULT_GROUP.to_string();
     }
-    let mut list = c.processes.keys().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut list = c
+        .processes
+        .keys()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if c.processes.len() > SHOWN {
         list.push_str(&format!(" and {} more", c.processes.len() - SHOWN));
     }
@@ -946,7 +952,7 @@ fn vms(cx: &mut Ctx<'_>, c: &Config) {
     for (group, second) in second_item_per_group(c, lists, false) {
         cx.warn(
             vec![key("vm"), idx(second)],
-            format!("group '{group}' has more than one [[vm]]; only the first applies"),
+            format!("group '{group}' has more than one [[vm]]; only the last applies"),
             None,
         );
     }

@@ -182,6 +182,11 @@ b = ""
 c = ""
 d = ""
 e = ""
+f = ""
+
+[[vm]]
+gpu_kind = "a10"
+processes = ["f"]
 
 [[vm]]
 size = "performance-2x"
@@ -419,4 +424,36 @@ fn image_defaults_to_build_image() {
             .image,
         "override:2"
     );
+}
+
+#[test]
+fn statics_apply_to_every_group() {
+    // The group serving HTTP is not the default one here; it must still get the statics.
+    let m = manifest(
+        "app = \"x\"\n[processes]\napp = \"\"\nweb = \"bin/web\"\n[http_service]\ninternal_port = 8080\nprocesses = [\"web\"]\n[[statics]]\nguest_path = \"/public\"\nurl_prefix = \"/static\"\n",
+    );
+    let configs = machine_configs(&m.config, ConvertOptions::default()).expect("converts");
+    for (group, c) in &configs {
+        assert_eq!(c.statics.len(), 1, "{group}");
+        assert_eq!(c.statics[0].url_prefix, "/static");
+    }
+    assert!(configs["app"].services.is_empty());
+    assert_eq!(configs["web"].services.len(), 1);
+}
+
+#[test]
+fn experimental_cmd_applies_only_to_groups_without_a_command() {
+    let m = manifest(
+        "app = \"x\"\n[processes]\nweb = \"bin/web\"\nidle = \"\"\n[experimental]\ncmd = [\"sleep\", \"inf\"]\n",
+    );
+    let configs = machine_configs(&m.config, ConvertOptions::default()).expect("converts");
+    let cmd = |g: &str| {
+        configs[g]
+            .init
+            .as_ref()
+            .map(|i| i.cmd.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(cmd("web"), ["bin/web"]);
+    assert_eq!(cmd("idle"), ["sleep", "inf"]);
 }

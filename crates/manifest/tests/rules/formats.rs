@@ -1221,3 +1221,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn yaml_output_quotes_what_yaml_1_1_readers_would_misread() {
+    let mut config = Config::default();
+    for (k, v) in [
+        ("A", "off"),
+        ("B", "1_000"),
+        ("C", "Yes"),
+        ("D", "plain text"),
+    ] {
+        config.env.insert(k.to_string(), v.to_string());
+    }
+    let text = render(&config, Format::Yaml).expect("renders");
+    assert_eq!(
+        text,
+        "---\nenv:\n  A: \"off\"\n  B: \"1_000\"\n  C: \"Yes\"\n  D: plain text\n"
+    );
+    assert_eq!(round_trip(&config, Format::Yaml), Ok(config));
+}

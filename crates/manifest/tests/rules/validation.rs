@@ -1248,7 +1248,7 @@ fn second_vm_for_a_group_is_a_warning() {
         Warning,
         "vm[1]",
         (7, 1),
-        "group 'web' has more than one [[vm]]; only the first applies",
+        "group 'web' has more than one [[vm]]; only the last applies",
     );
     assert_no_errors(&r);
 }
@@ -1278,6 +1278,25 @@ url_prefix = "/staticfiles"
         "url_prefix '/static/css' overlaps the one of statics[0]",
     );
     assert_errors(&r, &["overlaps"]);
+    // One error per static, naming the first earlier static it overlaps.
+    let r = check(
+        "app = \"demo\"\n[[statics]]\nguest_path = \"/a\"\nurl_prefix = \"/a/b\"\n[[statics]]\nguest_path = \"/b\"\nurl_prefix = \"/a/\"\n[[statics]]\nguest_path = \"/c\"\nurl_prefix = \"/\"\n",
+    );
+    assert_finding(
+        &r,
+        Error,
+        "statics[1].url_prefix",
+        (7, 14),
+        "url_prefix '/a/' overlaps the one of statics[0]",
+    );
+    assert_finding(
+        &r,
+        Error,
+        "statics[2].url_prefix",
+        (10, 14),
+        "url_prefix '/' overlaps the one of statics[0]",
+    );
+    assert_eq!(r.errors().count(), 2, "{}", dump(&r));
 }
 
 #[test]
