@@ -1,0 +1,575 @@
+//! The real driver: youki's libcontainer in-process, hangar-init as PID 1, cgroups read and
+//! frozen directly. All state is on disk ([`crate::layout`]), so a new instance over the same
+//! state directory re-adopts what an old one (or a killed daemon) left running.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::Container;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
+use tokio::io::unix::AsyncFd;
+
+use crate::cgroup::{CgroupVersion, Cgroups, Stats};
+use crate::driver::{ContainerInfo, ContainerState, Driver, ExitStatus, Signal, Started};
+use crate::error::{Error, IoContext, Result};
+use crate::init::ExitRecord;
+use crate::layout::{Layout, ProcessRecord, proc_stat, read_json, write_atomic};
+use crate::oci::{self, BundleContext};
+use crate::spec::{ContainerId, ContainerSpec};
+
+/// How [`LinuxDriver`] is set up.
+#[derive(Debug, Clone)]
+pub struct LinuxDriverConfig {
+    /// Where container state lives (e.g. `/var/lib/hangar/runtime`). Keep it across daemon
+    /// restarts: it is how running containers are found again.
+    pub state_dir: PathBuf,
+    /// The static `hangar-init` binary on the host (see the crate docs for how to build it).
+    pub init_binary: PathBuf,
+    /// cgroup parent of every container, relative to the hierarchy roots (e.g. `hangar`).
+    pub cgroup_parent: String,
+}
+
+/// The container driver for Linux hosts (cgroup v1, hybrid and v2).
+#[derive(Debug)]
+pub struct LinuxDriver {
+    layout: Layout,
+    init_binary: PathBuf,
+    cgroup_parent: PathBuf,
+    cgroups: Cgroups,
+    swap_accounting: bool,
+}
+
+/// libcontainer binds and connects its notify socket by a relative path after a `chdir`,
+/// and the working directory belongs to the whole process: two of its operations at once in
+/// one process (a daemon creating machines concurrently) race on it ("failed to bind notify
+/// socket", "failed to get cwd"). Every call into libcontainer holds this lock.
+static LIBCONTAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn libcontainer_lock() -> std::sync::MutexGuard<'static, ()> {
+    LIBCONTAINER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long delete waits for a killed container to go.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+impl LinuxDriver {
+    /// Checks the host and prepares the state directory.
+    pub fn new(config: LinuxDriverConfig) -> Result<Self> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(Error::Host("the container driver must run as root".into()));
+        }
+        let init = &config.init_binary;
+        if !init.is_absolute() || !init.is_file() {
+            return Err(Error::Host(format!(
+                "hangar-init not found at {} (build it static, see hangar-runtime's docs)",
+                init.display()
+            )));
+        }
+        let parent = config.cgroup_parent.trim_matches('/');
+        if parent.is_empty() || parent.split('/').any(|c| ContainerId::parse(c).is_err()) {
+            return Err(Error::InvalidSpec(format!(
+                "cgroup parent {:?} is not a relative cgroup path",
+                config.cgroup_parent
+            )));
+        }
+        let cgroups = Cgroups::detect()?;
+        let swap_accounting = host_has_swap()
+            && match cgroups.version() {
+                CgroupVersion::V2 => true,
+                CgroupVersion::V1 => cgroups
+                    .dir("memory", Path::new(""))
+                    .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists()),
+            };
+        let layout = Layout::new(&config.state_dir);
+        for d in [layout.containers(), layout.libcontainer_root()] {
+            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+        }
+        Ok(Self {
+            layout,
+            init_binary: config.init_binary.clone(),
+            cgroup_parent: PathBuf::from(parent),
+            cgroups,
+            swap_accounting,
+        })
+    }
+
+    /// The state directory layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The host's cgroups as this driver sees them.
+    pub fn cgroups(&self) -> &Cgroups {
+        &self.cgroups
+    }
+
+    /// The container's cgroup, relative to the hierarchy roots.
+    pub fn cgroup_path(&self, id: &ContainerId) -> PathBuf {
+        self.cgroup_parent.join(id.as_str())
+    }
+
+    fn exists(&self, id: &ContainerId) -> Result<()> {
+        if self.layout.container(id).is_dir() {
+            Ok(())
+        } else {
+            Err(Error::NotFound(id.to_string()))
+        }
+    }
+
+    /// The container's init, if it is still alive (not a zombie, same start time).
+    fn live_process(&self, id: &ContainerId) -> Result<Option<ProcessRecord>> {
+        let rec: Option<ProcessRecord> =
+            read_json(&self.layout.process(id)).ctx(|| format!("reading process of {id}"))?;
+        Ok(rec.filter(|r| matches!(proc_stat(r.pid), Some((t, false)) if t == r.start_time)))
+    }
+
+    /// A pidfd for the container's init, if it is the recorded process (zombies included: a
+    /// pidfd of a zombie is readable at once, and lets the parent reap it).
+    fn pidfd(&self, id: &ContainerId) -> Result<Option<OwnedFd>> {
+        let rec: Option<ProcessRecord> =
+            read_json(&self.layout.process(id)).ctx(|| format!("reading process of {id}"))?;
+        let Some(rec) = rec else { return Ok(None) };
+        let Some(pid) = Pid::from_raw(rec.pid) else {
+            return Ok(None);
+        };
+        let fd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::SRCH) => return Ok(None),
+            Err(e) => return Err(Error::io(format!("pidfd_open {}", rec.pid), e.into())),
+        };
+        // The pidfd pins the process: checking after opening excludes pid reuse.
+        Ok(match proc_stat(rec.pid) {
+            Some((t, _)) if t == rec.start_time => Some(fd),
+            _ => None,
+        })
+    }
+
+    fn wrong_state(&self, id: &ContainerId, state: ContainerState, op: &'static str) -> Error {
+        Error::WrongState {
+            id: id.to_string(),
+            state: state.to_string(),
+            op,
+        }
+    }
+
+    /// The exit status once the init is gone: from the exit file, else from the wait status
+    /// this instance reaped, else "killed by SIGKILL". Persisted so it stays the same.
+    fn final_status(&self, id: &ContainerId, waited: Option<WaitIdStatus>) -> Result<ExitStatus> {
+        let final_path = self.layout.final_status(id);
+        if let Some(s) =
+            read_json::<FinalStatus>(&final_path).ctx(|| "reading final status".into())?
+        {
+            return Ok(s.into());
+        }
+        let record = fs::read_to_string(self.layout.exit_file(id))
+            .ok()
+            .and_then(|s| ExitRecord::parse(&s));
+        let (code, signal) = match (record, waited) {
+            (Some(r), _) => (r.code, r.signal),
+            (None, Some(w)) => match (w.exit_status(), w.terminating_signal()) {
+                (Some(c), _) => (c, None),
+                (None, Some(s)) => (128 + s, Some(s)),
+                (None, None) => (128 + 9, Some(9)),
+            },
+            (None, None) => (128 + 9, Some(9)),
+        };
+        let rel = self.cgroup_path(id);
+        let oom_killed = self.cgroups.exists(&rel) && self.cgroups.oom_kills(&rel).unwrap_or(0) > 0;
+        let status = ExitStatus {
+            code,
+            signal,
+            oom_killed,
+        };
+        let bytes = serde_json::to_vec(&FinalStatus::from(status)).unwrap_or_default();
+        write_atomic(&final_path, &bytes).ctx(|| format!("recording exit of {id}"))?;
+        Ok(status)
+    }
+
+    fn create_inner(&self, spec: &ContainerSpec) -> Result<()> {
+        let id = &spec.id;
+        let l = &self.layout;
+        let spec_json = serde_json::to_vec_pretty(spec)
+            .map_err(|e| Error::InvalidSpec(format!("cannot serialise spec: {e}")))?;
+        write_atomic(&l.spec(id), &spec_json).ctx(|| format!("writing spec of {id}"))?;
+        for d in [l.bundle(id), l.run_dir(id)] {
+            fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+        }
+        for d in oci::log_dirs(spec) {
+            fs::create_dir_all(&d).ctx(|| format!("creating log directory {}", d.display()))?;
+        }
+        let cgroups_path = Path::new("/").join(self.cgroup_path(id));
+        let run_dir = l.run_dir(id);
+        let ctx = BundleContext {
+            init_binary: &self.init_binary,
+            run_dir: &run_dir,
+            cgroups_path: &cgroups_path,
+            swap_accounting: self.swap_accounting,
+        };
+        let config = serde_json::to_vec_pretty(&oci::config(spec, &ctx))
+            .map_err(|e| Error::InvalidSpec(format!("cannot serialise OCI spec: {e}")))?;
+        write_atomic(&l.bundle(id).join("config.json"), &config)
+            .ctx(|| format!("writing config.json of {id}"))?;
+
+        let stdin = File::open("/dev/null").ctx(|| "opening /dev/null".into())?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l.init_log(id))
+            .ctx(|| format!("opening init log of {id}"))?;
+        let log2 = log.try_clone().ctx(|| "duplicating init log".into())?;
+        let guard = libcontainer_lock();
+        let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_root_path(l.libcontainer_root())
+            .map_err(runtime_error)?
+            .with_stdin(OwnedFd::from(stdin))
+            .with_stdout(OwnedFd::from(log))
+            .with_stderr(OwnedFd::from(log2))
+            .validate_id()
+            .map_err(runtime_error)?
+            .as_init(l.bundle(id))
+            .with_systemd(false)
+            .with_detach(true)
+            .build()
+            .map_err(runtime_error)?;
+        drop(guard);
+        let pid = container
+            .pid()
+            .ok_or_else(|| Error::Runtime(format!("container {id} has no init pid")))?
+            .as_raw();
+        let start_time = proc_stat(pid)
+            .map(|s| s.0)
+            .ok_or_else(|| Error::Runtime(format!("init of {id} died during create")))?;
+        let rec = serde_json::to_vec(&ProcessRecord { pid, start_time }).unwrap_or_default();
+        write_atomic(&l.process(id), &rec).ctx(|| format!("recording process of {id}"))?;
+        Ok(())
+    }
+
+    /// Kills the container's processes and waits (bounded) until its init is gone; reaps it
+    /// if it is our child.
+    fn kill_and_wait(&self, id: &ContainerId) -> Result<()> {
+        let rel = self.cgroup_path(id);
+        if let Some(fd) = self.pidfd(id)? {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+            if self.cgroups.exists(&rel) {
+                self.cgroups.kill_all(&rel)?;
+            }
+            let deadline = Instant::now() + KILL_WAIT;
+            loop {
+                let mut fds = [rustix::event::PollFd::new(
+                    &fd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let ready =
+                    rustix::event::poll(&mut fds, Some(&timespec(Duration::from_millis(100))))
+                        .unwrap_or(0);
+                if ready > 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    return Err(Error::Timeout(format!("container {id} did not die")));
+                }
+                // Frozen processes cannot die on v1: make sure the cgroup is thawed.
+                if self.cgroups.exists(&rel) {
+                    self.cgroups.kill_all(&rel)?;
+                }
+            }
+            let _ = rustix::process::waitid(
+                WaitId::PidFd(fd.as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+            );
+        } else if self.cgroups.exists(&rel) {
+            self.cgroups.kill_all(&rel)?;
+        }
+        Ok(())
+    }
+}
+
+impl Driver for LinuxDriver {
+    fn create(&self, spec: &ContainerSpec) -> Result<()> {
+        spec.validate()?;
+        if !spec.rootfs.is_dir() {
+            return Err(Error::InvalidSpec(format!(
+                "rootfs {} is not a directory",
+                spec.rootfs.display()
+            )));
+        }
+        for m in &spec.mounts {
+            if !m.source.exists() {
+                return Err(Error::InvalidSpec(format!(
+                    "mount source {} does not exist",
+                    m.source.display()
+                )));
+            }
+        }
+        if let Some(ns) = &spec.netns
+            && !ns.exists()
+        {
+            return Err(Error::InvalidSpec(format!(
+                "netns {} does not exist",
+                ns.display()
+            )));
+        }
+        let dir = self.layout.container(&spec.id);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(Error::AlreadyExists(spec.id.to_string()));
+            }
+            Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
+        }
+        let t = Instant::now();
+        let result = self.create_inner(spec);
+        if let Err(e) = &result {
+            tracing::warn!(id = %spec.id, error = %e, "create failed; cleaning up");
+            if let Err(e2) = self.delete(&spec.id) {
+                tracing::warn!(id = %spec.id, error = %e2, "cleanup after failed create failed");
+            }
+        } else {
+            tracing::debug!(id = %spec.id, elapsed_us = t.elapsed().as_micros() as u64, "created");
+        }
+        result
+    }
+
+    fn start(&self, id: &ContainerId) -> Result<Started> {
+        match self.state(id)? {
+            ContainerState::Created => {}
+            other => return Err(self.wrong_state(id, other, "start")),
+        }
+        {
+            let _guard = libcontainer_lock();
+            let mut container =
+                Container::load(self.layout.libcontainer_dir(id)).map_err(runtime_error)?;
+            container.start().map_err(runtime_error)?;
+        }
+        write_atomic(&self.layout.started(id), b"").ctx(|| format!("marking {id} started"))?;
+        let rec: Option<ProcessRecord> =
+            read_json(&self.layout.process(id)).ctx(|| format!("reading process of {id}"))?;
+        let rec = rec.ok_or_else(|| Error::Runtime(format!("{id} has no process record")))?;
+        Ok(Started {
+            pid: rec.pid,
+            start_time: rec.start_time,
+        })
+    }
+
+    fn signal(&self, id: &ContainerId, signal: Signal) -> Result<()> {
+        self.exists(id)?;
+        let state = self.state(id)?;
+        if state == ContainerState::Stopped {
+            return Err(self.wrong_state(id, state, "signal"));
+        }
+        let sig = rustix::process::Signal::from_named_raw(signal.0)
+            .ok_or_else(|| Error::InvalidSpec(format!("signal {} is not supported", signal.0)))?;
+        let Some(fd) = self.pidfd(id)? else {
+            return Err(self.wrong_state(id, ContainerState::Stopped, "signal"));
+        };
+        rustix::process::pidfd_send_signal(&fd, sig)
+            .map_err(|e| Error::io(format!("signalling {id}"), e.into()))?;
+        if signal == Signal::KILL && state == ContainerState::Frozen {
+            self.cgroups.set_frozen(&self.cgroup_path(id), false)?;
+        }
+        Ok(())
+    }
+
+    fn freeze(&self, id: &ContainerId) -> Result<()> {
+        match self.state(id)? {
+            ContainerState::Running => self.cgroups.set_frozen(&self.cgroup_path(id), true),
+            ContainerState::Frozen => Ok(()),
+            other => Err(self.wrong_state(id, other, "freeze")),
+        }
+    }
+
+    fn thaw(&self, id: &ContainerId) -> Result<()> {
+        match self.state(id)? {
+            ContainerState::Frozen => self.cgroups.set_frozen(&self.cgroup_path(id), false),
+            ContainerState::Running => Ok(()),
+            other => Err(self.wrong_state(id, other, "thaw")),
+        }
+    }
+
+    fn state(&self, id: &ContainerId) -> Result<ContainerState> {
+        self.exists(id)?;
+        if self.layout.final_status(id).exists() || self.live_process(id)?.is_none() {
+            return Ok(ContainerState::Stopped);
+        }
+        if !self.layout.started(id).exists() {
+            return Ok(ContainerState::Created);
+        }
+        let rel = self.cgroup_path(id);
+        if self.cgroups.exists(&rel) && self.cgroups.is_frozen(&rel).unwrap_or(false) {
+            return Ok(ContainerState::Frozen);
+        }
+        Ok(ContainerState::Running)
+    }
+
+    async fn wait_exit(&self, id: &ContainerId) -> Result<ExitStatus> {
+        self.exists(id)?;
+        if let Some(s) = read_json::<FinalStatus>(&self.layout.final_status(id))
+            .ctx(|| "reading final status".into())?
+        {
+            return Ok(s.into());
+        }
+        let waited = match self.pidfd(id)? {
+            Some(fd) => {
+                // Sound despite the deprecation: the OwnedFd is owned by the AsyncFd for as
+                // long as it is registered (the deprecated constructors only lack that proof
+                // for arbitrary `AsRawFd` types).
+                #[allow(deprecated)]
+                let afd = AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)
+                    .ctx(|| format!("watching {id}"))?;
+                let _guard = afd.readable().await.ctx(|| format!("watching {id}"))?;
+                // Reaps it if we are its parent; ECHILD (re-adopted) leaves the exit file.
+                rustix::process::waitid(
+                    WaitId::PidFd(afd.get_ref().as_fd()),
+                    WaitIdOptions::EXITED | WaitIdOptions::NOHANG,
+                )
+                .ok()
+                .flatten()
+            }
+            None => None,
+        };
+        self.final_status(id, waited)
+    }
+
+    fn stats(&self, id: &ContainerId) -> Result<Stats> {
+        self.exists(id)?;
+        let rel = self.cgroup_path(id);
+        if !self.cgroups.exists(&rel) {
+            return Err(self.wrong_state(id, ContainerState::Stopped, "read stats"));
+        }
+        self.cgroups.stats(&rel)
+    }
+
+    fn delete(&self, id: &ContainerId) -> Result<()> {
+        self.kill_and_wait(id)?;
+        let lc_dir = self.layout.libcontainer_dir(id);
+        if lc_dir.exists() {
+            let _guard = libcontainer_lock();
+            match Container::load(lc_dir.clone()) {
+                Ok(mut c) => {
+                    if let Err(e) = c.delete(true) {
+                        tracing::debug!(%id, error = %e, "libcontainer delete failed; cleaning by hand");
+                    }
+                }
+                Err(e) => tracing::debug!(%id, error = %e, "libcontainer state unreadable"),
+            }
+            remove_dir_all(&lc_dir)?;
+        }
+        self.cgroups.remove(&self.cgroup_path(id))?;
+        remove_dir_all(&self.layout.container(id))?;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<ContainerInfo>> {
+        let mut ids = Vec::new();
+        for dir in [self.layout.containers(), self.layout.libcontainer_root()] {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+            };
+            for entry in entries {
+                let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+                if let Some(id) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| ContainerId::parse(s).ok())
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let known = self.layout.container(&id).is_dir();
+            let spec: Option<ContainerSpec> = if known {
+                read_json(&self.layout.spec(&id)).ctx(|| format!("reading spec of {id}"))?
+            } else {
+                None
+            };
+            let state = if known {
+                self.state(&id)?
+            } else {
+                ContainerState::Stopped
+            };
+            let pid = if known {
+                self.live_process(&id)?.map(|r| r.pid)
+            } else {
+                None
+            };
+            out.push(ContainerInfo {
+                id,
+                state,
+                pid,
+                spec,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The persisted form of an [`ExitStatus`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct FinalStatus {
+    code: i32,
+    signal: Option<i32>,
+    oom_killed: bool,
+}
+
+impl From<ExitStatus> for FinalStatus {
+    fn from(s: ExitStatus) -> Self {
+        Self {
+            code: s.code,
+            signal: s.signal,
+            oom_killed: s.oom_killed,
+        }
+    }
+}
+
+impl From<FinalStatus> for ExitStatus {
+    fn from(s: FinalStatus) -> Self {
+        Self {
+            code: s.code,
+            signal: s.signal,
+            oom_killed: s.oom_killed,
+        }
+    }
+}
+
+fn runtime_error(e: libcontainer::error::LibcontainerError) -> Error {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    Error::Runtime(msg)
+}
+
+fn remove_dir_all(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != ErrorKind::NotFound => {
+            Err(Error::io(format!("removing {}", dir.display()), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// Whether the host has any swap device.
+fn host_has_swap() -> bool {
+    fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
+}
