@@ -127,12 +127,15 @@ pub struct Network {
 }
 
 impl Network {
-    /// The network `network_id` on host `host_id`, with the default bridge name `hgrb<id hex>`.
+    /// The network `network_id` on host `host_id`. The bridge is named `hgrb` + 8 hex digits
+    /// of a hash of both ids, so several simulated hosts on one machine (tests) never share one.
     pub fn new(network_id: u32, host_id: u32) -> Self {
+        let mix =
+            (u64::from(network_id) << 32 | u64::from(host_id)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         Self {
             network_id,
             host_id,
-            bridge: format!("hgrb{network_id:x}"),
+            bridge: format!("hgrb{:08x}", (mix >> 32) as u32),
         }
     }
 
