@@ -10,8 +10,11 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
+use hangar_agent::{Agent, AgentConfig};
 use hangar_api::{ApiConfig, ApiState};
-use hangar_store::SqliteStore;
+use hangar_image::{ImageStore, Puller, PullerConfig};
+use hangar_runtime::{LinuxDriver, LinuxDriverConfig};
+use hangar_store::{SqliteStore, Store};
 
 /// Hangar host daemon: the Machines API and (as they land) the agent, proxy and DNS roles.
 #[derive(Debug, Parser)]
@@ -35,6 +38,15 @@ struct Args {
     /// Per-token API rate limit as RATE/BURST (e.g. 50/100); off by default.
     #[arg(long)]
     rate_limit: Option<String>,
+    /// The static `hangar-init` binary run as PID 1 in machines (default: beside hangard).
+    #[arg(long, env = "HANGAR_INIT_BINARY")]
+    init_binary: Option<PathBuf>,
+    /// Registries (host[:port]) pulled from over plain http, e.g. 127.0.0.1:5000.
+    #[arg(long, value_delimiter = ',')]
+    insecure_registry: Vec<String>,
+    /// This host's 32-bit id in 6PN addresses.
+    #[arg(long, default_value_t = 1)]
+    host_id: u32,
 }
 
 fn parse_rate(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -92,11 +104,47 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let config = ApiConfig {
         region: args.region.clone(),
         regions,
-        host_id: 1,
+        host_id: args.host_id,
         host_name: hostname(),
         max_body_bytes: args.max_body_bytes,
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
     };
+    let init_binary = match &args.init_binary {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .context("locating hangard")?
+            .with_file_name("hangar-init"),
+    };
+    let driver = Arc::new(
+        LinuxDriver::new(LinuxDriverConfig {
+            state_dir: args.data_dir.join("runtime"),
+            init_binary,
+            cgroup_parent: "hangar".into(),
+        })
+        .context("starting the container driver")?,
+    );
+    let images =
+        ImageStore::open(args.data_dir.join("images")).context("opening the image store")?;
+    let puller = Puller::new(
+        images.clone(),
+        PullerConfig {
+            insecure_registries: args.insecure_registry.clone(),
+            ..PullerConfig::default()
+        },
+    )
+    .context("starting the image puller")?;
+    let dyn_store: Arc<dyn Store> = store.clone();
+    let agent = Agent::new(
+        dyn_store.clone(),
+        driver,
+        images,
+        puller,
+        AgentConfig {
+            machines_dir: args.data_dir.join("machines"),
+            host_id: args.host_id,
+            log_limit_bytes: 8 << 20,
+        },
+    );
     let listener = tokio::net::TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding the API to {}", args.api_listen))?;
@@ -107,7 +155,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.data_dir.display(),
         args.region
     );
-    hangar_api::run(listener, ApiState::new(store, config), shutdown_signal()).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(hangar_api::run(
+        listener,
+        ApiState::new(dyn_store, config),
+        stopped(stop_rx.clone()),
+    ));
+    let agent_task = tokio::spawn(hangar_agent::run(agent, stopped(stop_rx)));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    api.await.context("api task")??;
+    agent_task.await.context("agent task")??;
     eprintln!("hangard: stopped (machines keep running; they are re-adopted on the next start)");
     Ok(())
 }

@@ -1,0 +1,198 @@
+//! `hangar-agent`: the host side of the machine lifecycle.
+//!
+//! Owns what runs on this host. It watches the store's change log; for every machine whose
+//! state is transient with a pending operation (written by the API), it carries the operation
+//! out with the runtime driver, the image store and host networking, and reports each step
+//! back through the machine state machine (`hangar_domain::State::apply`). It supervises
+//! running machines (exit → restart policy), and at start it re-adopts running containers,
+//! redoes interrupted operations (every step is idempotent) and removes whatever on the host
+//! belongs to no live machine.
+//!
+//! Must not: serve HTTP, or own facts the store owns (desired config); it only writes
+//! observed state, events and resolved image refs.
+
+mod prepare;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use hangar_domain::RestartTracker;
+use hangar_image::{ImageStore, Puller};
+use hangar_runtime::{Driver, ExitStatus};
+use hangar_store::{Store, StoreError};
+use tokio::sync::mpsc;
+
+pub use reconcile::AgentError;
+
+/// Settings of the agent.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Where machine directories live (`DATA/machines`).
+    pub machines_dir: PathBuf,
+    /// This host's 32-bit id (6PN addresses).
+    pub host_id: u32,
+    /// Bytes of stdout/stderr kept per machine (rotated).
+    pub log_limit_bytes: u64,
+}
+
+/// The agent. Generic over the runtime driver so logic can be tested with the fake driver.
+pub struct Agent<D: Driver> {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) driver: Arc<D>,
+    pub(crate) images: ImageStore,
+    pub(crate) puller: Puller,
+    pub(crate) config: AgentConfig,
+    workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    pub(crate) exits: Mutex<HashMap<String, ExitStatus>>,
+    pub(crate) watching: Mutex<HashMap<String, (u64, tokio::task::AbortHandle)>>,
+    pub(crate) restarts: Mutex<HashMap<String, RestartTracker>>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl<D: Driver> std::fmt::Debug for Agent<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// Most change-log entries read per batch.
+const CHANGE_BATCH: usize = 1000;
+
+impl<D: Driver> Agent<D> {
+    /// An agent over its parts.
+    pub fn new(
+        store: Arc<dyn Store>,
+        driver: Arc<D>,
+        images: ImageStore,
+        puller: Puller,
+        config: AgentConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            driver,
+            images,
+            puller,
+            config,
+            workers: Mutex::new(HashMap::new()),
+            exits: Mutex::new(HashMap::new()),
+            watching: Mutex::new(HashMap::new()),
+            restarts: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Asks the machine's worker to look at it again (coalesced: one pending kick at most).
+    pub(crate) fn kick(self: &Arc<Self>, id: &str) {
+        let mut workers = lock(&self.workers);
+        let tx = workers.entry(id.to_string()).or_insert_with(|| {
+            let (tx, mut rx) = mpsc::channel::<()>(1);
+            let agent = Arc::clone(self);
+            let id = id.to_string();
+            let task = tokio::spawn(async move {
+                while rx.recv().await.is_some() {
+                    agent.reconcile(&id).await;
+                }
+            });
+            self.track(task.abort_handle());
+            tx
+        });
+        let _ = tx.try_send(());
+    }
+
+    /// Remembers a spawned task so that stopping the agent stops it too.
+    pub(crate) fn track(&self, h: tokio::task::AbortHandle) {
+        let mut tasks = lock(&self.tasks);
+        if tasks.len() >= 64 {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(h);
+    }
+
+    /// Forgets a machine's worker (after it is destroyed).
+    pub(crate) fn forget(&self, id: &str) {
+        lock(&self.workers).remove(id);
+        lock(&self.restarts).remove(id);
+        if let Some((_, h)) = lock(&self.watching).remove(id) {
+            h.abort();
+        }
+        lock(&self.exits).remove(id);
+    }
+
+    fn kick_all(self: &Arc<Self>) -> Result<(), StoreError> {
+        for m in self.store.all_live_machines()? {
+            self.kick(&m.id);
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs the agent until `shutdown` resolves. Machines keep running after it returns.
+pub async fn run<D: Driver>(
+    agent: Arc<Agent<D>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    // However `run` ends (returned, errored, or its task aborted), every worker and watcher
+    // stops with it. Machines are not touched: they keep running and are re-adopted.
+    let _stop_tasks = StopTasks(Arc::clone(&agent));
+    let mut rx = agent.store.subscribe();
+    let mut last = agent.store.revision();
+    agent.collect_garbage().await?;
+    agent.kick_all()?;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+            }
+        }
+        loop {
+            match agent.store.changes_since(last, CHANGE_BATCH) {
+                Ok(changes) => {
+                    let Some(tail) = changes.last() else { break };
+                    last = tail.revision;
+                    for c in &changes {
+                        if c.kind == "machine" {
+                            agent.kick(&c.key);
+                        }
+                    }
+                    if changes.len() < CHANGE_BATCH {
+                        break;
+                    }
+                }
+                Err(StoreError::Compacted { .. }) => {
+                    last = agent.store.revision();
+                    agent.kick_all()?;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+struct StopTasks<D: Driver>(Arc<Agent<D>>);
+
+impl<D: Driver> Drop for StopTasks<D> {
+    fn drop(&mut self) {
+        lock(&self.0.workers).clear();
+        for t in lock(&self.0.tasks).drain(..) {
+            t.abort();
+        }
+        for (_, (_, h)) in lock(&self.0.watching).drain() {
+            h.abort();
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! `hangar-testkit`: the real system, in-process, for end-to-end tests.
+//!
+//! [`TestCluster::start`] opens a SQLite store in a temp dir, imports the offline busybox test
+//! image, starts the real container driver (its own cgroup parent), the agent and the API on
+//! `127.0.0.1:0`. Dropping the cluster stops the services and removes every container,
+//! namespace, mount and file it made, so tests leave nothing behind even when they fail.
+
+pub mod http;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hangar_agent::{Agent, AgentConfig};
+use hangar_api::{ApiConfig, ApiState, hash_token};
+use hangar_image::testing::{TempDir, busybox_image, write_oci_archive};
+use hangar_image::{ImageStore, ImportOptions, Puller, PullerConfig};
+use hangar_runtime::{ContainerId, Driver, LinuxDriver, LinuxDriverConfig};
+use hangar_store::{SqliteStore, Store, TokenScope};
+
+pub use http::{Client, Resp};
+
+/// The image reference the test image is stored under.
+pub const TEST_IMAGE: &str = "hangar-test/busybox:latest";
+/// The admin token of every test cluster.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// A running in-process Hangar host.
+pub struct TestCluster {
+    /// API address.
+    pub api: SocketAddr,
+    /// The store.
+    pub store: Arc<SqliteStore>,
+    /// The driver.
+    pub driver: Arc<LinuxDriver>,
+    /// The data dir.
+    pub dir: TempDir,
+    host_id: u32,
+    cgroup_parent: String,
+    images: ImageStore,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    agent_stop: Option<tokio::sync::watch::Sender<bool>>,
+    agent_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for TestCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCluster")
+            .field("api", &self.api)
+            .finish()
+    }
+}
+
+fn unique_n() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static N: AtomicU16 = AtomicU16::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn unique() -> String {
+    format!("{}-{}", std::process::id(), unique_n())
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl TestCluster {
+    /// Boots a host with one org (`personal`), the admin token [`ADMIN_TOKEN`], and the test
+    /// image imported. Must run inside a multi-threaded tokio runtime, as root.
+    pub async fn start() -> Result<Self, String> {
+        let dir = TempDir::new("hangar-e2e").map_err(|e| e.to_string())?;
+        let store = Arc::new(SqliteStore::open(&dir.join("state.db")).map_err(|e| e.to_string())?);
+        store
+            .create_org("personal", "Personal", 0)
+            .map_err(|e| e.to_string())?;
+        store
+            .create_token(&hash_token(ADMIN_TOKEN), &TokenScope::Admin, "admin", 0)
+            .map_err(|e| e.to_string())?;
+        let images = ImageStore::open(dir.join("images")).map_err(|e| e.to_string())?;
+        let image = busybox_image().map_err(|e| e.to_string())?;
+        let archive = dir.join("busybox.tar");
+        write_oci_archive(&image, &archive, "latest").map_err(|e| e.to_string())?;
+        let tag = hangar_image::Reference::parse(TEST_IMAGE).map_err(|e| e.to_string())?;
+        images
+            .import(
+                &archive,
+                &ImportOptions {
+                    tag: Some(tag),
+                    ..ImportOptions::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        let init = hangar_runtime::testing::static_init().map_err(|e| e.to_string())?;
+        let cgroup_parent = format!("hangar-test-{}", unique());
+        let driver = Arc::new(
+            LinuxDriver::new(LinuxDriverConfig {
+                state_dir: dir.join("runtime"),
+                init_binary: init,
+                cgroup_parent: cgroup_parent.clone(),
+            })
+            .map_err(|e| e.to_string())?,
+        );
+        let dyn_store: Arc<dyn Store> = store.clone();
+        // A host id of its own per cluster keeps bridges and addresses of parallel tests apart.
+        let host_id =
+            u32::from_le_bytes(*b"hgrt") ^ std::process::id() ^ (u32::from(unique_n()) << 20);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let api = listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let state = ApiState::new(
+            dyn_store,
+            ApiConfig {
+                host_id,
+                ..ApiConfig::default()
+            },
+        );
+        let t1 = tokio::spawn(async move {
+            let _ = hangar_api::run(listener, state, stopped(rx)).await;
+        });
+        let mut cluster = Self {
+            api,
+            store,
+            driver,
+            dir,
+            host_id,
+            cgroup_parent,
+            images,
+            stop: Some(tx),
+            tasks: vec![t1],
+            agent_stop: None,
+            agent_task: None,
+        };
+        cluster.start_agent()?;
+        Ok(cluster)
+    }
+
+    /// Starts the agent (again): like a daemon restart for the host side; running machines
+    /// are re-adopted.
+    pub fn start_agent(&mut self) -> Result<(), String> {
+        let puller =
+            Puller::new(self.images.clone(), PullerConfig::default()).map_err(|e| e.to_string())?;
+        let dyn_store: Arc<dyn Store> = self.store.clone();
+        let agent = Agent::new(
+            dyn_store,
+            self.driver.clone(),
+            self.images.clone(),
+            puller,
+            AgentConfig {
+                machines_dir: self.dir.join("machines"),
+                host_id: self.host_id,
+                log_limit_bytes: 1 << 20,
+            },
+        );
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.agent_task = Some(tokio::spawn(async move {
+            if let Err(e) = hangar_agent::run(agent, stopped(rx)).await {
+                eprintln!("agent stopped: {e}");
+            }
+        }));
+        self.agent_stop = Some(tx);
+        Ok(())
+    }
+
+    /// Stops the agent abruptly (its tasks are aborted mid-step), leaving machines running.
+    pub async fn kill_agent(&mut self) {
+        if let Some(t) = self.agent_task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        self.agent_stop = None;
+    }
+
+    /// An admin API client.
+    pub fn client(&self) -> Client {
+        Client::new(self.api, Some(ADMIN_TOKEN))
+    }
+
+    /// The data dir.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A machine's directory.
+    pub fn machine_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("machines").join(id)
+    }
+
+    /// What a machine wrote to stdout/stderr.
+    pub fn machine_log(&self, id: &str) -> String {
+        std::fs::read_to_string(self.machine_dir(id).join("logs/machine.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(t) = self.agent_task.take() {
+            t.abort();
+        }
+        // Remove everything the machines left, whatever state the test ended in.
+        if let Ok(machines) = self.store.all_live_machines() {
+            for m in machines {
+                if let Ok(id) = ContainerId::parse(&m.id) {
+                    let _ = self.driver.delete(&id);
+                }
+                let _ = hangar_image::remove_rootfs(&self.machine_dir(&m.id));
+                if let Ok(addr) = m.private_ip.parse() {
+                    let _ = hangar_net::MachineNet::new(&m.id, addr).remove();
+                }
+            }
+        }
+        if let Ok(list) = self.driver.list() {
+            for c in list {
+                let _ = self.driver.delete(&c.id);
+            }
+        }
+        let _ = self.driver.cgroups().remove(Path::new(&self.cgroup_parent));
+        if let Ok(orgs) = self.store.list_orgs() {
+            for o in orgs {
+                let _ = hangar_net::Network::new(o.numeric_id as u32, self.host_id).remove();
+            }
+        }
+    }
+}
