@@ -38,6 +38,7 @@ pub struct TestCluster {
     host_id: u32,
     cgroup_parent: String,
     images: ImageStore,
+    insecure_registries: Vec<String>,
     stop: Option<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     agent_stop: Option<tokio::sync::watch::Sender<bool>>,
@@ -70,6 +71,11 @@ impl TestCluster {
     /// Boots a host with one org (`personal`), the admin token [`ADMIN_TOKEN`], and the test
     /// image imported. Must run inside a multi-threaded tokio runtime, as root.
     pub async fn start() -> Result<Self, String> {
+        Self::start_with_registries(Vec::new()).await
+    }
+
+    /// [`TestCluster::start`], pulling from these plain-http registries (`host:port`).
+    pub async fn start_with_registries(insecure_registries: Vec<String>) -> Result<Self, String> {
         let dir = TempDir::new("hangar-e2e").map_err(|e| e.to_string())?;
         let store = Arc::new(SqliteStore::open(&dir.join("state.db")).map_err(|e| e.to_string())?);
         store
@@ -129,6 +135,7 @@ impl TestCluster {
             host_id,
             cgroup_parent,
             images,
+            insecure_registries,
             stop: Some(tx),
             tasks: vec![t1],
             agent_stop: None,
@@ -141,8 +148,14 @@ impl TestCluster {
     /// Starts the agent (again): like a daemon restart for the host side; running machines
     /// are re-adopted.
     pub fn start_agent(&mut self) -> Result<(), String> {
-        let puller =
-            Puller::new(self.images.clone(), PullerConfig::default()).map_err(|e| e.to_string())?;
+        let puller = Puller::new(
+            self.images.clone(),
+            PullerConfig {
+                insecure_registries: self.insecure_registries.clone(),
+                ..PullerConfig::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
         let dyn_store: Arc<dyn Store> = self.store.clone();
         let agent = Agent::new(
             dyn_store,

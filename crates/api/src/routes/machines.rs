@@ -631,6 +631,17 @@ pub(crate) async fn wait(
         if wanted.contains(&current.state) && version_ok && current.pending.is_none() {
             return Ok(Json(json!({"ok": true, "state": current.state.as_str()})));
         }
+        if matches!(current.state, MState::Destroyed) && !wanted.contains(&MState::Destroyed) {
+            return Err(ApiError::precondition(format!(
+                "machine {} was destroyed while waiting for it to be {}",
+                current.id,
+                wanted
+                    .iter()
+                    .map(|w| w.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
         if version.is_some() && !version_ok && wanted.contains(&MState::Stopped) {
             // The version waited on was replaced: it is as stopped as it will ever be.
             return Ok(Json(json!({"ok": true, "state": "replaced"})));
