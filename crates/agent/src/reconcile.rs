@@ -138,14 +138,14 @@ impl<D: Driver> Agent<D> {
                 Ok(true) => continue,
                 Ok(false) => return,
                 Err(e) => {
-                    self.fail(id, &e);
+                    self.fail(id, &e).await;
                     return;
                 }
             }
         }
     }
 
-    fn fail(&self, id: &str, e: &AgentError) {
+    async fn fail(&self, id: &str, e: &AgentError) {
         eprintln!("hangar-agent: machine {id}: {e}");
         let Ok(Some(m)) = self.store.find_machine(id) else {
             return;
@@ -164,6 +164,10 @@ impl<D: Driver> Agent<D> {
         if let Ok(Some(m)) = self.report(&m, action, None)
             && m.state == State::LaunchFailed
         {
+            // A machine that never came to be leaves nothing on the host.
+            if let Err(e) = self.teardown(&m).await {
+                eprintln!("hangar-agent: machine {id}: cleaning up a failed launch: {e}");
+            }
             let _ = self.report(&m, Action::Removed, None);
         }
     }

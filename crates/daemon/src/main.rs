@@ -47,6 +47,9 @@ struct Args {
     /// This host's 32-bit id in 6PN addresses.
     #[arg(long, default_value_t = 1)]
     host_id: u32,
+    /// cgroup under which every machine's cgroup is made.
+    #[arg(long, default_value = "hangar")]
+    cgroup_parent: String,
 }
 
 fn parse_rate(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -119,7 +122,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         LinuxDriver::new(LinuxDriverConfig {
             state_dir: args.data_dir.join("runtime"),
             init_binary,
-            cgroup_parent: "hangar".into(),
+            cgroup_parent: args.cgroup_parent.clone(),
         })
         .context("starting the container driver")?,
     );

@@ -220,7 +220,14 @@ impl Drop for TestCluster {
             t.abort();
         }
         // Remove everything the machines left, whatever state the test ended in.
-        if let Ok(machines) = self.store.all_live_machines() {
+        let machines: Vec<_> = self
+            .store
+            .list_apps(None)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|a| self.store.list_machines(&a.name, true).unwrap_or_default())
+            .collect();
+        {
             for m in machines {
                 if let Ok(id) = ContainerId::parse(&m.id) {
                     let _ = self.driver.delete(&id);

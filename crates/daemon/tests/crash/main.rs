@@ -1,0 +1,265 @@
+//! hangard as a real process, SIGKILLed while 50 machines are being created concurrently,
+//! then restarted over the same data dir: no machine is lost, duplicated or left half-made,
+//! and once they are destroyed nothing of them remains on the host.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hangar_image::testing::{TempDir, busybox_image, write_oci_archive};
+use hangar_image::{ImageStore, ImportOptions, Reference};
+use hangar_runtime::{Driver, LinuxDriver, LinuxDriverConfig};
+use hangar_testkit::Client;
+use serde_json::{Value, json};
+
+const IMAGE: &str = "hangar-test/busybox:latest";
+
+struct Daemon {
+    child: Option<Child>,
+    api: std::net::SocketAddr,
+}
+
+impl Daemon {
+    fn start(data: &Path, init: &Path, cgroup: &str, host_id: u32) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hangard"))
+            .args([
+                "--data-dir",
+                &data.display().to_string(),
+                "--api-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--init-binary",
+                &init.display().to_string(),
+                "--cgroup-parent",
+                cgroup,
+            ])
+            .args(["--host-id", &host_id.to_string()])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn hangard");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("api=http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                eprintln!("[hangard] {line}");
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("hangard prints its API address");
+        Daemon {
+            child: Some(child),
+            api: addr.parse().expect("addr"),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Removes whatever the test's machines left, even after a failure.
+struct HostCleanup {
+    data: PathBuf,
+    init: PathBuf,
+    cgroup: String,
+    host_id: u32,
+}
+
+impl Drop for HostCleanup {
+    fn drop(&mut self) {
+        if let Ok(driver) = LinuxDriver::new(LinuxDriverConfig {
+            state_dir: self.data.join("runtime"),
+            init_binary: self.init.clone(),
+            cgroup_parent: self.cgroup.clone(),
+        }) {
+            for c in driver.list().unwrap_or_default() {
+                let _ = driver.delete(&c.id);
+            }
+            let _ = driver.cgroups().remove(Path::new(&self.cgroup));
+        }
+        if let Ok(dir) = std::fs::read_dir(self.data.join("machines")) {
+            for e in dir.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = hangar_image::remove_rootfs(&e.path());
+                let _ = hangar_net::MachineNet::new(&id, std::net::Ipv6Addr::UNSPECIFIED).remove();
+            }
+        }
+        for net in 1..4 {
+            let _ = hangar_net::Network::new(net, self.host_id).remove();
+        }
+    }
+}
+
+async fn list(c: &Client) -> Vec<Value> {
+    c.get("/v1/apps/crash/machines")
+        .await
+        .json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_daemon_mid_creation_loses_nothing() {
+    let dir = TempDir::new("hangar-crash").expect("temp dir");
+    let data = dir.join("data");
+    let images = ImageStore::open(data.join("images")).expect("image store");
+    let archive = dir.join("busybox.tar");
+    write_oci_archive(
+        &busybox_image().expect("busybox-static"),
+        &archive,
+        "latest",
+    )
+    .expect("archive");
+    let tag = Reference::parse(IMAGE).expect("ref");
+    images
+        .import(
+            &archive,
+            &ImportOptions {
+                tag: Some(tag),
+                ..ImportOptions::default()
+            },
+        )
+        .expect("import");
+    let init = hangar_runtime::testing::static_init().expect("static init");
+    let cgroup = format!("hangar-crash-{}", std::process::id());
+    let host_id = 0x00c0_0000 ^ std::process::id();
+    let _cleanup = HostCleanup {
+        data: data.clone(),
+        init: init.clone(),
+        cgroup: cgroup.clone(),
+        host_id,
+    };
+
+    let mut daemon = Daemon::start(&data, &init, &cgroup, host_id);
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .expect("admin token")
+        .trim()
+        .to_string();
+    let c = Client::new(daemon.api, Some(&token));
+    let r = c
+        .post(
+            "/v1/apps",
+            &json!({"app_name": "crash", "org_slug": "personal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // 50 creates at once; the daemon dies while they are under way.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"name": format!("m{i}"), "config": {"image": IMAGE, "init": {"cmd": ["sleep", "3600"]}, "guest": {"memory_mb": 64}}});
+            let r = c.post("/v1/apps/crash/machines", &body).await;
+            (r.status == 200).then(|| r.json()["id"].as_str().unwrap_or_default().to_string())
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while list(&c).await.len() < 15 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    daemon.kill();
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        if let Ok(Some(id)) = t.await {
+            acknowledged.push(id);
+        }
+    }
+
+    // Restart over the same data dir.
+    let daemon = Daemon::start(&data, &init, &cgroup, host_id);
+    let c = Client::new(daemon.api, Some(&token));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let settled = loop {
+        let machines = list(&c).await;
+        let done = machines.iter().all(|m| {
+            matches!(
+                m["state"].as_str(),
+                Some("started" | "failed" | "destroyed")
+            )
+        });
+        if done || Instant::now() > deadline {
+            break machines;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let states: Vec<(String, String)> = settled
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or("").to_string(),
+                m["state"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| s == "started" || s == "failed" || s == "destroyed"),
+        "every machine ends started or cleanly failed/destroyed: {states:?}"
+    );
+    // Nothing acknowledged is lost, nothing is duplicated.
+    let ids: Vec<&str> = settled.iter().filter_map(|m| m["id"].as_str()).collect();
+    for a in &acknowledged {
+        assert!(ids.contains(&a.as_str()), "acknowledged machine {a} lost");
+    }
+    let mut names: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), states.len(), "no duplicates: {states:?}");
+    let started = states.iter().filter(|(_, s)| s == "started").count();
+    assert!(
+        started >= acknowledged.len().min(15),
+        "{started} started of {} acknowledged",
+        acknowledged.len()
+    );
+
+    // Destroy them all: nothing stays on the host.
+    for id in &ids {
+        let r = c
+            .delete(&format!("/v1/apps/crash/machines/{id}?force=true"))
+            .await;
+        assert!(r.status == 200 || r.status == 412, "{}", r.text);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !list(&c).await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(list(&c).await.is_empty(), "all destroyed");
+    let leftovers: Vec<String> = std::fs::read_dir(data.join("machines"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "machine dirs left: {leftovers:?}");
+    let netns: Vec<String> = hangar_net::list_machine_namespaces()
+        .into_iter()
+        .filter(|n| ids.contains(&n.as_str()))
+        .collect();
+    assert!(netns.is_empty(), "namespaces left: {netns:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mounts.contains(&data.display().to_string()),
+        "mounts left under the data dir"
+    );
+}
