@@ -116,7 +116,7 @@ pub struct ContainerInfo {
 }
 
 /// Runs containers on this host. One implementation per isolation technology (containers
-/// today; microVMs later); [`crate::testing::FakeDriver`] for tests of the layers above.
+/// today; microVMs later); `testing::FakeDriver` (feature `testing`) for tests of the layers above.
 pub trait Driver: Send + Sync + 'static {
     /// Prepares everything (state, namespaces, cgroup, mounts) without running the app.
     fn create(&self, spec: &ContainerSpec) -> Result<()>;

@@ -6,15 +6,15 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use libcontainer::container::Container;
-use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::syscall::syscall::SyscallType;
 use rustix::process::{Pid, PidfdFlags, WaitId, WaitIdOptions, WaitIdStatus};
 use tokio::io::unix::AsyncFd;
 
 use crate::cgroup::{CgroupVersion, Cgroups, Stats};
+use crate::create;
 use crate::driver::{ContainerInfo, ContainerState, Driver, ExitStatus, Signal, Started};
 use crate::error::{Error, IoContext, Result};
 use crate::init::ExitRecord;
@@ -77,6 +77,10 @@ impl LinuxDriver {
                 config.cgroup_parent
             )));
         }
+        // Container inits are orphaned by the create helper: reparent them to us, so that we
+        // reap them (and get their wait status) while we live.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| Error::Host(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
         let cgroups = Cgroups::detect()?;
         let swap_accounting = host_has_swap()
             && match cgroups.version() {
@@ -215,6 +219,7 @@ impl LinuxDriver {
         write_atomic(&l.bundle(id).join("config.json"), &config)
             .ctx(|| format!("writing config.json of {id}"))?;
 
+        // libcontainer's create runs in the helper (see `crate::create` for why).
         let stdin = File::open("/dev/null").ctx(|| "opening /dev/null".into())?;
         let log = OpenOptions::new()
             .create(true)
@@ -222,25 +227,38 @@ impl LinuxDriver {
             .open(l.init_log(id))
             .ctx(|| format!("opening init log of {id}"))?;
         let log2 = log.try_clone().ctx(|| "duplicating init log".into())?;
-        let guard = libcontainer_lock();
-        let container = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_root_path(l.libcontainer_root())
-            .map_err(runtime_error)?
-            .with_stdin(OwnedFd::from(stdin))
-            .with_stdout(OwnedFd::from(log))
-            .with_stderr(OwnedFd::from(log2))
-            .validate_id()
-            .map_err(runtime_error)?
-            .as_init(l.bundle(id))
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(runtime_error)?;
-        drop(guard);
-        let pid = container
-            .pid()
-            .ok_or_else(|| Error::Runtime(format!("container {id} has no init pid")))?
-            .as_raw();
+        let pid_file = l.container(id).join("init.pid");
+        let status = Command::new(&self.init_binary)
+            .args(create::helper_args(
+                l.libcontainer_root(),
+                l.bundle(id),
+                id.as_str(),
+                pid_file.clone(),
+            ))
+            .stdin(stdin)
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .ctx(|| format!("running {}", self.init_binary.display()))?;
+        if !status.success() {
+            let log = fs::read_to_string(l.init_log(id)).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            return Err(Error::Runtime(format!(
+                "create of {id} failed ({status}): {tail}"
+            )));
+        }
+        let pid: i32 = fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .ok_or_else(|| Error::Runtime(format!("container {id} has no init pid")))?;
         let start_time = proc_stat(pid)
             .map(|s| s.0)
             .ok_or_else(|| Error::Runtime(format!("init of {id} died during create")))?;
@@ -543,14 +561,7 @@ impl From<FinalStatus> for ExitStatus {
 }
 
 fn runtime_error(e: libcontainer::error::LibcontainerError) -> Error {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    Error::Runtime(msg)
+    Error::Runtime(create::error_chain(&e))
 }
 
 fn remove_dir_all(dir: &Path) -> Result<()> {

@@ -8,6 +8,9 @@
 //! dropped). `clone3` gets ENOSYS so that libcs fall back to `clone`, whose flags can be checked.
 //! Allowed because the default capabilities allow them: chroot (SYS_CHROOT); ptrace and
 //! process_vm_* (kernel >= 4.8 makes them safe, as Docker does).
+//!
+//! Only the native x86_64 ABI is listed (Docker adds x86 and x32): 32-bit binaries are refused,
+//! and compiling one architecture instead of three makes a create measurably faster.
 
 use serde_json::{Value, json};
 
@@ -403,7 +406,7 @@ pub(crate) fn default_profile() -> Value {
     json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": 1, // EPERM
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": syscalls
     })
 }

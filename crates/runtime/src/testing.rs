@@ -294,9 +294,8 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
 
 /// The static hangar-init, built once per target directory (and once per process).
 ///
-/// `HANGAR_INIT_BINARY` names a prebuilt one. Otherwise it runs
-/// `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p hangar-runtime
-/// --bin hangar-init --no-default-features --target x86_64-unknown-linux-gnu` with its own
+/// `HANGAR_INIT_BINARY` names a prebuilt one. Otherwise it runs the build given in the crate
+/// docs (static glibc, static libseccomp) with its own
 /// target directory (`<target>/hangar-init-static`, so it never waits for the cargo that runs
 /// the tests), under a file lock so parallel test processes build it once.
 pub fn static_init() -> Result<PathBuf> {
@@ -326,6 +325,8 @@ fn build_static_init() -> Result<PathBuf> {
     let out = Command::new(cargo)
         .current_dir(workspace)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("LIBSECCOMP_LINK_TYPE", "static")
+        .env("LIBSECCOMP_LIB_PATH", "/usr/lib/x86_64-linux-gnu")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env("CARGO_TARGET_DIR", &target)
         .args([
@@ -336,7 +337,6 @@ fn build_static_init() -> Result<PathBuf> {
             "hangar-runtime",
             "--bin",
             "hangar-init",
-            "--no-default-features",
             "--target",
             "x86_64-unknown-linux-gnu",
         ])

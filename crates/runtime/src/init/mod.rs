@@ -10,9 +10,11 @@
 //! `hangar-init [--exit-file P] [--stdout P] [--stderr P] [--log-limit N] [--uid N] [--gid N] -- ARGV…`
 //!
 //! It runs as root so that it can write the logs and the exit file; it drops to `--uid`/`--gid`
-//! (and no supplementary groups) for the app only. Signals are taken through a signalfd with
-//! all of them blocked, which is also what makes the kernel queue signals sent to a pid
-//! namespace's init from the host. The daemon is not involved at any point.
+//! (and no supplementary groups) for the app only. The forwarded signals get a recording
+//! handler before the app is spawned (so that the kernel delivers them to a pid namespace's
+//! init at all), and are blocked and read from a signalfd once it runs (blocking them earlier
+//! would hand the app a blocked mask); signals that came in between are replayed. The daemon is
+//! not involved at any point.
 
 pub mod logger;
 
