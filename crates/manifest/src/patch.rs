@@ -35,7 +35,8 @@ pub(crate) fn apply(root: &mut Node) -> Errors {
     }
     patch_env(root, &mut errors);
     patch_processes(root, &mut errors);
-    patch_compute(root, &mut errors);
+    // `[compute]`, `[[computes]]` and a single `[vm]` table all become the `[[vm]]` array.
+    patch_arrays(root, &["compute", "computes", "vm"], "vm", &mut errors);
     patch_arrays(root, &["mount", "mounts"], "mounts", &mut errors);
     patch_arrays(root, &["metric", "metrics"], "metrics", &mut errors);
     for key in ["files", "restart", "statics", "machine_checks"] {
@@ -221,35 +222,6 @@ fn patch_processes(root: &mut Node, errors: &mut Errors) {
             );
             root.remove("processes");
         }
-    }
-}
-
-/// `[compute]`, `[[computes]]` and a single `[vm]` table all become the `[[vm]]` array.
-fn patch_compute(root: &mut Node, errors: &mut Errors) {
-    let mut items = Vec::new();
-    let mut first_pos = None;
-    for key in ["compute", "computes", "vm"] {
-        if let Some(entry) = root.remove(key) {
-            first_pos.get_or_insert(entry.key_pos);
-            match entry.node.value {
-                Value::Table(_) => items.push(entry.node),
-                Value::Array(list) => items.extend(list),
-                ref other => err(
-                    errors,
-                    &entry.node,
-                    key,
-                    format!(
-                        "[{key}] must be a table or an array of tables, not {}",
-                        other.kind()
-                    ),
-                    Some("write [[vm]] followed by size = \"shared-cpu-1x\""),
-                ),
-            }
-        }
-    }
-    if let Some(pos) = first_pos {
-        let array_pos = items.first().map_or(pos, |n| n.pos);
-        root.set("vm", pos, Node::at(array_pos, Value::Array(items)));
     }
 }
 

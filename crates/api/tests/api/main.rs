@@ -1,5 +1,8 @@
 //! The API served on a real socket (127.0.0.1:0) over a real SQLite file.
 
+// The same minimal HTTP client the testkit offers (the API can not depend on the testkit,
+// which depends on it).
+#[path = "../../../testkit/src/http.rs"]
 mod client;
 
 use std::sync::Arc;
