@@ -4,6 +4,7 @@
 //! machine lifecycle state machine (only legal transitions exist), and the restart-policy
 //! decision. Pure: no IO, no clock (callers pass times), no randomness (callers pass bytes).
 
+pub mod guest;
 pub mod id;
 pub mod lifecycle;
 pub mod restart;

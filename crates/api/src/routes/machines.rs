@@ -190,6 +190,25 @@ fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiEr
     Ok(())
 }
 
+/// A `size` preset becomes the guest it names (an explicit `guest` wins); unknown sizes are
+/// refused with the list of presets.
+fn resolve_size(config: &mut hangar_api_types::MachineConfig) -> Result<(), ApiError> {
+    let Some(size) = config.size.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(());
+    };
+    let preset = hangar_domain::guest::preset(size).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "unknown size '{}'; use one of {}",
+            size.escape_default(),
+            hangar_domain::guest::preset_names().join(", ")
+        ))
+    })?;
+    if config.guest.is_none() {
+        config.guest = Some(preset);
+    }
+    Ok(())
+}
+
 fn signal_name(sig: &str) -> Result<String, ApiError> {
     let up = sig.to_ascii_uppercase();
     let full = if up.starts_with("SIG") {
@@ -239,10 +258,11 @@ pub(crate) async fn create(
     State(s): State<ApiState>,
     c: Caller,
     Path(app): Path<String>,
-    Body(req): Body<CreateMachineRequest>,
+    Body(mut req): Body<CreateMachineRequest>,
 ) -> Result<Json<Machine>, ApiError> {
     let a = visible_app(&s, &c, &app)?;
     validate_config(&s, &req)?;
+    resolve_size(&mut req.config)?;
     let name = match &req.name {
         Some(n) if !n.is_empty() => {
             MachineName::parse(n).map_err(|e| ApiError::bad_request(e.to_string()))?
@@ -328,11 +348,12 @@ pub(crate) async fn update(
     c: Caller,
     headers: HeaderMap,
     Path((app, id)): Path<(String, String)>,
-    Body(req): Body<CreateMachineRequest>,
+    Body(mut req): Body<CreateMachineRequest>,
 ) -> Result<Json<Machine>, ApiError> {
     let (_, m) = load(&s, &c, &app, &id)?;
     check_lease(&s, &m, &headers)?;
     validate_config(&s, &req)?;
+    resolve_size(&mut req.config)?;
     if let Some(v) = &req.current_version
         && !v.is_empty()
         && v != &m.instance_id
