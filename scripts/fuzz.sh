@@ -1,24 +1,60 @@
 #!/usr/bin/env bash
-# Fuzzes the manifest parser for a while (default 60 s) and fails on any crash.
+# Fuzzes the parsers for a while (default 60 s in all) and fails on any crash: a quarter of
+# the time on API request parsing (the router in process), of the rest two thirds on the
+# manifest parser and the remainder on the metrics text parser (scraped app metrics).
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_rust
 secs="${1:-60}"
+api_secs=$(( secs / 4 ))
+[ "$api_secs" -ge 1 ] || api_secs=1
+secs=$(( secs > api_secs ? secs - api_secs : 1 ))
+manifest_secs=$(( secs * 2 / 3 ))
+[ "$manifest_secs" -ge 1 ] || manifest_secs=1
+metrics_secs=$(( secs - manifest_secs ))
+[ "$metrics_secs" -ge 1 ] || metrics_secs=1
 
 if ! have cargo-fuzz; then
   step "installing cargo-fuzz"
   cargo install cargo-fuzz --locked
 fi
 
-corpus="$(mktemp -d)"
-trap 'rm -rf "$corpus"' EXIT
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/manifest" "$work/metrics" "$work/metrics-seeds" "$work/api" "$work/api-seeds"
 seeds=()
 [ -d ../shared/conformance/flytoml/real ] && seeds+=("$(cd ../shared/conformance/flytoml/real && pwd)")
+# A few expositions to start the metrics fuzzer from.
+printf '# HELP a_total Requests.\n# TYPE a_total counter\na_total{path="/x",code="200"} 12 1700000000000\n' \
+  >"$work/metrics-seeds/counter"
+printf '# TYPE h histogram\nh_bucket{le="0.1"} 1\nh_bucket{le="+Inf"} 2\nh_sum 0.3\nh_count 2\n# EOF\n' \
+  >"$work/metrics-seeds/histogram"
+printf 'x{a="q\\"\\\\\\n",b=""} NaN\ny -Inf\r\n# comment\n\tz{} 1e-7\n' >"$work/metrics-seeds/escapes"
 
-step "cargo fuzz run manifest (${secs}s)"
 cd fuzz
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain accept them.
+step "cargo fuzz run manifest (${manifest_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run manifest --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
-  -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 "$corpus" "${seeds[@]}"
+  -max_total_time="$manifest_secs" -rss_limit_mb=2048 -max_len=65536 "$work/manifest" "${seeds[@]}"
+
+step "cargo fuzz run metrics_text (${metrics_secs}s)"
+RUSTC_BOOTSTRAP=1 cargo fuzz run metrics_text --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
+  -max_total_time="$metrics_secs" -rss_limit_mb=2048 -max_len=65536 "$work/metrics" "$work/metrics-seeds"
+
+# API requests: byte 0 the method, byte 1 token/content-type/route (see the target's docs),
+# then a path or query line, then the body.
+printf '\001\034\n{"config":{"image":"img:1","env":{"A":"1"},"stop_config":{"timeout":"3s"}},"skip_launch":true,"lease_ttl":5}' \
+  >"$work/api-seeds/create"
+printf '\001\064\n{"signal":"SIGTERM","timeout":"3s"}' >"$work/api-seeds/stop"
+printf '\000\140state=started&timeout=1\n' >"$work/api-seeds/wait"
+printf '\001\004/v1/apps/{app}/machines/{id}/metadata/k%%FF?x=%%zz\n{"value":"v"}' >"$work/api-seeds/raw"
+printf '\003\040force=true&kill=1\n' >"$work/api-seeds/destroy"
+printf '\001\214ttl=30\n{"ttl":30,"description":"d"}' >"$work/api-seeds/lease"
+printf '\001\014\n{"app_name":"x","org_slug":"personal","network":"blue"}' >"$work/api-seeds/app"
+printf '\002\034\n[null,null]' >"$work/api-seeds/put"
+
+step "cargo fuzz run api_request (${api_secs}s)"
+RUSTC_BOOTSTRAP=1 cargo fuzz run api_request --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
+  -max_total_time="$api_secs" -rss_limit_mb=2048 -max_len=65536 "$work/api" "$work/api-seeds"

@@ -10,7 +10,7 @@ ensure_rust
 ensure_nextest
 # Real parts the tests use: namespaces and bridges (iproute2), a static busybox to build test
 # images offline, libseccomp for the container runtime, skopeo and Debian's registry for pulls.
-apt_install iproute2 busybox-static pkg-config libseccomp-dev skopeo docker-registry
+apt_install iproute2 nftables busybox-static pkg-config libseccomp-dev skopeo docker-registry
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

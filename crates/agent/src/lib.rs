@@ -11,6 +11,10 @@
 //! Must not: serve HTTP, or own facts the store owns (desired config); it only writes
 //! observed state, events and resolved image refs.
 
+mod host;
+mod ipv4;
+mod logs;
+mod metrics;
 mod prepare;
 mod reconcile;
 
@@ -25,6 +29,8 @@ use hangar_runtime::{Driver, ExitStatus};
 use hangar_store::{Store, StoreError};
 use tokio::sync::mpsc;
 
+pub use host::{EXEC_OUTPUT_LIMIT, MAX_EXECS, MAX_FOLLOWERS};
+pub use metrics::{ScraperConfig, run_scraper};
 pub use reconcile::AgentError;
 
 /// Settings of the agent.
@@ -36,6 +42,8 @@ pub struct AgentConfig {
     pub host_id: u32,
     /// Bytes of stdout/stderr kept per machine (rotated).
     pub log_limit_bytes: u64,
+    /// Outbound IPv4 for machines (an address pool NATed by the host); `None`: IPv6 only.
+    pub egress: Option<hangar_net::egress::Egress>,
 }
 
 /// The agent. Generic over the runtime driver so logic can be tested with the fake driver.
@@ -50,6 +58,12 @@ pub struct Agent<D: Driver> {
     pub(crate) watching: Mutex<HashMap<String, (u64, tokio::task::AbortHandle)>>,
     pub(crate) restarts: Mutex<HashMap<String, RestartTracker>>,
     tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    pub(crate) metrics: metrics::AgentMetrics,
+    /// True while the agent is stopped; log followers end when it turns true.
+    pub(crate) stop: tokio::sync::watch::Sender<bool>,
+    pub(crate) followers: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) ipv4_used: Mutex<Option<std::collections::HashSet<std::net::Ipv4Addr>>>,
+    pub(crate) execs: Arc<tokio::sync::Semaphore>,
 }
 
 impl<D: Driver> std::fmt::Debug for Agent<D> {
@@ -83,6 +97,11 @@ impl<D: Driver> Agent<D> {
             watching: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
+            metrics: metrics::AgentMetrics::default(),
+            stop: tokio::sync::watch::channel(false).0,
+            followers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            ipv4_used: Mutex::new(None),
+            execs: Arc::new(tokio::sync::Semaphore::new(host::MAX_EXECS)),
         })
     }
 
@@ -143,8 +162,14 @@ pub async fn run<D: Driver>(
     // However `run` ends (returned, errored, or its task aborted), every worker and watcher
     // stops with it. Machines are not touched: they keep running and are re-adopted.
     let _stop_tasks = StopTasks(Arc::clone(&agent));
+    agent.stop.send_replace(false);
     let mut rx = agent.store.subscribe();
     let mut last = agent.store.revision();
+    if let Some(egress) = &agent.config.egress {
+        egress
+            .ensure()
+            .map_err(|e| AgentError::Host(format!("IPv4 egress: {e}")))?;
+    }
     agent.collect_garbage().await?;
     agent.kick_all()?;
     tokio::pin!(shutdown);
@@ -187,6 +212,7 @@ struct StopTasks<D: Driver>(Arc<Agent<D>>);
 
 impl<D: Driver> Drop for StopTasks<D> {
     fn drop(&mut self) {
+        self.0.stop.send_replace(true);
         lock(&self.0.workers).clear();
         for t in lock(&self.0.tasks).drain(..) {
             t.abort();

@@ -55,7 +55,7 @@ impl<D: Driver> Agent<D> {
         let host_id = (u32::from(seg[3]) << 16) | u32::from(seg[4]);
         Ok((
             Network::new(network_id, host_id),
-            MachineNet::new(&m.id, addr),
+            MachineNet::new(&m.id, addr).with_ipv4(self.machine_ipv4(&m.id)),
         ))
     }
 
@@ -70,6 +70,7 @@ impl<D: Driver> Agent<D> {
             .mount_rootfs(&image, &dir)
             .map_err(|e| AgentError::Image(format!("mounting the rootfs: {e}")))?;
         let (network, mnet) = self.network_of(m)?;
+        let mnet = mnet.with_ipv4(self.assign_ipv4(&m.id)?);
         mnet.ensure(&network)
             .map_err(|e| AgentError::Host(format!("machine network: {e}")))?;
         let mounts = write_files(&dir, m)?;
@@ -150,6 +151,13 @@ fn write_files(dir: &Path, m: &MachineRecord) -> Result<Vec<BindMount>, AgentErr
         std::fs::create_dir_all(&files).map_err(|e| host_err("creating", &files, e))?;
         let src = files.join(format!("{i}"));
         write(&src, &bytes)?;
+        // `mode` as the reference takes it (e.g. 0o755 for a script); no setuid/setgid/sticky.
+        let mode = f.mode.map_or(0o644, |m| m & 0o777);
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&src, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| host_err("setting the mode of", &src, e))?;
+        }
         mounts.push(bind(src, &f.guest_path));
     }
     Ok(mounts)

@@ -511,6 +511,9 @@ impl<D: Driver> Agent<D> {
         hangar_image::remove_rootfs(&dir).map_err(|e| AgentError::Host(e.to_string()))?;
         if let Ok((_, mnet)) = self.network_of(m) {
             mnet.remove().map_err(|e| AgentError::Host(e.to_string()))?;
+            if let Some(v4) = mnet.ipv4 {
+                self.release_ipv4(v4);
+            }
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -548,8 +551,10 @@ impl<D: Driver> Agent<D> {
                     continue;
                 }
                 let _ = hangar_image::remove_rootfs(&e.path());
-                if namespaces.contains(&name) {
+                let v4 = self.machine_ipv4(&name);
+                if namespaces.contains(&name) || v4.is_some() {
                     let _ = hangar_net::MachineNet::new(&name, std::net::Ipv6Addr::UNSPECIFIED)
+                        .with_ipv4(v4)
                         .remove();
                 }
                 let _ = std::fs::remove_dir_all(e.path());

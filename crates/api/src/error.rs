@@ -1,7 +1,7 @@
 //! Errors → HTTP status + JSON body (PLATFORM.md §2.1): one mapping for every handler.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hangar_api_types::{ErrorBody, Lease};
 use hangar_store::StoreError;
@@ -106,6 +106,11 @@ impl ApiError {
         )
     }
 
+    /// 429 for a bounded resource that is full.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, message, None)
+    }
+
     /// 501.
     pub fn not_implemented(what: &str) -> Self {
         Self::new(
@@ -151,4 +156,49 @@ impl IntoResponse for ApiError {
             Body::Lease(l) => (self.status, Json(l)).into_response(),
         }
     }
+}
+
+/// Every 4xx/5xx leaves as a §2.1 JSON body, whoever made it: the handlers already do, and
+/// this turns what axum answers by itself (405 for a method a route lacks, its path and query
+/// rejections, the body-limit backstop) into `{"error": "<its text>"}` with the same status
+/// and headers (`Allow` stays).
+pub(crate) async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // axum's own messages are short plain text; anything longer is cut, not buffered.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let error = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("request failed")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let body = ErrorBody {
+        error,
+        status: None,
+        details: None,
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let bytes = serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"error\"}".to_vec());
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }

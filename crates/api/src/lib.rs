@@ -11,6 +11,7 @@
 
 mod auth;
 mod error;
+mod image_ref;
 mod json;
 mod machine_view;
 mod routes;
@@ -20,9 +21,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
+use hangar_domain::MachineHost;
 use hangar_store::Store;
 
 pub use error::ApiError;
+pub use json::decode_body;
 pub use util::{hash_token, new_token};
 
 /// Settings of the API service.
@@ -38,6 +41,8 @@ pub struct ApiConfig {
     pub host_name: String,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Largest image archive accepted by `POST /v1/apps/{app}/images`.
+    pub max_image_bytes: u64,
     /// Per-token request budget (requests per second, burst); `None` = unlimited.
     pub rate_limit: Option<(u32, u32)>,
 }
@@ -50,6 +55,7 @@ impl Default for ApiConfig {
             host_id: 1,
             host_name: "localhost".into(),
             max_body_bytes: 1024 * 1024,
+            max_image_bytes: 8 << 30,
             rate_limit: None,
         }
     }
@@ -61,6 +67,7 @@ pub struct ApiState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<auth::RateLimiter>,
+    pub(crate) host: Option<Arc<dyn MachineHost>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -79,7 +86,14 @@ impl ApiState {
             store,
             config: Arc::new(config),
             limiter,
+            host: None,
         }
+    }
+
+    /// Answers exec, ps and logs through `host` (without one they are 501).
+    pub fn with_host(mut self, host: Arc<dyn MachineHost>) -> Self {
+        self.host = Some(host);
+        self
     }
 }
 

@@ -1,8 +1,10 @@
 //! Store records → Machines API JSON.
 
-use hangar_api_types::{HostStatus, Machine, MachineEvent, MachineEventRequest};
+use hangar_api_types::{
+    CheckStatus, CheckStatusEntry, HostStatus, Machine, MachineEvent, MachineEventRequest,
+};
 use hangar_domain::time::rfc3339;
-use hangar_store::{EventRecord, MachineRecord};
+use hangar_store::{CheckRecord, EventRecord, MachineRecord};
 
 /// Events shown inline in a machine object.
 pub(crate) const INLINE_EVENTS: usize = 5;
@@ -21,7 +23,22 @@ pub(crate) fn event(e: &EventRecord) -> MachineEvent {
     }
 }
 
-pub(crate) fn machine(m: &MachineRecord, events: &[EventRecord], nonce: Option<String>) -> Machine {
+pub(crate) fn check(c: &CheckRecord) -> CheckStatusEntry {
+    CheckStatusEntry {
+        name: c.name.clone(),
+        status: serde_json::from_value(serde_json::Value::String(c.status.clone()))
+            .unwrap_or(CheckStatus::Critical),
+        output: c.output.clone(),
+        updated_at: Some(rfc3339(c.updated_at)),
+    }
+}
+
+pub(crate) fn machine(
+    m: &MachineRecord,
+    events: &[EventRecord],
+    checks: &[CheckRecord],
+    nonce: Option<String>,
+) -> Machine {
     Machine {
         id: m.id.clone(),
         name: m.name.clone(),
@@ -38,6 +55,7 @@ pub(crate) fn machine(m: &MachineRecord, events: &[EventRecord], nonce: Option<S
         nonce,
         host_status: Some(HostStatus::Ok),
         cordoned: Some(m.cordoned),
+        checks: checks.iter().map(check).collect(),
         ..Machine::default()
     }
 }

@@ -2,6 +2,7 @@
 //! the store and starting services is all it does; each service is a library.
 
 mod checks;
+mod metrics;
 mod token;
 
 use std::net::SocketAddr;
@@ -26,6 +27,12 @@ struct Args {
     /// Address of the Machines API.
     #[arg(long, default_value = "127.0.0.1:4280", env = "HANGAR_API_LISTEN")]
     api_listen: SocketAddr,
+    /// Address of the Prometheus endpoint `GET /metrics`: `fly_instance_*` metrics of this
+    /// host's machines, the apps' own metrics (scraped every 15 s from machines whose config
+    /// has `metrics`, fly.toml `[metrics]`) and hangard's. If it can not be bound, hangard
+    /// warns and runs without it.
+    #[arg(long, default_value = "127.0.0.1:4281", env = "HANGAR_METRICS_LISTEN")]
+    metrics_listen: SocketAddr,
     /// Region this host serves.
     #[arg(long, default_value = "local")]
     region: String,
@@ -35,6 +42,9 @@ struct Args {
     /// Largest API request body, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_body_bytes: usize,
+    /// Largest image archive uploaded through the API, in bytes.
+    #[arg(long, default_value_t = 8 << 30)]
+    max_image_bytes: u64,
     /// Per-token API rate limit as RATE/BURST (e.g. 50/100); off by default.
     #[arg(long)]
     rate_limit: Option<String>,
@@ -47,9 +57,84 @@ struct Args {
     /// This host's 32-bit id in 6PN addresses.
     #[arg(long, default_value_t = 1)]
     host_id: u32,
+    /// IPv4 pool for machines' outbound traffic (NATed through this host), or `none` for
+    /// IPv6-only machines.
+    #[arg(long, default_value = "172.19.0.0/16")]
+    ipv4_pool: String,
+    /// nftables table holding the IPv4 NAT rules of the pool.
+    #[arg(long, default_value = "hangar")]
+    nft_table: String,
+    /// Address the edge proxy's public listeners bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    proxy_bind: std::net::IpAddr,
+    /// Listen on another port for a service port, SERVICE=LISTEN (e.g. 80=8080); repeatable
+    /// or comma-separated. Other service ports listen on themselves.
+    #[arg(long, value_delimiter = ',')]
+    proxy_port: Vec<String>,
+    /// Apps answer at <app>.<domain>.
+    #[arg(long, default_value = "localhost")]
+    domain: String,
+    /// How long a machine must be idle before autostop stops it (Go duration, e.g. 30s).
+    #[arg(long, default_value = "30s")]
+    autostop_interval: String,
+    /// Distance between two regions for routing, A:B=N (e.g. ams:fra=10); repeatable.
+    #[arg(long, value_delimiter = ',')]
+    region_distance: Vec<String>,
+    /// Run without the edge proxy.
+    #[arg(long)]
+    no_proxy: bool,
     /// cgroup under which every machine's cgroup is made.
     #[arg(long, default_value = "hangar")]
     cgroup_parent: String,
+}
+
+fn proxy_config(args: &Args) -> anyhow::Result<hangar_proxy::ProxyConfig> {
+    let mut port_map = std::collections::HashMap::new();
+    for p in &args.proxy_port {
+        let (a, b) = p
+            .split_once('=')
+            .with_context(|| format!("--proxy-port {p}: expected SERVICE=LISTEN, e.g. 80=8080"))?;
+        port_map.insert(
+            a.trim()
+                .parse::<u16>()
+                .with_context(|| format!("--proxy-port {p}"))?,
+            b.trim()
+                .parse::<u16>()
+                .with_context(|| format!("--proxy-port {p}"))?,
+        );
+    }
+    let mut distances = std::collections::HashMap::new();
+    for d in &args.region_distance {
+        let parsed = d.split_once('=').and_then(|(pair, n)| {
+            let (a, b) = pair.split_once(':')?;
+            Some((
+                (a.trim().to_string(), b.trim().to_string()),
+                n.trim().parse::<u32>().ok()?,
+            ))
+        });
+        let (k, v) = parsed
+            .with_context(|| format!("--region-distance {d}: expected A:B=N, e.g. ams:fra=10"))?;
+        distances.insert(k, v);
+    }
+    let interval = hangar_api_types::Duration::parse_go(&args.autostop_interval)
+        .ok()
+        .and_then(|d| d.to_std())
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!(
+                "--autostop-interval {}: expected a duration such as 30s",
+                args.autostop_interval
+            )
+        })?;
+    Ok(hangar_proxy::ProxyConfig {
+        region: args.region.clone(),
+        bind: args.proxy_bind,
+        port_map,
+        domain: args.domain.trim_matches('.').to_ascii_lowercase(),
+        distances,
+        autostop_interval: interval,
+        ..hangar_proxy::ProxyConfig::default()
+    })
 }
 
 fn parse_rate(s: &str) -> anyhow::Result<(u32, u32)> {
@@ -110,6 +195,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         host_id: args.host_id,
         host_name: hostname(),
         max_body_bytes: args.max_body_bytes,
+        max_image_bytes: args.max_image_bytes,
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
     };
     let init_binary = match &args.init_binary {
@@ -136,6 +222,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
     )
     .context("starting the image puller")?;
+    let egress = match args.ipv4_pool.as_str() {
+        "none" | "" => None,
+        pool => Some(
+            hangar_net::egress::Egress::new(pool, &args.nft_table)
+                .with_context(|| format!("--ipv4-pool {pool} / --nft-table"))?,
+        ),
+    };
     let dyn_store: Arc<dyn Store> = store.clone();
     let agent = Agent::new(
         dyn_store.clone(),
@@ -146,6 +239,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             machines_dir: args.data_dir.join("machines"),
             host_id: args.host_id,
             log_limit_bytes: 8 << 20,
+            egress,
         },
     );
     let listener = tokio::net::TcpListener::bind(args.api_listen)
@@ -164,7 +258,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let api = tokio::spawn(hangar_api::run(
         listener,
-        ApiState::new(dyn_store, config),
+        ApiState::new(dyn_store, config).with_host(agent.clone()),
+        stopped(stop_rx.clone()),
+    ));
+    let proxy = if args.no_proxy {
+        None
+    } else {
+        Some(hangar_proxy::Proxy::new(
+            store.clone(),
+            proxy_config(&args)?,
+        ))
+    };
+    let proxy_task = proxy
+        .clone()
+        .map(|p| tokio::spawn(hangar_proxy::run(p, stopped(stop_rx.clone()))));
+    let metrics_task = metrics::bind(args.metrics_listen).await.map(|l| {
+        tokio::spawn(metrics::serve(
+            l,
+            agent.clone(),
+            proxy.clone(),
+            stopped(stop_rx.clone()),
+        ))
+    });
+    let scraper = tokio::spawn(hangar_agent::run_scraper(
+        agent.clone(),
+        hangar_agent::ScraperConfig::default(),
         stopped(stop_rx.clone()),
     ));
     let agent_task = tokio::spawn(hangar_agent::run(agent, stopped(stop_rx)));
@@ -172,6 +290,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     api.await.context("api task")??;
     agent_task.await.context("agent task")??;
+    if let Some(t) = metrics_task {
+        t.await.context("metrics task")??;
+    }
+    scraper.await.context("scraper task")?;
+    if let Some(t) = proxy_task {
+        t.await.context("proxy task")??;
+    }
     eprintln!("hangard: stopped (machines keep running; they are re-adopted on the next start)");
     Ok(())
 }

@@ -5,12 +5,17 @@
 //! decision. Pure: no IO, no clock (callers pass times), no randomness (callers pass bytes).
 
 pub mod guest;
+pub mod host;
 pub mod id;
 pub mod lifecycle;
 pub mod restart;
 pub mod sixpn;
 pub mod time;
 
+pub use host::{
+    ExecCommand, ExecResult, HostError, HostFuture, ImportedImage, LogFollow, LogLine, LogSource,
+    Logs, MachineHost,
+};
 pub use id::{AppName, IdError, InstanceId, MachineId, MachineName, OrgSlug, VolumeId};
 pub use lifecycle::{Action, IllegalTransition, Phase, State};
 pub use restart::{ExitInfo, RestartDecision, RestartTracker};

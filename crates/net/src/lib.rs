@@ -17,7 +17,9 @@
 //!
 //! Must not: know about machines' lifecycle, the store or HTTP.
 
-use std::net::Ipv6Addr;
+pub mod egress;
+
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -179,6 +181,11 @@ impl Network {
                     self.gateway(),
                     self.bridge
                 ),
+                format!(
+                    "address replace {}/32 dev {}",
+                    egress::GATEWAY_V4,
+                    self.bridge
+                ),
                 format!("link set {} up", self.bridge),
             ],
         )
@@ -203,6 +210,8 @@ pub struct MachineNet {
     pub host_veth: String,
     /// The machine's address.
     pub addr: Ipv6Addr,
+    /// Its outbound IPv4 address (see [`egress`]), if it has one.
+    pub ipv4: Option<Ipv4Addr>,
 }
 
 impl MachineNet {
@@ -213,7 +222,14 @@ impl MachineNet {
             netns: format!("{NETNS_PREFIX}{machine_id}"),
             host_veth: format!("hgv{short}"),
             addr,
+            ipv4: None,
         }
+    }
+
+    /// The same with an outbound IPv4 address.
+    pub fn with_ipv4(mut self, ipv4: Option<Ipv4Addr>) -> Self {
+        self.ipv4 = ipv4;
+        self
     }
 
     /// Path of the namespace, to join from the runtime.
@@ -265,19 +281,38 @@ impl MachineNet {
                 )],
             )?;
         }
-        ip_batch(
-            Some(&self.netns),
-            &[
-                "link set lo up".to_string(),
-                format!("address replace {}/80 dev eth0 nodad", self.addr),
-                "link set eth0 up".to_string(),
-                format!("route replace default via {} dev eth0", network.gateway()),
-            ],
-        )
+        let mut inside = vec![
+            "link set lo up".to_string(),
+            format!("address replace {}/80 dev eth0 nodad", self.addr),
+            "link set eth0 up".to_string(),
+            format!("route replace default via {} dev eth0", network.gateway()),
+        ];
+        if let Some(v4) = self.ipv4 {
+            inside.extend([
+                format!("address replace {v4}/32 dev eth0"),
+                format!("route replace {} dev eth0 scope link", egress::GATEWAY_V4),
+                format!("route replace default via {} dev eth0", egress::GATEWAY_V4),
+            ]);
+        }
+        ip_batch(Some(&self.netns), &inside)?;
+        if let Some(v4) = self.ipv4 {
+            ip_batch(
+                None,
+                &[format!(
+                    "route replace {v4}/32 dev {} scope link",
+                    network.bridge
+                )],
+            )?;
+        }
+        Ok(())
     }
 
     /// Removes the namespace and the veth; safe to call when already gone.
     pub fn remove(&self) -> Result<()> {
+        if let Some(v4) = self.ipv4 {
+            // The host route lives on the bridge, not the veth: it goes explicitly.
+            let _ = ip(&["route", "del", &format!("{v4}/32")]);
+        }
         if link_exists(&self.host_veth, None) {
             let _ = ip(&["link", "del", &self.host_veth]);
         }

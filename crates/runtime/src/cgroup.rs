@@ -43,6 +43,65 @@ pub struct Stats {
     pub oom_kills: u64,
     /// Tasks (processes and threads) in the cgroup.
     pub pids: u64,
+    /// Breakdown of the memory in use (`memory.stat`), zeros where the host does not say.
+    pub memory_stat: MemoryStat,
+}
+
+/// The parts of a cgroup's `memory.stat` that machine metrics show, in bytes. On v1 the
+/// hierarchical `total_*` figures are used (they include child cgroups, as the usage does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStat {
+    /// Page cache (v1 `cache`, v2 `file`).
+    pub cache: u64,
+    /// Anonymous memory (v1 `rss`, v2 `anon`).
+    pub anon: u64,
+    /// Recently used, not reclaimed first (`active_anon` + `active_file`).
+    pub active: u64,
+    /// Reclaim candidates (`inactive_anon` + `inactive_file`).
+    pub inactive: u64,
+    /// Page cache that can be dropped (`inactive_file`).
+    pub inactive_file: u64,
+    /// Waiting to be written back (v1 `dirty`, v2 `file_dirty`).
+    pub dirty: u64,
+    /// Being written back (v1 `writeback`, v2 `file_writeback`).
+    pub writeback: u64,
+    /// tmpfs and shared memory (`shmem`).
+    pub shmem: u64,
+    /// Kernel slab (v2 `slab`; 0 on v1).
+    pub slab: u64,
+    /// Swapped out (v1 `swap` with swap accounting, v2 `memory.swap.current`).
+    pub swap: u64,
+}
+
+impl MemoryStat {
+    /// From the text of `memory.stat` (v1 or v2).
+    pub fn parse(text: &str) -> Self {
+        let k = keyed(text);
+        // v1 has `total_x` (hierarchical) beside `x`; v2 only `x` (already hierarchical).
+        let get = |name: &str| {
+            k.get(format!("total_{name}").as_str())
+                .or_else(|| k.get(name))
+                .copied()
+                .unwrap_or(0)
+        };
+        let v2 = k.contains_key("anon") || k.contains_key("file");
+        Self {
+            cache: if v2 { get("file") } else { get("cache") },
+            anon: if v2 { get("anon") } else { get("rss") },
+            active: get("active_anon").saturating_add(get("active_file")),
+            inactive: get("inactive_anon").saturating_add(get("inactive_file")),
+            inactive_file: get("inactive_file"),
+            dirty: if v2 { get("file_dirty") } else { get("dirty") },
+            writeback: if v2 {
+                get("file_writeback")
+            } else {
+                get("writeback")
+            },
+            shmem: get("shmem"),
+            slab: get("slab"),
+            swap: if v2 { 0 } else { get("swap") },
+        }
+    }
 }
 
 /// The host's cgroup mounts.
@@ -139,6 +198,12 @@ impl Cgroups {
                 let max = self.read("", rel, "memory.max")?;
                 s.memory_limit = (max.trim() != "max").then(|| number(&max));
                 s.pids = number(&self.read("", rel, "pids.current")?);
+                if let Ok(text) = self.read("", rel, "memory.stat") {
+                    s.memory_stat = MemoryStat::parse(&text);
+                }
+                if let Ok(swap) = self.read("", rel, "memory.swap.current") {
+                    s.memory_stat.swap = number(&swap);
+                }
             }
             CgroupVersion::V1 => {
                 let acct = if self.v1.contains_key("cpuacct") {
@@ -159,6 +224,9 @@ impl Cgroups {
                 let limit = number(&self.read("memory", rel, "memory.limit_in_bytes")?);
                 s.memory_limit = (limit < V1_UNLIMITED).then_some(limit);
                 s.pids = number(&self.read("pids", rel, "pids.current")?);
+                if let Ok(text) = self.read("memory", rel, "memory.stat") {
+                    s.memory_stat = MemoryStat::parse(&text);
+                }
             }
         }
         Ok(s)
@@ -374,6 +442,48 @@ mod tests {
         let (v1, v2) = parse_mountinfo(unified);
         assert!(v1.is_empty());
         assert_eq!(v2.as_deref(), Some(Path::new("/sys/fs/cgroup")));
+    }
+
+    #[test]
+    fn memory_stat_v1_and_v2() {
+        let v1 = "cache 100\nrss 50\nshmem 7\ndirty 3\nwriteback 1\nswap 2\ninactive_anon 4\n\
+                  active_anon 5\ninactive_file 6\nactive_file 8\ntotal_cache 1000\ntotal_rss 500\n\
+                  total_shmem 70\ntotal_dirty 30\ntotal_writeback 10\ntotal_swap 20\n\
+                  total_inactive_anon 40\ntotal_active_anon 50\ntotal_inactive_file 60\n\
+                  total_active_file 80\n";
+        assert_eq!(
+            MemoryStat::parse(v1),
+            MemoryStat {
+                cache: 1000,
+                anon: 500,
+                active: 130,
+                inactive: 100,
+                inactive_file: 60,
+                dirty: 30,
+                writeback: 10,
+                shmem: 70,
+                slab: 0,
+                swap: 20,
+            }
+        );
+        let v2 = "anon 500\nfile 1000\nshmem 70\nfile_dirty 30\nfile_writeback 10\nslab 9\n\
+                  inactive_anon 40\nactive_anon 50\ninactive_file 60\nactive_file 80\n";
+        assert_eq!(
+            MemoryStat::parse(v2),
+            MemoryStat {
+                cache: 1000,
+                anon: 500,
+                active: 130,
+                inactive: 100,
+                inactive_file: 60,
+                dirty: 30,
+                writeback: 10,
+                shmem: 70,
+                slab: 9,
+                swap: 0,
+            }
+        );
+        assert_eq!(MemoryStat::parse("garbage\n"), MemoryStat::default());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 pub use crate::cgroup::Stats;
 use crate::error::{Error, Result};
+pub use crate::exec::ProcessInfo;
 use crate::spec::{ContainerId, ContainerSpec};
 
 /// A signal number, as sent to the container's init (which forwards it to the app).
@@ -102,6 +103,36 @@ pub struct ExitStatus {
     pub oom_killed: bool,
 }
 
+/// A command to run inside a running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecCommand {
+    /// Program and arguments (looked up on the container's `PATH`).
+    pub argv: Vec<String>,
+    /// Bytes fed to its stdin (then closed); `/dev/null` when `None`.
+    pub stdin: Option<Vec<u8>>,
+    /// Killed with SIGKILL when it runs longer.
+    pub timeout: Duration,
+    /// Bytes kept of each of stdout and stderr; the rest is read and dropped.
+    pub max_output: usize,
+}
+
+/// What an [`ExecCommand`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code (128 + signal when a signal killed it).
+    pub code: i32,
+    /// The signal that killed it, if any.
+    pub signal: Option<i32>,
+    /// It ran past its timeout and was killed.
+    pub timed_out: bool,
+    /// Its stdout (at most `max_output` bytes).
+    pub stdout: Vec<u8>,
+    /// Its stderr (at most `max_output` bytes).
+    pub stderr: Vec<u8>,
+    /// Output beyond `max_output` was dropped.
+    pub truncated: bool,
+}
+
 /// A container found on the host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerInfo {
@@ -150,6 +181,17 @@ pub trait Driver: Send + Sync + 'static {
 
     /// Every container on the host, including half-made ones.
     fn list(&self) -> Result<Vec<ContainerInfo>>;
+
+    /// Runs a command inside a running container: its namespaces, cgroup, capabilities,
+    /// seccomp profile, environment and working directory.
+    fn exec(
+        &self,
+        id: &ContainerId,
+        cmd: ExecCommand,
+    ) -> impl Future<Output = Result<ExecOutput>> + Send;
+
+    /// The processes of a running container.
+    fn processes(&self, id: &ContainerId) -> Result<Vec<ProcessInfo>>;
 
     /// Stops a container: `signal`, then SIGKILL if it has not exited after `timeout`.
     fn stop(

@@ -87,6 +87,8 @@ pub mod create;
 #[cfg(feature = "driver")]
 mod driver;
 mod error;
+#[cfg(feature = "driver")]
+pub mod exec;
 pub mod init;
 #[cfg(feature = "driver")]
 pub mod layout;
@@ -102,7 +104,10 @@ mod spec;
 pub mod testing;
 
 #[cfg(feature = "driver")]
-pub use driver::{ContainerInfo, ContainerState, Driver, ExitStatus, Signal, Started, Stats};
+pub use driver::{
+    ContainerInfo, ContainerState, Driver, ExecCommand, ExecOutput, ExitStatus, ProcessInfo,
+    Signal, Started, Stats,
+};
 pub use error::{Error, Result};
 #[cfg(feature = "driver")]
 pub use linux::{LinuxDriver, LinuxDriverConfig};

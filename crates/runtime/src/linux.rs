@@ -15,8 +15,12 @@ use tokio::io::unix::AsyncFd;
 
 use crate::cgroup::{CgroupVersion, Cgroups, Stats};
 use crate::create;
-use crate::driver::{ContainerInfo, ContainerState, Driver, ExitStatus, Signal, Started};
+use crate::driver::{
+    ContainerInfo, ContainerState, Driver, ExecCommand, ExecOutput, ExitStatus, ProcessInfo,
+    Signal, Started,
+};
 use crate::error::{Error, IoContext, Result};
+use crate::exec;
 use crate::init::ExitRecord;
 use crate::layout::{Layout, ProcessRecord, proc_stat, read_json, write_atomic};
 use crate::oci::{self, BundleContext};
@@ -267,6 +271,85 @@ impl LinuxDriver {
         Ok(())
     }
 
+    async fn exec_inner(&self, id: &ContainerId, cmd: ExecCommand) -> Result<ExecOutput> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::AsyncWriteExt;
+        static N: AtomicU64 = AtomicU64::new(0);
+        let result = self.layout.container(id).join(format!(
+            "exec-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _cleanup = RemoveOnDrop(result.clone());
+        let mut child = tokio::process::Command::new(&self.init_binary)
+            .args(exec::helper_args(
+                &self.layout.libcontainer_root(),
+                id.as_str(),
+                &result,
+                cmd.timeout,
+                &cmd.argv,
+            ))
+            .stdin(if cmd.stdin.is_some() {
+                std::process::Stdio::piped()
+            } else {
+                std::process::Stdio::null()
+            })
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .ctx(|| format!("running {}", self.init_binary.display()))?;
+        if let (Some(mut pipe), Some(input)) = (child.stdin.take(), cmd.stdin) {
+            tokio::spawn(async move {
+                let _ = pipe.write_all(&input).await;
+            });
+        }
+        let (out, out_task) = capture(child.stdout.take(), cmd.max_output);
+        let (err, err_task) = capture(child.stderr.take(), cmd.max_output);
+        // The helper enforces the timeout itself; this bound only covers a stuck helper.
+        let waited =
+            tokio::time::timeout(cmd.timeout + Duration::from_secs(10), child.wait()).await;
+        let status = match waited {
+            Ok(s) => s.ctx(|| "waiting for the exec helper".into())?,
+            Err(_) => {
+                let _ = child.kill().await;
+                return Err(Error::Timeout(format!("exec in {id} did not finish")));
+            }
+        };
+        // Background processes the command left may hold the pipes open: take what came
+        // shortly after the exit and stop reading.
+        for t in [out_task, err_task] {
+            let abort = t.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(200), t)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+        let take = |b: Captured| std::mem::take(&mut *b.lock().unwrap_or_else(|p| p.into_inner()));
+        let (stdout, t1) = take(out);
+        let (stderr, t2) = take(err);
+        let record = fs::read_to_string(&result)
+            .ok()
+            .and_then(|s| ExitRecord::parse(&s));
+        let Some(record) = record else {
+            let msg = String::from_utf8_lossy(&stderr);
+            return Err(Error::Runtime(format!(
+                "exec in {id} failed ({status}): {}",
+                msg.trim()
+            )));
+        };
+        Ok(ExecOutput {
+            code: record.code,
+            signal: record.signal,
+            timed_out: status.code() == Some(124),
+            stdout,
+            stderr,
+            truncated: t1 || t2,
+        })
+    }
+
     /// Kills the container's processes and waits (bounded) until its init is gone; reaps it
     /// if it is our child.
     fn kill_and_wait(&self, id: &ContainerId) -> Result<()> {
@@ -482,6 +565,29 @@ impl Driver for LinuxDriver {
         Ok(())
     }
 
+    async fn exec(&self, id: &ContainerId, cmd: ExecCommand) -> Result<ExecOutput> {
+        if cmd.argv.is_empty() || cmd.argv[0].is_empty() {
+            return Err(Error::InvalidSpec("exec needs a command".into()));
+        }
+        match self.state(id)? {
+            ContainerState::Running => {}
+            s => return Err(self.wrong_state(id, s, "exec in")),
+        }
+        self.exec_inner(id, cmd).await
+    }
+
+    fn processes(&self, id: &ContainerId) -> Result<Vec<ProcessInfo>> {
+        self.exists(id)?;
+        let rel = self.cgroup_path(id);
+        let init = self.live_process(id)?;
+        if init.is_none() || !self.cgroups.exists(&rel) {
+            return Err(self.wrong_state(id, ContainerState::Stopped, "list processes of"));
+        }
+        let mut pids = self.cgroups.pids(&rel)?;
+        pids.sort_unstable();
+        Ok(exec::describe(&pids, init.map(|r| r.pid)))
+    }
+
     fn list(&self) -> Result<Vec<ContainerInfo>> {
         let mut ids = Vec::new();
         for dir in [self.layout.containers(), self.layout.libcontainer_root()] {
@@ -583,4 +689,41 @@ fn timespec(d: Duration) -> rustix::time::Timespec {
 /// Whether the host has any swap device.
 fn host_has_swap() -> bool {
     fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
+}
+
+/// Output read so far, and whether some was dropped.
+type Captured = std::sync::Arc<std::sync::Mutex<(Vec<u8>, bool)>>;
+
+/// Reads a pipe in a task, keeping at most `max` bytes and draining the rest, so a chatty
+/// command never blocks on a full pipe.
+fn capture<R>(pipe: Option<R>, max: usize) -> (Captured, tokio::task::JoinHandle<()>)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let buf: Captured = Default::default();
+    let b = buf.clone();
+    let task = tokio::spawn(async move {
+        let Some(mut pipe) = pipe else { return };
+        let mut chunk = vec![0u8; 16 * 1024];
+        while let Ok(n) = pipe.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            let mut g = b.lock().unwrap_or_else(|p| p.into_inner());
+            let room = max.saturating_sub(g.0.len());
+            g.0.extend_from_slice(&chunk[..n.min(room)]);
+            g.1 |= n > room;
+        }
+    });
+    (buf, task)
+}
+
+/// Removes a file when dropped (however the function holding it returns).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }

@@ -13,7 +13,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::watch;
 
-use crate::driver::{ContainerInfo, ContainerState, Driver, ExitStatus, Signal, Started};
+use crate::driver::{
+    ContainerInfo, ContainerState, Driver, ExecCommand, ExecOutput, ExitStatus, ProcessInfo,
+    Signal, Started,
+};
 use crate::error::{Error, IoContext, Result};
 use crate::spec::{ContainerId, ContainerSpec};
 use crate::{LinuxDriver, LinuxDriverConfig, Stats};
@@ -219,6 +222,40 @@ impl Driver for FakeDriver {
         })
     }
 
+    /// Pretends to run the command: its stdout is the arguments joined by spaces.
+    async fn exec(&self, id: &ContainerId, cmd: ExecCommand) -> Result<ExecOutput> {
+        self.with(id, |c, _| match c.state {
+            ContainerState::Running => Ok(ExecOutput {
+                code: 0,
+                signal: None,
+                timed_out: false,
+                stdout: format!("{}\n", cmd.argv.join(" ")).into_bytes(),
+                stderr: Vec::new(),
+                truncated: false,
+            }),
+            s => Err(wrong(id, s, "exec")),
+        })
+    }
+
+    /// One process: the container's app.
+    fn processes(&self, id: &ContainerId) -> Result<Vec<ProcessInfo>> {
+        self.with(id, |c, _| match (c.state, c.pid) {
+            (ContainerState::Running | ContainerState::Frozen, Some(pid)) => {
+                Ok(vec![ProcessInfo {
+                    pid,
+                    start_ms: 0,
+                    run_ms: 0,
+                    command: c.spec.args.join(" "),
+                    directory: c.spec.cwd.display().to_string(),
+                    cpu_ms: 0,
+                    rss: 0,
+                    listen: Vec::new(),
+                }])
+            }
+            (s, _) => Err(wrong(id, s, "list processes of")),
+        })
+    }
+
     fn delete(&self, id: &ContainerId) -> Result<()> {
         let mut inner = self.lock();
         if let Some(mut c) = inner.containers.remove(id) {
@@ -421,9 +458,18 @@ impl TestHost {
         )
     }
 
-    /// The app's log so far.
+    /// The app's output so far: the text of its log records, a newline after each full line.
     pub fn log(&self, spec: &ContainerSpec) -> String {
-        fs::read_to_string(&spec.stdout_log).unwrap_or_default()
+        let raw = fs::read(&spec.stdout_log).unwrap_or_default();
+        let mut out = String::new();
+        for line in raw.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let r = crate::init::logger::parse_record(line);
+            out.push_str(&String::from_utf8_lossy(r.text));
+            if r.full {
+                out.push('\n');
+            }
+        }
+        out
     }
 }
 

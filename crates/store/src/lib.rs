@@ -21,8 +21,8 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use model::{
-    AppRecord, Change, EventRecord, LeaseRecord, MachineRecord, OrgRecord, PendingOp, TokenScope,
-    VersionRecord,
+    AppRecord, Change, CheckRecord, EventRecord, LeaseRecord, MachineRecord, OrgRecord, PendingOp,
+    TokenScope, VersionRecord,
 };
 pub use sqlite::SqliteStore;
 
@@ -89,6 +89,13 @@ pub trait Store: Send + Sync + 'static {
     fn get_lease(&self, machine_id: &str, now_ms: i64) -> Result<Option<LeaseRecord>>;
     /// Releases a lease held with `nonce`.
     fn release_lease(&self, machine_id: &str, nonce: &str, now_ms: i64) -> Result<()>;
+
+    /// Records the latest result of a machine's health check (a `machine` change).
+    fn set_check(&self, machine_id: &str, check: &CheckRecord) -> Result<()>;
+    /// Forgets a machine's check results (it stopped: they say nothing any more).
+    fn clear_checks(&self, machine_id: &str) -> Result<()>;
+    /// The latest results of a machine's checks, by name.
+    fn checks(&self, machine_id: &str) -> Result<Vec<CheckRecord>>;
 
     /// The latest revision.
     fn revision(&self) -> u64;

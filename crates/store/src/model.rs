@@ -172,3 +172,16 @@ pub struct Change {
     /// Row key (app name, machine id …).
     pub key: String,
 }
+
+/// The latest result of one health check of a machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRecord {
+    /// Check name (`servicecheck-00-http-8080` for service checks, the map key otherwise).
+    pub name: String,
+    /// `passing`, `warning` or `critical`.
+    pub status: String,
+    /// What the check saw (bounded by the writer).
+    pub output: String,
+    /// ms epoch.
+    pub updated_at: i64,
+}

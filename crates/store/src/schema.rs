@@ -75,4 +75,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL
     );
     "#,
+    // 2: health check results (written by the host that runs the checks).
+    r#"
+    CREATE TABLE machine_checks (
+        machine_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        output TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (machine_id, name)
+    );
+    "#,
 ];

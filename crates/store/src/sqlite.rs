@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::watch;
 
 use crate::model::{
-    AppRecord, Change, EventRecord, LeaseRecord, MachineRecord, OrgRecord, TokenScope,
+    AppRecord, Change, CheckRecord, EventRecord, LeaseRecord, MachineRecord, OrgRecord, TokenScope,
     VersionRecord,
 };
 use crate::schema::MIGRATIONS;
@@ -359,6 +359,7 @@ impl Store for SqliteStore {
                 [name],
             )?;
             tx.execute("DELETE FROM leases WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
+            tx.execute("DELETE FROM machine_checks WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
             tx.execute("DELETE FROM machines WHERE app = ?1", [name])?;
             Ok(n > 0)
         })
@@ -483,6 +484,53 @@ impl Store for SqliteStore {
             )?;
             Ok(())
         })
+    }
+
+    fn set_check(&self, machine_id: &str, check: &CheckRecord) -> Result<()> {
+        self.write("machine", machine_id, |tx, _rev| {
+            tx.execute(
+                "INSERT INTO machine_checks (machine_id, name, status, output, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (machine_id, name) DO UPDATE SET status = excluded.status, output = excluded.output, updated_at = excluded.updated_at",
+                params![machine_id, check.name, check.status, check.output, check.updated_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn clear_checks(&self, machine_id: &str) -> Result<()> {
+        let present: i64 = self.lock().query_row(
+            "SELECT COUNT(*) FROM machine_checks WHERE machine_id = ?1",
+            params![machine_id],
+            |r| r.get(0),
+        )?;
+        if present == 0 {
+            return Ok(());
+        }
+        self.write("machine", machine_id, |tx, _rev| {
+            tx.execute(
+                "DELETE FROM machine_checks WHERE machine_id = ?1",
+                params![machine_id],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn checks(&self, machine_id: &str) -> Result<Vec<CheckRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, status, output, updated_at FROM machine_checks WHERE machine_id = ?1 ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map(params![machine_id], |r| {
+                Ok(CheckRecord {
+                    name: r.get(0)?,
+                    status: r.get(1)?,
+                    output: r.get(2)?,
+                    updated_at: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     fn events(&self, machine_id: &str, limit: usize) -> Result<Vec<EventRecord>> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use hangar_agent::{Agent, AgentConfig};
 use hangar_api::{ApiConfig, ApiState, hash_token};
+use hangar_domain::{HostFuture, MachineHost};
 use hangar_image::testing::{TempDir, busybox_image, write_oci_archive};
 use hangar_image::{ImageStore, ImportOptions, Puller, PullerConfig};
 use hangar_runtime::{ContainerId, Driver, LinuxDriver, LinuxDriverConfig};
@@ -43,6 +44,86 @@ pub struct TestCluster {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     agent_stop: Option<tokio::sync::watch::Sender<bool>>,
     agent_task: Option<tokio::task::JoinHandle<()>>,
+    host: Arc<CurrentAgent>,
+    proxy_stops: Vec<tokio::sync::watch::Sender<bool>>,
+    egress: (hangar_net::egress::Egress, std::fs::File),
+}
+
+/// Test clusters run in parallel processes: each takes one `/24` of 172.20.0.0/14 for its
+/// machines' IPv4 (and its own nftables table), held by an exclusive lock on a file under
+/// /run that the kernel releases if the process dies.
+fn egress_slice() -> Result<(hangar_net::egress::Egress, std::fs::File), String> {
+    let dir = Path::new("/run/hangar-test-pools");
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for n in 0u32..1024 {
+        let path = dir.join(format!("{n}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if file.try_lock().is_ok() {
+            let net = (172u32 << 24) | (20 << 16) | (n << 8);
+            let pool = format!("{}/24", std::net::Ipv4Addr::from(net));
+            let egress = hangar_net::egress::Egress::new(&pool, &format!("hangar_test_{n}"))
+                .map_err(|e| e.to_string())?;
+            return Ok((egress, file));
+        }
+    }
+    Err("no free test IPv4 pool (1024 clusters at once?)".into())
+}
+
+/// The API's way to the agent of the moment (tests stop and start agents under one API).
+#[derive(Default)]
+struct CurrentAgent(std::sync::Mutex<Option<Arc<Agent<LinuxDriver>>>>);
+
+impl CurrentAgent {
+    fn get(&self) -> Result<Arc<Agent<LinuxDriver>>, hangar_domain::HostError> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| hangar_domain::HostError::Busy("the agent is not running".into()))
+    }
+
+    fn set(&self, agent: Option<Arc<Agent<LinuxDriver>>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = agent;
+    }
+}
+
+impl MachineHost for CurrentAgent {
+    fn exec<'a>(
+        &'a self,
+        machine_id: &'a str,
+        cmd: hangar_domain::ExecCommand,
+    ) -> HostFuture<'a, hangar_domain::ExecResult> {
+        Box::pin(async move { self.get()?.exec(machine_id, cmd).await })
+    }
+
+    fn processes<'a>(
+        &'a self,
+        machine_id: &'a str,
+    ) -> HostFuture<'a, Vec<hangar_api_types::ProcessStat>> {
+        Box::pin(async move { self.get()?.processes(machine_id).await })
+    }
+
+    fn logs<'a>(
+        &'a self,
+        machine_id: &'a str,
+        tail: usize,
+        follow: bool,
+    ) -> HostFuture<'a, hangar_domain::Logs> {
+        Box::pin(async move { self.get()?.logs(machine_id, tail, follow).await })
+    }
+
+    fn import_image<'a>(
+        &'a self,
+        reference: &'a str,
+        archive: Box<dyn std::io::Read + Send>,
+    ) -> HostFuture<'a, hangar_domain::ImportedImage> {
+        Box::pin(async move { self.get()?.import_image(reference, archive).await })
+    }
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -117,13 +198,15 @@ impl TestCluster {
             .map_err(|e| e.to_string())?;
         let api = listener.local_addr().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let host = Arc::new(CurrentAgent::default());
         let state = ApiState::new(
             dyn_store,
             ApiConfig {
                 host_id,
                 ..ApiConfig::default()
             },
-        );
+        )
+        .with_host(host.clone());
         let t1 = tokio::spawn(async move {
             let _ = hangar_api::run(listener, state, stopped(rx)).await;
         });
@@ -140,6 +223,9 @@ impl TestCluster {
             tasks: vec![t1],
             agent_stop: None,
             agent_task: None,
+            host,
+            proxy_stops: Vec::new(),
+            egress: egress_slice()?,
         };
         cluster.start_agent()?;
         Ok(cluster)
@@ -166,8 +252,10 @@ impl TestCluster {
                 machines_dir: self.dir.join("machines"),
                 host_id: self.host_id,
                 log_limit_bytes: 1 << 20,
+                egress: Some(self.egress.0.clone()),
             },
         );
+        self.host.set(Some(agent.clone()));
         let (tx, rx) = tokio::sync::watch::channel(false);
         self.agent_task = Some(tokio::spawn(async move {
             if let Err(e) = hangar_agent::run(agent, stopped(rx)).await {
@@ -180,11 +268,25 @@ impl TestCluster {
 
     /// Stops the agent abruptly (its tasks are aborted mid-step), leaving machines running.
     pub async fn kill_agent(&mut self) {
+        self.host.set(None);
         if let Some(t) = self.agent_task.take() {
             t.abort();
             let _ = t.await;
         }
         self.agent_stop = None;
+    }
+
+    /// Starts an edge proxy over this cluster's store (stopped with the cluster) and waits
+    /// until it has loaded the catalog.
+    pub fn start_proxy(&mut self, config: hangar_proxy::ProxyConfig) -> Arc<hangar_proxy::Proxy> {
+        let proxy = hangar_proxy::Proxy::new(self.store.clone(), config);
+        let p = proxy.clone();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.tasks.push(tokio::spawn(async move {
+            let _ = hangar_proxy::run(p, stopped(rx)).await;
+        }));
+        self.proxy_stops.push(tx);
+        proxy
     }
 
     /// An admin API client.
@@ -205,6 +307,12 @@ impl TestCluster {
     /// What a machine wrote to stdout/stderr.
     pub fn machine_log(&self, id: &str) -> String {
         std::fs::read_to_string(self.machine_dir(id).join("logs/machine.log")).unwrap_or_default()
+    }
+
+    /// The running agent (`None` after [`TestCluster::kill_agent`]): for its `/metrics`
+    /// exposition (`render_metrics`) or to run its scraper of app metrics at a test's pace.
+    pub fn agent(&self) -> Option<Arc<Agent<LinuxDriver>>> {
+        self.host.get().ok()
     }
 }
 
@@ -234,7 +342,12 @@ impl Drop for TestCluster {
                 }
                 let _ = hangar_image::remove_rootfs(&self.machine_dir(&m.id));
                 if let Ok(addr) = m.private_ip.parse() {
-                    let _ = hangar_net::MachineNet::new(&m.id, addr).remove();
+                    let v4 = std::fs::read_to_string(self.machine_dir(&m.id).join("ipv4"))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    let _ = hangar_net::MachineNet::new(&m.id, addr)
+                        .with_ipv4(v4)
+                        .remove();
                 }
             }
         }
@@ -249,5 +362,6 @@ impl Drop for TestCluster {
                 let _ = hangar_net::Network::new(o.numeric_id as u32, self.host_id).remove();
             }
         }
+        let _ = self.egress.0.remove();
     }
 }

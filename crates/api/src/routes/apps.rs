@@ -118,7 +118,11 @@ pub(crate) async fn create(
     if !valid_network(&network) {
         return Err(ApiError::bad_request(format!(
             "invalid network '{}': letters, digits and dashes, starting with a letter",
-            network.escape_default()
+            network
+                .chars()
+                .take(64)
+                .collect::<String>()
+                .escape_default()
         )));
     }
     let id: String = random::<8>().iter().map(|b| format!("{b:02x}")).collect();

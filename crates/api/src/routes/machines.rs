@@ -69,15 +69,32 @@ pub(crate) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn first<'a>(q: &'a [(String, String)], key: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-fn truthy(v: Option<&str>) -> bool {
-    matches!(v, Some("true" | "1" | "yes" | ""))
+/// A boolean query parameter: absent is false; Go's `strconv.ParseBool` spellings are read;
+/// anything else (an empty value too) is a 400. Repeated keys must all be valid and the first
+/// counts (Go's `Query().Get`).
+pub(crate) fn flag(q: &[(String, String)], key: &str) -> Result<bool, ApiError> {
+    let mut out = None;
+    for (_, v) in q.iter().filter(|(k, _)| k == key) {
+        let b = match v.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "{key} must be true or false, not '{}'",
+                    short(v).escape_default()
+                )));
+            }
+        };
+        out.get_or_insert(b);
+    }
+    Ok(out.unwrap_or(false))
 }
 
-fn load(
+pub(crate) fn load(
     s: &ApiState,
     c: &Caller,
     app: &str,
@@ -148,28 +165,68 @@ fn act(
 
 fn view(s: &ApiState, m: &MachineRecord, nonce: Option<String>) -> Result<Machine, ApiError> {
     let events = s.store.events(&m.id, INLINE_EVENTS)?;
-    Ok(machine_view::machine(m, &events, nonce))
+    let checks = s.store.checks(&m.id)?;
+    Ok(machine_view::machine(m, &events, &checks, nonce))
+}
+
+/// At most 64 characters of `s`, for quoting user input in a message.
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiError> {
-    let image = req.config.image.trim();
-    if image.is_empty() {
+    let image = req.config.image.as_str();
+    if image.trim().is_empty() {
         return Err(ApiError::bad_request("config.image is required"));
     }
-    if image.len() > 512
-        || image.chars().any(|c| c.is_whitespace() || c.is_control())
-        || image.contains("..")
-    {
+    if let Err(why) = crate::image_ref::check(image) {
         return Err(ApiError::bad_request(format!(
-            "invalid image reference '{}'",
-            image.escape_default()
+            "invalid image reference '{}': {why}",
+            image.chars().take(300).collect::<String>().escape_default()
         )));
     }
-    for k in req.config.env.keys() {
+    for (k, v) in &req.config.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
             return Err(ApiError::bad_request(format!(
                 "invalid env name '{}'",
-                k.escape_default()
+                short(k).escape_default()
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "env {} has a NUL byte in its value",
+                short(k).escape_default()
+            )));
+        }
+    }
+    if let Some(init) = &req.config.init
+        && [&init.exec, &init.entrypoint, &init.cmd]
+            .iter()
+            .any(|argv| argv.iter().any(|a| a.contains('\0')))
+    {
+        return Err(ApiError::bad_request(
+            "init.exec, init.entrypoint and init.cmd must not contain NUL bytes",
+        ));
+    }
+    for (i, f) in req.config.files.iter().enumerate() {
+        let p = std::path::Path::new(&f.guest_path);
+        if !p.is_absolute()
+            || f.guest_path.contains('\0')
+            || p.components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(ApiError::bad_request(format!(
+                "files[{i}].guest_path must be an absolute path without '..', not '{}'",
+                short(&f.guest_path).escape_default()
+            )));
+        }
+        let base64 = |c: u8| c.is_ascii_alphanumeric() || b"+-/_=".contains(&c);
+        if f.raw_value
+            .as_deref()
+            .is_some_and(|r| !r.bytes().all(|c| base64(c) || c.is_ascii_whitespace()))
+        {
+            return Err(ApiError::bad_request(format!(
+                "files[{i}].raw_value is not base64"
             )));
         }
     }
@@ -178,7 +235,7 @@ fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiEr
     {
         return Err(ApiError::bad_request(format!(
             "unknown region '{}'; this platform has: {}",
-            r.escape_default(),
+            short(r).escape_default(),
             s.config.regions.join(", ")
         )));
     }
@@ -199,7 +256,7 @@ fn resolve_size(config: &mut hangar_api_types::MachineConfig) -> Result<(), ApiE
     let preset = hangar_domain::guest::preset(size).ok_or_else(|| {
         ApiError::bad_request(format!(
             "unknown size '{}'; use one of {}",
-            size.escape_default(),
+            short(size).escape_default(),
             hangar_domain::guest::preset_names().join(", ")
         ))
     })?;
@@ -221,7 +278,7 @@ fn signal_name(sig: &str) -> Result<String, ApiError> {
     } else {
         Err(ApiError::bad_request(format!(
             "invalid signal '{}'; use one of {}",
-            sig.escape_default(),
+            short(sig).escape_default(),
             SIGNALS.join(", ")
         )))
     }
@@ -235,7 +292,7 @@ pub(crate) async fn list(
 ) -> Result<Json<Vec<Machine>>, ApiError> {
     let a = visible_app(&s, &c, &app)?;
     let q = query_pairs(raw.as_deref());
-    let include = truthy(first(&q, "include_deleted"));
+    let include = flag(&q, "include_deleted")?;
     let region = first(&q, "region");
     let meta: Vec<(&str, &str)> = q
         .iter()
@@ -360,7 +417,7 @@ pub(crate) async fn update(
     {
         return Err(ApiError::precondition(format!(
             "current_version {} does not match the machine's version {}",
-            v.escape_default(),
+            short(v).escape_default(),
             m.instance_id
         )));
     }
@@ -489,7 +546,7 @@ pub(crate) async fn restart(
         _ => None,
     };
     let mut stop = stop_config(&m, first(&q, "signal"), timeout)?;
-    if truthy(first(&q, "force_stop")) {
+    if flag(&q, "force_stop")? {
         stop.signal = Some("SIGKILL".into());
     }
     act(
@@ -548,7 +605,7 @@ pub(crate) async fn destroy(
     let (_, m) = load(&s, &c, &app, &id)?;
     check_lease(&s, &m, &headers)?;
     let q = query_pairs(raw.as_deref());
-    let force = truthy(first(&q, "force")) || truthy(first(&q, "kill"));
+    let force = flag(&q, "force")? || flag(&q, "kill")?;
     act(
         &s,
         &m,
@@ -609,7 +666,7 @@ pub(crate) async fn wait(
         .filter(|(k, _)| k == "state")
         .map(|(_, v)| {
             MState::parse(v).ok_or_else(|| {
-                ApiError::bad_request(format!("invalid state '{}'", v.escape_default()))
+                ApiError::bad_request(format!("invalid state '{}'", short(v).escape_default()))
             })
         })
         .collect::<Result<_, _>>()?;
@@ -765,22 +822,4 @@ pub(crate) async fn delete_metadata(
         s.store.update_machine(&rec, m.revision)?;
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub(crate) async fn ps(
-    State(s): State<ApiState>,
-    c: Caller,
-    Path((app, id)): Path<(String, String)>,
-) -> Result<Json<Vec<serde_json::Value>>, ApiError> {
-    load(&s, &c, &app, &id)?;
-    Err(ApiError::not_implemented("ps"))
-}
-
-pub(crate) async fn exec(
-    State(s): State<ApiState>,
-    c: Caller,
-    Path((app, id)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    load(&s, &c, &app, &id)?;
-    Err(ApiError::not_implemented("exec"))
 }

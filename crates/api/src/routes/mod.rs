@@ -1,6 +1,8 @@
 //! Routes, one file per resource.
 
 mod apps;
+mod host;
+mod images;
 mod leases;
 mod machines;
 mod orgs;
@@ -52,12 +54,15 @@ pub(crate) fn router(state: ApiState) -> Router {
                 .post(leases::acquire)
                 .delete(leases::release),
         )
-        .route(&format!("{m}/ps"), get(machines::ps))
-        .route(&format!("{m}/exec"), post(machines::exec))
+        .route(&format!("{m}/ps"), get(host::ps))
+        .route(&format!("{m}/exec"), post(host::exec))
+        .route(&format!("{m}/logs"), get(host::logs))
+        .route("/v1/apps/{app}/images", post(images::upload))
         .route("/v1/platform/regions", get(platform::regions))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route("/v1/tokens", post(orgs::create_token))
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(backstop))
+        .layer(axum::middleware::map_response(crate::error::json_errors))
         .with_state(state)
 }

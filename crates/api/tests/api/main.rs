@@ -5,6 +5,9 @@
 #[path = "../../../testkit/src/http.rs"]
 mod client;
 
+mod bad_input;
+mod upload;
+
 use std::sync::Arc;
 
 use client::{Client, Resp};
@@ -41,6 +44,15 @@ const ACME: &str = "acme-secret";
 const OTHER: &str = "other-secret";
 
 async fn server_with(tag: &str, config: ApiConfig) -> Server {
+    server_full(tag, config, None).await
+}
+
+/// A server whose exec/ps/logs/upload calls go to `host`.
+pub(crate) async fn server_full(
+    tag: &str,
+    config: ApiConfig,
+    host: Option<Arc<dyn hangar_domain::MachineHost>>,
+) -> Server {
     let dir = std::env::temp_dir().join(format!("hangar-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -61,7 +73,10 @@ async fn server_with(tag: &str, config: ApiConfig) -> Server {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let state = ApiState::new(store.clone(), config);
+    let mut state = ApiState::new(store.clone(), config);
+    if let Some(host) = host {
+        state = state.with_host(host);
+    }
     tokio::spawn(async move {
         let _ = hangar_api::run(listener, state, async {
             let _ = rx.await;

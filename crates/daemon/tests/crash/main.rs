@@ -36,6 +36,8 @@ impl Daemon {
                 cgroup,
             ])
             .args(["--host-id", &host_id.to_string()])
+            // IPv6 only: parallel tests must not share the host's IPv4 pool and NAT table.
+            .args(["--ipv4-pool", "none"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

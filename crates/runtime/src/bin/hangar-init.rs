@@ -1,5 +1,6 @@
 //! PID 1 of every Hangar machine (see `hangar_runtime::init`) and, on the host, the helper that
-//! runs libcontainer's create in a single-threaded process (see `hangar_runtime::create`).
+//! runs libcontainer's create and exec in a single-threaded process (see `hangar_runtime::create`
+//! and `hangar_runtime::exec`).
 //! Build it static (see the crate docs): it runs inside images of any libc.
 
 fn main() {
@@ -11,6 +12,12 @@ fn main() {
             .is_some_and(|a| a == hangar_runtime::create::CREATE_ARG)
         {
             std::process::exit(hangar_runtime::create::run(&args[1..]));
+        }
+        if args
+            .first()
+            .is_some_and(|a| a == hangar_runtime::exec::EXEC_ARG)
+        {
+            std::process::exit(hangar_runtime::exec::run(&args[1..]));
         }
     }
     hangar_runtime::init::main()

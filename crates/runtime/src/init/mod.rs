@@ -2,7 +2,8 @@
 //!
 //! It runs the app in its own process group, forwards SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2,
 //! SIGTERM and SIGWINCH to that group, reaps every child (orphans are reparented to it), pumps the
-//! app's stdout and stderr into size-bounded rotated log files, and when the app exits writes
+//! app's stdout and stderr into size-bounded rotated log files of timestamped records
+//! ([`logger`]), and when the app exits writes
 //! `{"code":N,"signal":S}` to the exit file and exits with the same code (128 + signal for a
 //! signal). The kernel then kills whatever is left in the pid namespace.
 //!
@@ -21,7 +22,7 @@ pub mod logger;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{self, ErrorKind, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -34,7 +35,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
-use logger::RotatingFile;
+use logger::{LineFramer, LogStream, RotatingFile};
 
 /// Where hangar-init is mounted inside a container.
 pub const INIT_PATH: &str = "/.hangar/init";
@@ -248,7 +249,12 @@ pub fn run(args: &InitArgs) -> i32 {
 struct Stream {
     reader: File,
     sink: usize,
+    framer: LineFramer,
 }
+
+/// How long an unfinished line may wait for its newline before it is written as a partial
+/// record (so a prompt or a progress bar shows up in the logs).
+const PARTIAL_FLUSH_MS: u16 = 200;
 
 fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
     // As PID 1 of its namespace, the kernel drops any signal whose handler is SIG_DFL, even a
@@ -285,29 +291,22 @@ fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
     if let Some(u) = args.uid {
         cmd.uid(u);
     }
+    // One pipe per stream, even when both go to one file, so that every record says which
+    // stream it came from.
     let mut streams: Vec<Stream> = Vec::new();
-    let mut shared: Option<(usize, OwnedFd)> = None;
-    for (sink, is_err) in [(out_sink, false), (err_sink, true)] {
+    for (sink, stream) in [(out_sink, LogStream::Stdout), (err_sink, LogStream::Stderr)] {
         let Some(sink) = sink else { continue };
-        let write = match &shared {
-            Some((s, w)) if *s == sink => w.try_clone()?,
-            _ => {
-                let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-                streams.push(Stream {
-                    reader: File::from(r),
-                    sink,
-                });
-                shared = Some((sink, w.try_clone()?));
-                w
-            }
+        let (r, w) = pipe2(OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+        streams.push(Stream {
+            reader: File::from(r),
+            sink,
+            framer: LineFramer::new(stream),
+        });
+        match stream {
+            LogStream::Stdout => cmd.stdout(Stdio::from(w)),
+            LogStream::Stderr => cmd.stderr(Stdio::from(w)),
         };
-        if is_err {
-            cmd.stderr(Stdio::from(write));
-        } else {
-            cmd.stdout(Stdio::from(write));
-        }
     }
-    drop(shared);
 
     let child = cmd.spawn();
     drop(cmd); // closes our copies of the pipes' write ends
@@ -325,7 +324,10 @@ fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
             );
             match err_sink {
                 Some(i) => {
-                    let _ = sinks[i].1.write(msg.as_bytes());
+                    let mut framed = Vec::new();
+                    let mut f = LineFramer::new(LogStream::Stderr);
+                    f.push(msg.as_bytes(), std::time::SystemTime::now(), &mut framed);
+                    let _ = sinks[i].1.write(&framed);
                 }
                 None => eprint!("{msg}"),
             }
@@ -356,7 +358,22 @@ fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
         for s in &streams {
             fds.push(PollFd::new(s.reader.as_fd(), PollFlags::POLLIN));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
+        let timeout = if streams.iter().any(|s| s.framer.has_partial()) {
+            PollTimeout::from(PARTIAL_FLUSH_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                drop(fds);
+                for s in &mut streams {
+                    let mut out = Vec::new();
+                    s.framer
+                        .flush_partial(std::time::SystemTime::now(), &mut out);
+                    write_sink(&mut sinks, s.sink, &out);
+                }
+                continue;
+            }
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -382,7 +399,8 @@ fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
             }
         }
         for i in closed.into_iter().rev() {
-            streams.remove(i);
+            let mut s = streams.remove(i);
+            finish_stream(&mut s, &mut sinks);
         }
     }
     // The app is gone; take what it (and anything still holding the pipes) already wrote.
@@ -390,6 +408,7 @@ fn supervise(args: &InitArgs) -> io::Result<ExitRecord> {
         if fcntl(s.reader.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok() {
             while pump_once(s, &mut sinks, &mut buf) {}
         }
+        finish_stream(s, &mut sinks);
     }
     Ok(status.unwrap_or(ExitRecord {
         code: INIT_FAILURE,
@@ -402,13 +421,30 @@ fn pump_once(s: &mut Stream, sinks: &mut [(PathBuf, RotatingFile)], buf: &mut [u
     match s.reader.read(buf) {
         Ok(0) => false,
         Ok(n) => {
-            if let Err(e) = sinks[s.sink].1.write(&buf[..n]) {
-                eprintln!("hangar-init: log write failed: {e}");
-            }
+            let mut out = Vec::with_capacity(n + 64);
+            s.framer
+                .push(&buf[..n], std::time::SystemTime::now(), &mut out);
+            write_sink(sinks, s.sink, &out);
             true
         }
         Err(e) if e.kind() == ErrorKind::Interrupted => true,
         Err(_) => false,
+    }
+}
+
+/// Writes the stream's unfinished line as its last record.
+fn finish_stream(s: &mut Stream, sinks: &mut [(PathBuf, RotatingFile)]) {
+    let mut out = Vec::new();
+    s.framer.finish(std::time::SystemTime::now(), &mut out);
+    write_sink(sinks, s.sink, &out);
+}
+
+fn write_sink(sinks: &mut [(PathBuf, RotatingFile)], sink: usize, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if let Err(e) = sinks[sink].1.write(bytes) {
+        eprintln!("hangar-init: log write failed: {e}");
     }
 }
 

@@ -328,7 +328,18 @@ fn logs_are_rotated_at_the_limit() {
         out.trim_end()
             .ends_with("line-399-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
     );
-    assert_eq!(fs::read_to_string(&spec.stderr_log).expect("err"), "err\n");
+    let err = fs::read_to_string(&spec.stderr_log).expect("err");
+    let rec = hangar_runtime::init::logger::parse_record(err.trim_end_matches('\n').as_bytes());
+    assert_eq!(
+        (rec.stream, rec.full, rec.text),
+        (
+            hangar_runtime::init::logger::LogStream::Stderr,
+            true,
+            &b"err"[..]
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.lines().count(), 1);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! cgroups (v1 or v2) and Debian's `busybox-static`. Every test has its own [`TestHost`]
 //! (temporary state, rootfs and cgroup parent) that removes everything when dropped.
 
+mod exec;
 mod fake;
 mod isolation;
 mod lifecycle;

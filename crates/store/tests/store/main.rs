@@ -245,3 +245,50 @@ fn concurrent_writers_never_lose_a_machine() {
     }
     assert_eq!(s.list_machines("web", false).expect("list").len(), 200);
 }
+
+#[test]
+fn check_results_are_kept_per_machine_and_announced() {
+    let db = TempDb::new("checks");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    s.create_org("o", "O", 1).expect("org");
+    s.create_app(&app("a", "o")).expect("app");
+    s.insert_machine(&machine("m1", "a", "n1"))
+        .expect("machine");
+    let rev = s.revision();
+    let rec = |name: &str, status: &str| hangar_store::CheckRecord {
+        name: name.into(),
+        status: status.into(),
+        output: format!("{name} is {status}"),
+        updated_at: 5,
+    };
+    s.set_check("m1", &rec("servicecheck-00-http-8080", "critical"))
+        .expect("set");
+    s.set_check("m1", &rec("alive", "passing")).expect("set");
+    s.set_check("m1", &rec("servicecheck-00-http-8080", "passing"))
+        .expect("update");
+    let checks = s.checks("m1").expect("checks");
+    assert_eq!(
+        checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.status.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            ("alive", "passing"),
+            ("servicecheck-00-http-8080", "passing")
+        ]
+    );
+    // Each write is a `machine` change, so watchers (the API's views) see it.
+    let changes = s.changes_since(rev, 10).expect("changes");
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|c| c.kind == "machine" && c.key == "m1"));
+    s.clear_checks("m1").expect("clear");
+    assert!(s.checks("m1").expect("checks").is_empty());
+    // Clearing nothing writes nothing.
+    let rev = s.revision();
+    s.clear_checks("m1").expect("clear");
+    assert_eq!(s.revision(), rev);
+    // They go with the app.
+    s.set_check("m1", &rec("alive", "passing")).expect("set");
+    s.delete_app("a").expect("delete");
+    assert!(s.checks("m1").expect("checks").is_empty());
+}

@@ -1,6 +1,10 @@
 //! End to end, as root, with real containers: the Machines API drives machines built from an
 //! OCI image made offline.
 
+mod egress;
+mod host;
+mod metrics;
+mod proxy;
 mod registry;
 mod supervision;
 

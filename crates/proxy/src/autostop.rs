@@ -1,0 +1,139 @@
+//! Autostop (PLATFORM.md §3.7): idle machines of services with `autostop` are stopped or
+//! suspended, keeping `min_machines_running` in the primary region and, where more than one
+//! runs, only what the excess-capacity rule allows. A machine is idle when nothing is in
+//! flight on it (open websockets and TCP connections count) and nothing was for the whole
+//! interval; the check runs every second, so an idle machine stops within interval ± 1 s.
+//! Stopping is graceful: the machine is drained (no new traffic), in-flight work finishes
+//! (bounded), then the stop is recorded with its own signal and timeout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hangar_api_types::Autostop;
+use hangar_domain::State;
+
+use crate::Proxy;
+use crate::balance::limits;
+use crate::catalog::{MachineEntry, autostop};
+use crate::http::{idle, set_draining};
+
+/// How long a drained machine's in-flight work may take before it is stopped anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(10);
+
+/// One pass over every app; returns the machines it decided to stop.
+pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
+    let interval = proxy.config.autostop_interval;
+    let snap = proxy.catalog.snapshot();
+    let mut out = Vec::new();
+    for app in snap.apps.values() {
+        // Group by (region, the autostop service's internal port): one decision per group.
+        let mut groups: BTreeMap<(String, i64), Vec<&Arc<MachineEntry>>> = BTreeMap::new();
+        for m in &app.machines {
+            if let Some(s) = m.services.iter().find(|s| autostop(s).is_enabled()) {
+                groups
+                    .entry((m.region.clone(), s.internal_port))
+                    .or_default()
+                    .push(m);
+            }
+        }
+        for ((region, internal), ms) in groups {
+            let running: Vec<&&Arc<MachineEntry>> = ms
+                .iter()
+                .filter(|m| m.state == State::Started && !m.cordoned)
+                .filter(|m| {
+                    !proxy
+                        .loads
+                        .get(&m.id)
+                        .draining
+                        .load(std::sync::atomic::Ordering::Acquire)
+                })
+                .collect();
+            if running.is_empty() {
+                continue;
+            }
+            let svc = |m: &MachineEntry| {
+                m.services
+                    .iter()
+                    .find(|s| s.internal_port == internal)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            let first = svc(running[0]);
+            let min = first
+                .min_machines_running
+                .and_then(|v| usize::try_from(v).ok())
+                .unwrap_or(0);
+            let primary = running[0]
+                .primary_region
+                .clone()
+                .unwrap_or_else(|| proxy.config.region.clone());
+            if region == primary && running.len() <= min {
+                continue;
+            }
+            let over_soft = running
+                .iter()
+                .filter(|m| {
+                    let port = svc(m)
+                        .ports
+                        .iter()
+                        .find_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+                        .unwrap_or(0);
+                    let (soft, _) = limits(m, port);
+                    proxy.loads.get(&m.id).in_flight() >= soft
+                })
+                .count();
+            if running.len() > 1 && running.len() < over_soft + 2 {
+                // excess = running − (over_soft + 1) < 1: all capacity is in use.
+                continue;
+            }
+            let mut idle_ones: Vec<(u64, &&Arc<MachineEntry>)> = running
+                .iter()
+                .filter(|m| idle(&proxy.loads.get(&m.id), interval))
+                .map(|m| (proxy.loads.get(&m.id).last_active_ms(), *m))
+                .collect();
+            idle_ones.sort_by_key(|(t, m)| (*t, m.id.clone()));
+            if let Some((_, m)) = idle_ones.first() {
+                let suspend = autostop(&svc(m)) == Autostop::Suspend;
+                out.push((Arc::clone(m), suspend));
+            }
+        }
+    }
+    out
+}
+
+/// Drains and stops one machine (runs as its own task).
+pub async fn stop_one(proxy: Arc<Proxy>, m: Arc<MachineEntry>, suspend: bool) {
+    let load = proxy.loads.get(&m.id);
+    set_draining(&load, true);
+    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    while load.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        let _ = tokio::time::timeout(Duration::from_millis(50), proxy.loads.any_freed()).await;
+    }
+    let action = if suspend { "suspend" } else { "stop" };
+    match crate::control::stop(proxy.store.as_ref(), &m.id, suspend, m.stop_config.clone()) {
+        Ok(_) => proxy.metrics.autostop(&m.app, action),
+        Err(e) => eprintln!("hangar-proxy: autostop of {} failed: {e}", m.id),
+    }
+    // Routing stops seeing it as started once the catalog has the change; until then it
+    // stays drained. Bounded.
+    let mut rx = proxy.catalog.subscribe();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let state = proxy
+                .catalog
+                .snapshot()
+                .machines
+                .get(&m.id)
+                .map(|e| e.state);
+            if state != Some(State::Started) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    set_draining(&load, false);
+}

@@ -1,0 +1,554 @@
+//! Load per machine and the choice of a machine for a request (PLATFORM.md §3.2).
+//!
+//! Load is the number of requests (http) or connections (raw TCP) the proxy has in flight to
+//! a machine. A machine under its soft limit is preferred; between soft and hard it is used
+//! only when every other machine of the region is over soft too; at hard it gets nothing new.
+//! Regions are tried nearest first, and a farther region only when every candidate of the
+//! nearer ones is unhealthy or at its hard limit. Ties go round-robin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hangar_domain::State;
+use tokio::sync::Notify;
+
+use crate::catalog::{AppEntry, MachineEntry};
+
+/// Default limits when a service has no `concurrency` (the reference's defaults).
+pub const DEFAULT_SOFT_LIMIT: usize = 20;
+/// See [`DEFAULT_SOFT_LIMIT`].
+pub const DEFAULT_HARD_LIMIT: usize = 25;
+
+/// What the proxy knows about one machine's traffic.
+#[derive(Debug, Default)]
+pub struct Load {
+    in_flight: AtomicUsize,
+    last_active_ms: AtomicU64,
+    /// Set while autostop stops it: no new traffic.
+    pub draining: AtomicBool,
+    freed: Arc<Notify>,
+}
+
+impl Load {
+    /// Requests or connections in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// When traffic last started or ended (ms since the Unix epoch).
+    pub fn last_active_ms(&self) -> u64 {
+        self.last_active_ms.load(Ordering::Acquire)
+    }
+
+    /// Marks activity now (e.g. bytes moving on a long-lived connection).
+    pub fn touch(&self) {
+        self.last_active_ms.store(now_ms(), Ordering::Release);
+    }
+}
+
+/// A unit of load held while a request or connection is in flight.
+#[derive(Debug)]
+pub struct Slot(Arc<Load>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+        self.0.freed.notify_waiters();
+    }
+}
+
+impl Slot {
+    /// The machine's load.
+    pub fn load(&self) -> &Arc<Load> {
+        &self.0
+    }
+}
+
+/// Loads of every machine.
+#[derive(Debug, Default)]
+pub struct Loads {
+    inner: Mutex<HashMap<String, Arc<Load>>>,
+    tie: AtomicUsize,
+    freed: Arc<Notify>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Loads {
+    /// The load record of a machine (made on first use).
+    pub fn get(&self, id: &str) -> Arc<Load> {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry(id.to_string())
+            .or_insert_with(|| {
+                let l = Load {
+                    freed: self.freed.clone(),
+                    ..Load::default()
+                };
+                l.last_active_ms.store(now_ms(), Ordering::Release);
+                Arc::new(l)
+            })
+            .clone()
+    }
+
+    /// Takes a slot on a machine (the caller decided it may).
+    pub fn acquire(&self, id: &str) -> Slot {
+        let l = self.get(id);
+        l.in_flight.fetch_add(1, Ordering::AcqRel);
+        l.touch();
+        Slot(l)
+    }
+
+    /// Resolves when a slot is freed on any machine.
+    pub async fn any_freed(&self) {
+        self.freed.notified().await;
+    }
+
+    /// Requests or connections in flight on every machine.
+    pub fn total_in_flight(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|l| l.in_flight())
+            .sum()
+    }
+
+    /// Forgets machines that are gone.
+    pub fn retain(&self, live: impl Fn(&str) -> bool) {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|id, l| live(id) || l.in_flight() > 0);
+    }
+
+    fn next_tie(&self) -> usize {
+        self.tie.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Soft and hard limits of a machine's service on a port.
+pub fn limits(m: &MachineEntry, port: u16) -> (usize, usize) {
+    let c = m.service_for(port).and_then(|s| s.concurrency.as_ref());
+    let hard = c
+        .and_then(|c| c.hard_limit)
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(DEFAULT_HARD_LIMIT);
+    let soft = c
+        .and_then(|c| c.soft_limit)
+        .and_then(|v| usize::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(DEFAULT_SOFT_LIMIT.min(hard))
+        .min(hard);
+    (soft, hard)
+}
+
+/// Region distances: 0 to itself, then by a configurable map, else 1000.
+#[derive(Debug, Clone, Default)]
+pub struct Regions {
+    /// This proxy's region.
+    pub local: String,
+    /// `(a, b)` → distance (symmetric; any unit, e.g. ms RTT).
+    pub distances: HashMap<(String, String), u32>,
+}
+
+impl Regions {
+    /// Distance from this proxy to `region`.
+    pub fn distance(&self, region: &str) -> u32 {
+        if region == self.local {
+            return 0;
+        }
+        let a = (self.local.clone(), region.to_string());
+        let b = (region.to_string(), self.local.clone());
+        self.distances
+            .get(&a)
+            .or_else(|| self.distances.get(&b))
+            .copied()
+            .unwrap_or(1000)
+    }
+}
+
+/// The request's routing wishes (headers and replays).
+#[derive(Debug, Clone, Default)]
+pub struct Prefs {
+    /// Only this machine.
+    pub force_instance: Option<String>,
+    /// This machine if it can take the request.
+    pub prefer_instance: Option<String>,
+    /// Only these regions, in order.
+    pub force_regions: Vec<String>,
+    /// These regions first, in order.
+    pub prefer_regions: Vec<String>,
+    /// Never these machines (`elsewhere`, failed attempts).
+    pub exclude: Vec<String>,
+}
+
+/// What to do with a request.
+#[derive(Debug, Clone)]
+pub enum Pick {
+    /// Send it to this started machine.
+    Route(Arc<MachineEntry>),
+    /// Start this machine, then send it there.
+    Wake(Arc<MachineEntry>),
+    /// Every candidate is at its hard limit: wait for a slot.
+    Full,
+    /// Nothing can take it.
+    None,
+}
+
+/// Whether a machine's service on a public port passes its checks.
+pub type Healthy<'a> = &'a dyn Fn(&MachineEntry, u16) -> bool;
+
+fn routable(m: &MachineEntry, port: u16, healthy: Healthy<'_>) -> bool {
+    m.state == State::Started && healthy(m, port)
+}
+
+/// A machine a request can wait for: one starting anyway, or (with autostart) one that is
+/// stopped, suspended, or on its way there.
+fn startable(m: &MachineEntry, port: u16) -> bool {
+    match m.state {
+        State::Starting | State::Created => true,
+        State::Stopped | State::Suspended | State::Stopping | State::Suspending => m
+            .service_for(port)
+            .is_some_and(|s| s.autostart.unwrap_or(true)),
+        _ => false,
+    }
+}
+
+/// Chooses a machine of `app` for a request on public `port`.
+pub fn pick(
+    app: &AppEntry,
+    port: u16,
+    prefs: &Prefs,
+    loads: &Loads,
+    regions: &Regions,
+    healthy: Healthy<'_>,
+) -> Pick {
+    let candidates: Vec<&Arc<MachineEntry>> = app
+        .machines
+        .iter()
+        .filter(|m| !m.cordoned && m.service_for(port).is_some())
+        .filter(|m| !prefs.exclude.contains(&m.id))
+        .filter(|m| !loads.get(&m.id).draining.load(Ordering::Acquire))
+        .filter(|m| prefs.force_instance.as_ref().is_none_or(|f| *f == m.id))
+        .filter(|m| prefs.force_regions.is_empty() || prefs.force_regions.contains(&m.region))
+        .collect();
+    if let Some(want) = &prefs.prefer_instance
+        && let Some(m) = candidates.iter().find(|m| m.id == *want)
+    {
+        let (_, hard) = limits(m, port);
+        if routable(m, port, healthy) && loads.get(&m.id).in_flight() < hard {
+            return Pick::Route(Arc::clone(m));
+        }
+    }
+    // Region tiers, nearest (or preferred) first.
+    let rank = |region: &str| -> (usize, u32, String) {
+        let order = prefs
+            .force_regions
+            .iter()
+            .chain(prefs.prefer_regions.iter())
+            .position(|r| r == region)
+            .unwrap_or(usize::MAX);
+        (order, regions.distance(region), region.to_string())
+    };
+    let mut tiers: Vec<(usize, u32, String)> = candidates.iter().map(|m| rank(&m.region)).collect();
+    tiers.sort();
+    tiers.dedup();
+    let mut any_full = false;
+    for tier in &tiers {
+        let in_tier: Vec<&Arc<MachineEntry>> = candidates
+            .iter()
+            .copied()
+            .filter(|m| m.region == tier.2)
+            .collect();
+        let mut under_soft = Vec::new();
+        let mut under_hard = Vec::new();
+        for m in in_tier.iter().filter(|m| routable(m, port, healthy)) {
+            let (soft, hard) = limits(m, port);
+            let load = loads.get(&m.id).in_flight();
+            if load < soft {
+                under_soft.push((load, *m));
+            } else if load < hard {
+                under_hard.push((load, *m));
+            } else {
+                any_full = true;
+            }
+        }
+        if let Some(m) = least(&under_soft, loads) {
+            return Pick::Route(m);
+        }
+        // Everything running here is over soft (or nothing runs): wake one if we can.
+        let mut sleeping: Vec<&Arc<MachineEntry>> = in_tier
+            .iter()
+            .copied()
+            .filter(|m| startable(m, port))
+            .collect();
+        // Ones already starting first, then suspended ones (they resume fastest).
+        sleeping.sort_by_key(|m| {
+            let rank = match m.state {
+                State::Starting | State::Created => 0,
+                State::Suspended => 1,
+                State::Stopped => 2,
+                _ => 3,
+            };
+            (rank, m.id.clone())
+        });
+        if let Some(m) = sleeping.first() {
+            return Pick::Wake(Arc::clone(m));
+        }
+        if let Some(m) = least(&under_hard, loads) {
+            return Pick::Route(m);
+        }
+    }
+    if any_full { Pick::Full } else { Pick::None }
+}
+
+fn least(ms: &[(usize, &Arc<MachineEntry>)], loads: &Loads) -> Option<Arc<MachineEntry>> {
+    let min = ms.iter().map(|(l, _)| *l).min()?;
+    let ties: Vec<&Arc<MachineEntry>> = ms
+        .iter()
+        .filter(|(l, _)| *l == min)
+        .map(|(_, m)| *m)
+        .collect();
+    Some(Arc::clone(ties[loads.next_tie() % ties.len()]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_api_types::{MachinePort, MachineService, MachineServiceConcurrency};
+
+    fn machine(id: &str, region: &str, state: State, soft: i64, hard: i64) -> Arc<MachineEntry> {
+        Arc::new(MachineEntry {
+            id: id.into(),
+            app: "a".into(),
+            region: region.into(),
+            state,
+            addr: "fdaa::2".parse().expect("addr"),
+            cordoned: false,
+            services: vec![MachineService {
+                internal_port: 8080,
+                ports: vec![MachinePort {
+                    port: Some(80),
+                    handlers: vec!["http".into()],
+                    ..MachinePort::default()
+                }],
+                concurrency: Some(MachineServiceConcurrency {
+                    soft_limit: Some(soft),
+                    hard_limit: Some(hard),
+                    ..MachineServiceConcurrency::default()
+                }),
+                ..MachineService::default()
+            }],
+            primary_region: None,
+            stop_config: None,
+            checks: Default::default(),
+            revision: 1,
+        })
+    }
+
+    fn app(ms: Vec<Arc<MachineEntry>>) -> AppEntry {
+        AppEntry {
+            name: "a".into(),
+            org: "o".into(),
+            network: "n".into(),
+            machines: ms,
+        }
+    }
+
+    fn regions() -> Regions {
+        Regions {
+            local: "ams".into(),
+            ..Regions::default()
+        }
+    }
+
+    fn id(p: &Pick) -> String {
+        match p {
+            Pick::Route(m) => format!("route:{}", m.id),
+            Pick::Wake(m) => format!("wake:{}", m.id),
+            Pick::Full => "full".into(),
+            Pick::None => "none".into(),
+        }
+    }
+
+    #[test]
+    fn spreads_under_soft_then_uses_soft_to_hard_then_full() {
+        let a = app(vec![
+            machine("m1", "ams", State::Started, 2, 3),
+            machine("m2", "ams", State::Started, 2, 3),
+        ]);
+        let loads = Loads::default();
+        let p = Prefs::default();
+        let mut slots = Vec::new();
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..6 {
+            let Pick::Route(m) = pick(&a, 80, &p, &loads, &regions(), &|_, _| true) else {
+                panic!("expected a route");
+            };
+            *seen.entry(m.id.clone()).or_insert(0) += 1;
+            slots.push(loads.acquire(&m.id));
+        }
+        assert_eq!(seen.get("m1"), Some(&3));
+        assert_eq!(seen.get("m2"), Some(&3));
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "full"
+        );
+        slots.pop();
+        assert!(matches!(
+            pick(&a, 80, &p, &loads, &regions(), &|_, _| true),
+            Pick::Route(_)
+        ));
+        // Other ports have no candidates.
+        assert_eq!(
+            id(&pick(&a, 443, &p, &loads, &regions(), &|_, _| true)),
+            "none"
+        );
+    }
+
+    #[test]
+    fn wakes_when_nothing_runs_or_everything_is_over_soft() {
+        let loads = Loads::default();
+        let p = Prefs::default();
+        let a = app(vec![
+            machine("s1", "ams", State::Stopped, 1, 5),
+            machine("s2", "ams", State::Suspended, 1, 5),
+        ]);
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "wake:s2"
+        );
+        let a = app(vec![
+            machine("r1", "ams", State::Started, 1, 5),
+            machine("s1", "ams", State::Stopped, 1, 5),
+        ]);
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "route:r1"
+        );
+        let _busy = loads.acquire("r1");
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "wake:s1"
+        );
+    }
+
+    #[test]
+    fn nearest_region_first_and_farther_only_when_full() {
+        let loads = Loads::default();
+        let p = Prefs::default();
+        let mut r = regions();
+        r.distances.insert(("ams".into(), "fra".into()), 10);
+        r.distances.insert(("ams".into(), "sjc".into()), 150);
+        let a = app(vec![
+            machine("sjc1", "sjc", State::Started, 1, 1),
+            machine("fra1", "fra", State::Started, 1, 1),
+            machine("ams1", "ams", State::Started, 1, 1),
+        ]);
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &r, &|_, _| true)),
+            "route:ams1"
+        );
+        let _a = loads.acquire("ams1");
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &r, &|_, _| true)),
+            "route:fra1"
+        );
+        let _f = loads.acquire("fra1");
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &r, &|_, _| true)),
+            "route:sjc1"
+        );
+        // Preferences and forcing.
+        let loads = Loads::default();
+        let prefer = Prefs {
+            prefer_regions: vec!["sjc".into()],
+            ..Prefs::default()
+        };
+        assert_eq!(
+            id(&pick(&a, 80, &prefer, &loads, &r, &|_, _| true)),
+            "route:sjc1"
+        );
+        let force = Prefs {
+            force_regions: vec!["fra".into()],
+            ..Prefs::default()
+        };
+        let _f = loads.acquire("fra1");
+        assert_eq!(id(&pick(&a, 80, &force, &loads, &r, &|_, _| true)), "full");
+        let inst = Prefs {
+            force_instance: Some("sjc1".into()),
+            ..Prefs::default()
+        };
+        assert_eq!(
+            id(&pick(&a, 80, &inst, &loads, &r, &|_, _| true)),
+            "route:sjc1"
+        );
+        let pref = Prefs {
+            prefer_instance: Some("fra1".into()),
+            ..Prefs::default()
+        };
+        // fra1 is at its hard limit: the preference falls back.
+        assert_eq!(
+            id(&pick(&a, 80, &pref, &loads, &r, &|_, _| true)),
+            "route:ams1"
+        );
+    }
+
+    #[test]
+    fn cordoned_draining_excluded_and_no_autostart_are_skipped() {
+        let loads = Loads::default();
+        let mut cordoned = (*machine("c", "ams", State::Started, 5, 5)).clone();
+        cordoned.cordoned = true;
+        let mut manual = (*machine("m", "ams", State::Stopped, 5, 5)).clone();
+        manual.services[0].autostart = Some(false);
+        let a = app(vec![
+            Arc::new(cordoned),
+            Arc::new(manual),
+            machine("d", "ams", State::Started, 5, 5),
+            machine("x", "ams", State::Started, 5, 5),
+        ]);
+        loads.get("d").draining.store(true, Ordering::Release);
+        let p = Prefs {
+            exclude: vec!["x".into()],
+            ..Prefs::default()
+        };
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "none"
+        );
+    }
+
+    #[test]
+    fn machines_failing_their_checks_get_nothing() {
+        let loads = Loads::default();
+        let a = app(vec![
+            machine("sick", "ams", State::Started, 5, 5),
+            machine("well", "ams", State::Started, 5, 5),
+        ]);
+        let p = Prefs::default();
+        let healthy = |m: &MachineEntry, _: u16| m.id != "sick";
+        for _ in 0..4 {
+            assert_eq!(
+                id(&pick(&a, 80, &p, &loads, &regions(), &healthy)),
+                "route:well"
+            );
+        }
+        // A machine on its way up or down is waited for, not given up on.
+        for state in [State::Starting, State::Stopping] {
+            let a = app(vec![machine("m", "ams", state, 5, 5)]);
+            assert_eq!(
+                id(&pick(&a, 80, &p, &loads, &regions(), &healthy)),
+                "wake:m"
+            );
+        }
+        let none = |_: &MachineEntry, _: u16| false;
+        assert_eq!(id(&pick(&a, 80, &p, &loads, &regions(), &none)), "none");
+    }
+}

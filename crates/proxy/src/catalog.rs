@@ -1,0 +1,324 @@
+//! The proxy's in-memory view of apps and machines, fed by the store's change log.
+//!
+//! Routing reads an immutable snapshot ([`Catalog`], behind an `Arc`) without locks held
+//! across awaits; the updater swaps in a new snapshot for every batch of changes, so a change
+//! reaches routing within milliseconds of its commit. When the store fails the proxy keeps
+//! the last snapshot and keeps serving; it catches up from its revision when the store is
+//! back (or reloads everything when the change log was compacted past it).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv6Addr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hangar_api_types::{Autostop, MachineService, StopConfig};
+use hangar_domain::State;
+use hangar_store::{MachineRecord, Store, StoreError};
+use tokio::sync::watch;
+
+/// A machine as routing sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineEntry {
+    /// Machine id.
+    pub id: String,
+    /// App name.
+    pub app: String,
+    /// Region.
+    pub region: String,
+    /// Lifecycle state.
+    pub state: State,
+    /// 6PN address (where its services listen).
+    pub addr: Ipv6Addr,
+    /// Cordoned machines get no traffic.
+    pub cordoned: bool,
+    /// Its services.
+    pub services: Vec<MachineService>,
+    /// `PRIMARY_REGION` from its env (for `min_machines_running`).
+    pub primary_region: Option<String>,
+    /// Its stop signal and timeout (autostop uses them).
+    pub stop_config: Option<StopConfig>,
+    /// Top-level health checks.
+    pub checks: std::collections::BTreeMap<String, hangar_api_types::MachineCheck>,
+    /// Store revision of the record.
+    pub revision: u64,
+}
+
+impl MachineEntry {
+    fn from_record(m: &MachineRecord) -> Option<Self> {
+        Some(Self {
+            id: m.id.clone(),
+            app: m.app.clone(),
+            region: m.region.clone(),
+            state: m.state,
+            addr: m.private_ip.parse().ok()?,
+            cordoned: m.cordoned,
+            services: m.config.services.clone(),
+            primary_region: m.config.env.get("PRIMARY_REGION").cloned(),
+            stop_config: m.config.stop_config.clone(),
+            checks: m.config.checks.clone(),
+            revision: m.revision,
+        })
+    }
+
+    /// The service answering public port `port`, if any.
+    pub fn service_for(&self, port: u16) -> Option<&MachineService> {
+        self.services.iter().find(|s| serves(s, port))
+    }
+}
+
+/// Whether `s` declares public port `port` (single port or range).
+pub fn serves(s: &MachineService, port: u16) -> bool {
+    let p = i64::from(port);
+    s.ports.iter().any(|mp| {
+        mp.port == Some(p)
+            || matches!((mp.start_port, mp.end_port), (Some(a), Some(b)) if a <= p && p <= b)
+    })
+}
+
+/// Autostop setting of a service (absent = off).
+pub fn autostop(s: &MachineService) -> Autostop {
+    s.autostop.unwrap_or(Autostop::Off)
+}
+
+/// How a public port is handled, across every app that declares it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PortKind {
+    /// `http` (and maybe `tls` before it): routed by `Host`.
+    Http,
+    /// `tls` alone: routed by SNI (served later; TLS termination comes with certificates).
+    Tls,
+    /// No handler: raw TCP, one app per port.
+    Raw,
+}
+
+/// An app.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppEntry {
+    /// Name.
+    pub name: String,
+    /// Org slug.
+    pub org: String,
+    /// Network name.
+    pub network: String,
+    /// Its live machines.
+    pub machines: Vec<Arc<MachineEntry>>,
+}
+
+/// One consistent view.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Store revision it reflects.
+    pub revision: u64,
+    /// Apps by name.
+    pub apps: HashMap<String, Arc<AppEntry>>,
+    /// Machines by id.
+    pub machines: HashMap<String, Arc<MachineEntry>>,
+}
+
+impl Catalog {
+    /// Public ports in use and how they are handled. A port declared `http` by one app and
+    /// raw by another is served as http (the raw app loses; logged by the caller).
+    pub fn ports(&self) -> BTreeMap<u16, PortKind> {
+        let mut out: BTreeMap<u16, PortKind> = BTreeMap::new();
+        for m in self.machines.values() {
+            for s in &m.services {
+                for mp in &s.ports {
+                    let kind = if mp.handlers.iter().any(|h| h == "http") {
+                        PortKind::Http
+                    } else if mp.handlers.iter().any(|h| h == "tls") {
+                        PortKind::Tls
+                    } else {
+                        PortKind::Raw
+                    };
+                    let range = match (mp.port, mp.start_port, mp.end_port) {
+                        (Some(p), _, _) => p..=p,
+                        (None, Some(a), Some(b)) if b >= a && b - a < 1024 => a..=b,
+                        _ => continue,
+                    };
+                    for p in range {
+                        if let Ok(p) = u16::try_from(p) {
+                            let e = out.entry(p).or_insert(kind);
+                            *e = (*e).min(kind);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The app owning raw TCP port `port` (the first by name if several claim it).
+    pub fn raw_app(&self, port: u16) -> Option<&Arc<AppEntry>> {
+        let mut apps: Vec<&Arc<AppEntry>> = self
+            .apps
+            .values()
+            .filter(|a| a.machines.iter().any(|m| m.service_for(port).is_some()))
+            .collect();
+        apps.sort_by(|a, b| a.name.cmp(&b.name));
+        apps.first().copied()
+    }
+
+    fn rebuild_app(&mut self, name: &str, store: &dyn Store) -> Result<(), StoreError> {
+        let Some(app) = store.get_app(name)? else {
+            self.apps.remove(name);
+            return Ok(());
+        };
+        let mut machines: Vec<Arc<MachineEntry>> = self
+            .machines
+            .values()
+            .filter(|m| m.app == name)
+            .cloned()
+            .collect();
+        machines.sort_by(|a, b| a.id.cmp(&b.id));
+        self.apps.insert(
+            name.to_string(),
+            Arc::new(AppEntry {
+                name: app.name,
+                org: app.org_slug,
+                network: app.network,
+                machines,
+            }),
+        );
+        Ok(())
+    }
+
+    fn load(store: &dyn Store) -> Result<Self, StoreError> {
+        let revision = store.revision();
+        let mut c = Catalog {
+            revision,
+            ..Catalog::default()
+        };
+        for m in store.all_live_machines()? {
+            if let Some(e) = MachineEntry::from_record(&m) {
+                c.machines.insert(e.id.clone(), Arc::new(e));
+            }
+        }
+        for a in store.list_apps(None)? {
+            c.rebuild_app(&a.name, store)?;
+        }
+        Ok(c)
+    }
+}
+
+/// Most change-log entries read per batch.
+const BATCH: usize = 1000;
+
+/// The shared, swappable catalog.
+#[derive(Debug)]
+pub struct CatalogHandle {
+    current: RwLock<Arc<Catalog>>,
+    changed: watch::Sender<u64>,
+}
+
+impl CatalogHandle {
+    /// An empty catalog (filled by [`CatalogHandle::run`]).
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            current: RwLock::new(Arc::new(Catalog::default())),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Fires with the revision whenever a new snapshot is in place.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn install(&self, c: Catalog) {
+        let rev = c.revision;
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+        self.changed.send_replace(rev);
+    }
+
+    /// Loads everything now (the proxy calls it before listening).
+    pub fn load(&self, store: &dyn Store) -> Result<(), StoreError> {
+        self.install(Catalog::load(store)?);
+        Ok(())
+    }
+
+    /// Applies the changes after the snapshot's revision; returns false when there were none.
+    fn catch_up(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let base = self.snapshot();
+        let changes = match store.changes_since(base.revision, BATCH) {
+            Ok(c) => c,
+            Err(StoreError::Compacted { .. }) => {
+                self.install(Catalog::load(store)?);
+                return Ok(true);
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(last) = changes.last().map(|c| c.revision) else {
+            return Ok(false);
+        };
+        let mut next = (*base).clone();
+        next.revision = last;
+        let mut apps: std::collections::BTreeSet<String> = Default::default();
+        for c in &changes {
+            match c.kind.as_str() {
+                "machine" => {
+                    if let Some(old) = next.machines.remove(&c.key) {
+                        apps.insert(old.app.clone());
+                    }
+                    if let Some(m) = store.find_machine(&c.key)?
+                        && m.state != State::Destroyed
+                        && let Some(e) = MachineEntry::from_record(&m)
+                    {
+                        apps.insert(e.app.clone());
+                        next.machines.insert(e.id.clone(), Arc::new(e));
+                    }
+                }
+                "app" => {
+                    apps.insert(c.key.clone());
+                }
+                _ => {}
+            }
+        }
+        for a in apps {
+            next.rebuild_app(&a, store)?;
+        }
+        self.install(next);
+        Ok(true)
+    }
+
+    /// Follows the store until `shutdown` resolves. Store errors are retried with a bounded
+    /// backoff while routing keeps using the last snapshot.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let mut rx = store.subscribe();
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.catch_up(store.as_ref()) {
+                Ok(true) => {
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Ok(false) => backoff = Duration::from_millis(50),
+                Err(e) => {
+                    eprintln!("hangar-proxy: catalog update failed (serving the last view): {e}");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                r = rx.changed() => if r.is_err() { return },
+            }
+        }
+    }
+}

@@ -1,0 +1,861 @@
+//! The `http` handler: HTTP/1.1 and h2 from clients, HTTP/1.1 to machines; routing by
+//! `Host`, balancing, autostart, queueing at the hard limit, `fly-replay`, the §3.5 headers,
+//! upgrades (websockets).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+
+use crate::Proxy;
+use crate::balance::{Pick, Prefs, Slot};
+use crate::catalog::AppEntry;
+use crate::replay::{Fallback, MAX_REPLAY_LEN, Replay, replay_src};
+
+/// Boxed error of bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Body of requests and responses on both sides.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Most `fly-replay`s one request follows (the reference's limit; then `PA02`).
+pub const MAX_REPLAYS: usize = 10;
+/// Connect attempts on other machines after a failed connect.
+pub const MAX_CONNECT_RETRIES: usize = 3;
+
+/// What the proxy knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// The client.
+    pub peer: SocketAddr,
+    /// Public service port the connection came to.
+    pub port: u16,
+    /// Whether the client connection is TLS.
+    pub tls: bool,
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A plain-text error response carrying the reference's error code.
+fn error(status: StatusCode, code: &str, msg: &str) -> Response<Body> {
+    let mut r = Response::new(full(format!("{msg} ({code})\n")));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(code) {
+        h.insert("fly-error-code", v);
+    }
+    r
+}
+
+fn overloaded(code: &str, msg: &str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, code, msg);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Holds a machine's load slot until the response body is done (or dropped).
+struct SlotBody {
+    inner: Incoming,
+    _slot: Slot,
+}
+
+impl hyper::body::Body for SlotBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(|e| Box::new(e) as BoxError)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authorization",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// The app a `Host` names: `<app>.<domain>` (port ignored, case-insensitive).
+pub fn app_from_host(host: &str, domain: &str) -> Option<String> {
+    let host = host.trim().trim_end_matches('.');
+    let host = match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(']') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    if host.len() > 253 {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    let app = host.strip_suffix(domain)?.strip_suffix('.')?;
+    let valid = !app.is_empty()
+        && app.len() <= 63
+        && !app.starts_with('-')
+        && app
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then(|| app.to_string())
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+fn list(h: &HeaderMap, name: &str) -> Vec<String> {
+    header_str(h, name)
+        .map(|v| {
+            v.split(',')
+                .map(|r| r.trim().to_ascii_lowercase())
+                .filter(|r| !r.is_empty())
+                .take(16)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn prefs_from(h: &HeaderMap) -> Prefs {
+    Prefs {
+        force_instance: header_str(h, "fly-force-instance-id").map(str::to_string),
+        prefer_instance: header_str(h, "fly-prefer-instance-id").map(str::to_string),
+        force_regions: list(h, "fly-force-region"),
+        prefer_regions: list(h, "fly-prefer-region"),
+        exclude: Vec::new(),
+    }
+}
+
+fn request_id(region: &str) -> String {
+    let mut r = [0u8; 10];
+    let _ = getrandom::fill(&mut r);
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{region}")
+}
+
+/// Per-port options of the app (from its first machine serving the port).
+#[derive(Debug, Default, Clone)]
+struct PortOptions {
+    force_https: bool,
+    pristine: bool,
+    response_headers: Vec<(String, Option<String>)>,
+}
+
+fn port_options(app: &AppEntry, port: u16) -> PortOptions {
+    let Some(mp) = app.machines.iter().find_map(|m| {
+        m.service_for(port).and_then(|s| {
+            s.ports
+                .iter()
+                .find(|p| p.port == Some(i64::from(port)))
+                .or_else(|| s.ports.first())
+        })
+    }) else {
+        return PortOptions::default();
+    };
+    let resp = mp.http_options.as_ref().and_then(|o| o.response.as_ref());
+    let mut response_headers = Vec::new();
+    if let Some(r) = resp {
+        for (k, v) in &r.headers {
+            match v {
+                serde_json::Value::Bool(false) => response_headers.push((k.clone(), None)),
+                serde_json::Value::String(s) => response_headers.push((k.clone(), Some(s.clone()))),
+                serde_json::Value::Array(a) => {
+                    let joined: Vec<String> = a
+                        .iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect();
+                    response_headers.push((k.clone(), Some(joined.join(", "))));
+                }
+                other => response_headers.push((k.clone(), Some(other.to_string()))),
+            }
+        }
+    }
+    PortOptions {
+        force_https: mp.force_https.unwrap_or(false),
+        pristine: resp.and_then(|r| r.pristine).unwrap_or(false),
+        response_headers,
+    }
+}
+
+/// The request body: kept in memory (replayable, retryable) when small, else streamed once.
+enum ReqBody {
+    Buffered(Bytes),
+    Stream(Option<Incoming>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            ReqBody::Buffered(b) => Some(full(b.clone())),
+            ReqBody::Stream(s) => s
+                .take()
+                .map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Buffered(_))
+    }
+}
+
+async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<ReqBody, Response<Body>> {
+    let len = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
+    match len {
+        Some(n) if n as usize <= limit && !chunked => {
+            let b = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|_| error(StatusCode::BAD_REQUEST, "PU02", "incomplete request body"))?
+                .to_bytes();
+            Ok(ReqBody::Buffered(b))
+        }
+        None if !chunked => Ok(ReqBody::Buffered(Bytes::new())),
+        _ => Ok(ReqBody::Stream(Some(body))),
+    }
+}
+
+/// Serves one request.
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let rid = request_id(&proxy.config.region);
+    let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
+    let status = resp.status();
+    proxy
+        .metrics
+        .http_response(&app_name, status.as_u16(), started.elapsed());
+    let h = resp.headers_mut();
+    if !h.contains_key("fly-request-id")
+        && let Ok(v) = HeaderValue::from_str(&rid)
+    {
+        h.insert("fly-request-id", v);
+    }
+    Ok(resp)
+}
+
+async fn route(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    mut req: Request<Incoming>,
+    rid: &str,
+) -> (String, Response<Body>) {
+    let cfg = &proxy.config;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| header_str(req.headers(), "host").map(str::to_string))
+        .unwrap_or_default();
+    let Some(name) = app_from_host(&host, &cfg.domain) else {
+        return (
+            String::new(),
+            error(
+                StatusCode::NOT_FOUND,
+                "PR02",
+                "no app is served at this host name",
+            ),
+        );
+    };
+    let snap = proxy.catalog.snapshot();
+    let Some(mut app) = snap.apps.get(&name).cloned() else {
+        return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
+    };
+    let opts = port_options(&app, conn.port);
+    if opts.force_https && !conn.tls {
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let host_only = host.split(':').next().unwrap_or_default();
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        if let Ok(v) = HeaderValue::from_str(&format!("https://{host_only}{path}")) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return (name, r);
+    }
+    let mut prefs = prefs_from(req.headers());
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut body = if upgrade {
+        ReqBody::Buffered(Bytes::new())
+    } else {
+        match read_body(body, &parts.headers, cfg.replay_body_limit).await {
+            Ok(b) => b,
+            Err(r) => return (name, r),
+        }
+    };
+    let mut path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/".to_string(), |p| p.as_str().to_string());
+    let mut extra_headers: Vec<(String, String)> = Vec::new();
+    let mut delete_headers: Vec<String> = Vec::new();
+    let mut replays = 0usize;
+    let mut retries = 0usize;
+    let mut src: Option<String> = None;
+    let mut fallback: Option<(Fallback, String, Arc<AppEntry>)> = None;
+    let mut cold: Option<Duration> = None;
+    let mut queued_since: Option<Instant> = None;
+    let mut preferred_unavailable = false;
+    loop {
+        let choice = crate::balance::pick(
+            &app,
+            conn.port,
+            &prefs,
+            &proxy.loads,
+            &proxy.regions,
+            &|m, p| proxy.healthy(m, p),
+        );
+        if let Some(want) = &prefs.prefer_instance
+            && !matches!(&choice, Pick::Route(m) if m.id == *want)
+        {
+            preferred_unavailable = true;
+        }
+        let machine = match choice {
+            Pick::Route(m) => m,
+            Pick::Wake(m) => {
+                let Some(svc) = m.service_for(conn.port) else {
+                    return (
+                        name,
+                        error(StatusCode::SERVICE_UNAVAILABLE, "PR01", "no service"),
+                    );
+                };
+                let internal = u16::try_from(svc.internal_port).unwrap_or(0);
+                let _waiting = match proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) {
+                    Some(w) => w,
+                    None => {
+                        return (
+                            name,
+                            overloaded("PR04", "too many requests are waiting for this app"),
+                        );
+                    }
+                };
+                proxy.loads.get(&m.id).touch();
+                match proxy
+                    .wakes
+                    .wake(
+                        &proxy.store,
+                        &proxy.catalog,
+                        &m.id,
+                        m.addr,
+                        internal,
+                        cfg.wake_timeout,
+                    )
+                    .await
+                {
+                    Ok(d) => {
+                        proxy.metrics.cold_start(&app.name, d);
+                        cold = Some(cold.unwrap_or_default() + d);
+                        // Route to the machine just woken (the catalog has it started).
+                        match proxy.catalog.snapshot().machines.get(&m.id) {
+                            Some(fresh) => Arc::clone(fresh),
+                            None => continue,
+                        }
+                    }
+                    Err(e) => {
+                        proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"));
+                        prefs.exclude.push(m.id.clone());
+                        if retries < MAX_CONNECT_RETRIES {
+                            retries += 1;
+                            continue;
+                        }
+                        return (
+                            name,
+                            overloaded(e.code(), "the machine could not be started in time"),
+                        );
+                    }
+                }
+            }
+            Pick::Full => {
+                let since = *queued_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= cfg.queue_timeout {
+                    return (
+                        name,
+                        overloaded("PR04", "every machine of the app is at its hard limit"),
+                    );
+                }
+                let Some(_waiting) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app)
+                else {
+                    return (
+                        name,
+                        overloaded("PR04", "too many requests are waiting for this app"),
+                    );
+                };
+                let left = cfg.queue_timeout.saturating_sub(since.elapsed());
+                let _ = tokio::time::timeout(
+                    left.min(Duration::from_millis(100)),
+                    proxy.loads.any_freed(),
+                )
+                .await;
+                continue;
+            }
+            Pick::None => {
+                if let Some((fb, from_id, from_app)) = fallback.take() {
+                    // The replay target is unreachable: back to the replaying machine.
+                    app = from_app;
+                    prefs = Prefs {
+                        force_instance: (fb == Fallback::ForceSelf).then(|| from_id.clone()),
+                        prefer_instance: Some(from_id),
+                        ..Prefs::default()
+                    };
+                    extra_headers.retain(|(k, _)| k != "fly-replay-src");
+                    extra_headers.push(("fly-replay-failed".into(), "reason=no_candidate".into()));
+                    continue;
+                }
+                return (
+                    name,
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "PR01",
+                        "no machine of the app can take the request",
+                    ),
+                );
+            }
+        };
+        let Some(svc) = machine.service_for(conn.port) else {
+            prefs.exclude.push(machine.id.clone());
+            continue;
+        };
+        let internal = u16::try_from(svc.internal_port).unwrap_or(0);
+        let target = SocketAddr::new(machine.addr.into(), internal);
+        let slot = proxy.loads.acquire(&machine.id);
+        let mut sender = match proxy.pool.get(target, cfg.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                proxy.log_error(&app.name, Some(&machine.id), e.code(), &format!("{e:?}"));
+                drop(slot);
+                prefs.exclude.push(machine.id.clone());
+                retries += 1;
+                if retries > MAX_CONNECT_RETRIES {
+                    return (
+                        name,
+                        error(StatusCode::BAD_GATEWAY, "PC07", "could not reach a machine"),
+                    );
+                }
+                continue;
+            }
+        };
+        let Some(req_body) = body.take() else {
+            return (
+                name,
+                error(
+                    StatusCode::BAD_GATEWAY,
+                    "PA01",
+                    "the request body can not be sent twice",
+                ),
+            );
+        };
+        let mut out = Request::new(req_body);
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = path_and_query
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        let mut h = parts.headers.clone();
+        let upgrade_headers = upgrade.then(|| {
+            (
+                h.get(header::UPGRADE).cloned(),
+                h.get(header::CONNECTION).cloned(),
+            )
+        });
+        strip_hop_by_hop(&mut h);
+        if let Some((Some(up), _)) = upgrade_headers {
+            h.insert(header::UPGRADE, up);
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        if !h.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&host)
+        {
+            h.insert(header::HOST, v);
+        }
+        forwarded_headers(&mut h, conn, &proxy.config.region, rid, parts.version);
+        for n in &delete_headers {
+            h.remove(n.as_str());
+        }
+        for (k, v) in &extra_headers {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                h.insert(k, v);
+            }
+        }
+        if let Some(s) = &src
+            && let Ok(v) = HeaderValue::from_str(s)
+        {
+            h.insert("fly-replay-src", v);
+        }
+        *out.headers_mut() = h;
+        let sent = sender.send_request(out).await;
+        proxy.pool.put(target, sender);
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                proxy.log_error(&app.name, Some(&machine.id), "PU02", &e.to_string());
+                let idempotent =
+                    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+                if idempotent && body.replayable() && retries < MAX_CONNECT_RETRIES {
+                    retries += 1;
+                    prefs.exclude.push(machine.id.clone());
+                    continue;
+                }
+                return (
+                    name,
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "PU02",
+                        "the machine did not answer",
+                    ),
+                );
+            }
+        };
+        // fly-replay, header or JSON form.
+        let json_replay = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/vnd.fly.replay+json"));
+        if resp.headers().contains_key("fly-replay") || json_replay {
+            let parsed = if json_replay {
+                match http_body_util::Limited::new(resp.into_body(), MAX_REPLAY_LEN)
+                    .collect()
+                    .await
+                {
+                    Ok(b) => Replay::from_json(&b.to_bytes()),
+                    Err(_) => Err(crate::replay::ReplayError("body too large".into())),
+                }
+            } else {
+                let v = resp
+                    .headers()
+                    .get("fly-replay")
+                    .map(|v| v.as_bytes().to_vec());
+                Replay::from_header(&v.unwrap_or_default())
+            };
+            drop(slot);
+            let r = match parsed {
+                Ok(r) => r,
+                Err(e) => {
+                    proxy.log_error(&app.name, Some(&machine.id), "PA03", &e.to_string());
+                    return (
+                        name,
+                        error(StatusCode::BAD_GATEWAY, "PA03", "invalid fly-replay"),
+                    );
+                }
+            };
+            if !body.replayable() {
+                return (
+                    name,
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "PA01",
+                        "the request body is too large to replay",
+                    ),
+                );
+            }
+            replays += 1;
+            if replays > MAX_REPLAYS {
+                return (
+                    name,
+                    error(StatusCode::BAD_GATEWAY, "PA02", "too many fly-replays"),
+                );
+            }
+            let from_app = Arc::clone(&app);
+            if let Some(target) = &r.app {
+                let snap = proxy.catalog.snapshot();
+                match snap.apps.get(target) {
+                    None => {
+                        return (
+                            name,
+                            error(
+                                StatusCode::BAD_GATEWAY,
+                                "PA04",
+                                "replay target app not found",
+                            ),
+                        );
+                    }
+                    Some(t) if t.org != app.org => {
+                        return (
+                            name,
+                            error(
+                                StatusCode::BAD_GATEWAY,
+                                "PA05",
+                                "replay target app is in another org",
+                            ),
+                        );
+                    }
+                    Some(t) => app = Arc::clone(t),
+                }
+            }
+            prefs = Prefs {
+                force_instance: r.instance.clone(),
+                prefer_instance: r.prefer_instance.clone(),
+                force_regions: if r.regions.iter().any(|x| x == "any") {
+                    Vec::new()
+                } else {
+                    r.regions.clone()
+                },
+                prefer_regions: Vec::new(),
+                exclude: if r.elsewhere {
+                    vec![machine.id.clone()]
+                } else {
+                    Vec::new()
+                },
+            };
+            fallback = r.fallback.map(|f| (f, machine.id.clone(), from_app));
+            src = Some(replay_src(
+                &machine.id,
+                &machine.region,
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros()),
+                r.state.as_deref(),
+            ));
+            if let Some(p) = r.transform.path {
+                path_and_query = p;
+            }
+            delete_headers.extend(r.transform.delete_headers);
+            extra_headers.extend(r.transform.set_headers);
+            retries = 0;
+            continue;
+        }
+        let status = resp.status();
+        // A websocket (or other) upgrade: splice the two connections while holding the slot.
+        if status == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client) = client_upgrade
+        {
+            let backend = hyper::upgrade::on(&mut resp);
+            let load = slot.load().clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let (Ok(c), Ok(b)) = (client.await, backend.await) {
+                    let mut c = hyper_util::rt::TokioIo::new(c);
+                    let mut b = hyper_util::rt::TokioIo::new(b);
+                    let _ = crate::tcp::splice(&mut c, &mut b, &load).await;
+                }
+            });
+            let (mut p, _) = resp.into_parts();
+            response_headers(&mut p.headers, &opts, rid, cold, preferred_unavailable);
+            return (name, Response::from_parts(p, full(Bytes::new())));
+        }
+        let (mut p, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut p.headers);
+        response_headers(&mut p.headers, &opts, rid, cold, preferred_unavailable);
+        let body = SlotBody {
+            inner: incoming,
+            _slot: slot,
+        }
+        .boxed();
+        return (name, Response::from_parts(p, body));
+    }
+}
+
+fn forwarded_headers(h: &mut HeaderMap, conn: &Conn, region: &str, rid: &str, v: Version) {
+    let ip = conn.peer.ip().to_canonical().to_string();
+    let xff = match header_str(h, "x-forwarded-for") {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    let proto = if conn.tls { "https" } else { "http" };
+    let port = conn.port.to_string();
+    let via = match v {
+        Version::HTTP_2 => "2 hangar",
+        Version::HTTP_10 => "1.0 hangar",
+        _ => "1.1 hangar",
+    };
+    let via = match header_str(h, "via") {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {via}"),
+        _ => via.to_string(),
+    };
+    let client_port = header_str(h, "x-forwarded-port").map(str::to_string);
+    for (k, v) in [
+        ("fly-client-ip", ip.as_str()),
+        ("x-forwarded-for", xff.as_str()),
+        ("x-forwarded-proto", proto),
+        ("x-forwarded-port", client_port.as_deref().unwrap_or(&port)),
+        ("fly-forwarded-port", port.as_str()),
+        ("x-forwarded-ssl", if conn.tls { "on" } else { "off" }),
+        ("fly-region", region),
+        ("via", via.as_str()),
+        ("fly-request-id", rid),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(k), v);
+        }
+    }
+}
+
+fn response_headers(
+    h: &mut HeaderMap,
+    opts: &PortOptions,
+    rid: &str,
+    cold: Option<Duration>,
+    preferred_unavailable: bool,
+) {
+    if !opts.pristine {
+        h.insert(
+            header::SERVER,
+            HeaderValue::from_static(concat!("Hangar/", env!("CARGO_PKG_VERSION"))),
+        );
+        let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, 1.1 hangar"),
+            None => "1.1 hangar".into(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&via) {
+            h.insert(header::VIA, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            h.insert("fly-request-id", v);
+        }
+    }
+    if let Some(d) = cold
+        && let Ok(v) = HeaderValue::from_str(&format!("{}ms", d.as_millis()))
+    {
+        h.insert("hangar-cold-start", v);
+    }
+    if preferred_unavailable {
+        h.insert(
+            "fly-preferred-instance-unavailable",
+            HeaderValue::from_static("true"),
+        );
+    }
+    for (k, v) in &opts.response_headers {
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            continue;
+        };
+        match v {
+            None => {
+                h.remove(name);
+            }
+            Some(v) => {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(name, v);
+                }
+            }
+        }
+    }
+}
+
+/// Whether the load of a machine counts as idle (nothing in flight, nothing for `idle`).
+pub fn idle(load: &crate::balance::Load, idle_for: Duration) -> bool {
+    load.in_flight() == 0
+        && crate::balance::now_ms().saturating_sub(load.last_active_ms())
+            >= idle_for.as_millis() as u64
+}
+
+/// Keeps the draining flag honest in one place.
+pub fn set_draining(load: &crate::balance::Load, on: bool) {
+    load.draining.store(on, Ordering::Release);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        assert_eq!(
+            app_from_host("web.localhost", "localhost").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            app_from_host("WEB.localhost:8080", "localhost").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            app_from_host("web.localhost.", "localhost").as_deref(),
+            Some("web")
+        );
+        assert_eq!(app_from_host("a.b.localhost", "localhost"), None);
+        assert_eq!(app_from_host("localhost", "localhost"), None);
+        assert_eq!(app_from_host(".localhost", "localhost"), None);
+        assert_eq!(app_from_host("-x.localhost", "localhost"), None);
+        assert_eq!(app_from_host("web.example.com", "localhost"), None);
+        assert_eq!(app_from_host("we_b.localhost", "localhost"), None);
+        assert_eq!(app_from_host("[::1]:80", "localhost"), None);
+        assert_eq!(app_from_host(&"a".repeat(300), "localhost"), None);
+        assert_eq!(app_from_host("", "localhost"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}

@@ -1,0 +1,389 @@
+//! `hangar-proxy`: the edge proxy, a role of `hangard` (PLATFORM.md §3).
+//!
+//! Owns the data path from clients to machines: listeners on the public ports the apps'
+//! services declare, the `http` handler (HTTP/1.1 and h2 from clients, HTTP/1.1 to machines),
+//! raw TCP passthrough, routing by `Host` to `<app>.<domain>`, balancing by load against the
+//! services' soft and hard limits nearest region first, a bounded per-app wait queue at the
+//! hard limit, autostart (a request wakes a stopped or suspended machine and is held until
+//! its port accepts), autostop (idle machines stopped or suspended within the interval), and
+//! `fly-replay`, and the services' health checks (run from here; a failing service gets no
+//! traffic). It routes from an in-memory [`catalog`] fed by the store's change log and
+//! keeps serving from its last view if the store is unavailable.
+//!
+//! Its only writes are autostart and autostop transitions ([`control`]), recorded like the
+//! API's: through the machine state machine, as pending operations the agent carries out.
+//!
+//! Must not: run containers, serve the Machines API, or depend on another service crate.
+//!
+//! Not yet: TLS termination and ACME, the `proxy_proto` handler, h2c to machines, service
+//! replay caching, UDP.
+
+pub mod autostop;
+pub mod balance;
+pub mod catalog;
+pub mod control;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod pool;
+pub mod replay;
+pub mod tcp;
+pub mod wake;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_store::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::balance::{Loads, Regions};
+use crate::catalog::{CatalogHandle, PortKind};
+use crate::metrics::ProxyMetrics;
+use crate::pool::Pool;
+use crate::wake::Wakes;
+
+/// Settings of the proxy.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Region this proxy serves.
+    pub region: String,
+    /// Address the public listeners bind.
+    pub bind: IpAddr,
+    /// Listen port for a service port (e.g. 80 → 8080; 0 = any free port); ports not in the
+    /// map listen on themselves.
+    pub port_map: HashMap<u16, u16>,
+    /// Apps answer at `<app>.<domain>`.
+    pub domain: String,
+    /// Distances between regions (`(a, b)` → any unit; symmetric).
+    pub distances: HashMap<(String, String), u32>,
+    /// How long a machine must be idle before autostop stops it.
+    pub autostop_interval: Duration,
+    /// How long a request waits for a woken machine.
+    pub wake_timeout: Duration,
+    /// How long a request waits for a slot when every machine is at its hard limit.
+    pub queue_timeout: Duration,
+    /// Requests one app may have waiting (for slots or wakes) before more get 503.
+    pub max_queue_per_app: usize,
+    /// Request bodies up to this size are buffered (retryable, replayable).
+    pub replay_body_limit: usize,
+    /// Connecting to a machine.
+    pub connect_timeout: Duration,
+    /// A client must send its request headers within this.
+    pub headers_read_timeout: Duration,
+    /// Largest request head (larger gets 431).
+    pub max_header_bytes: usize,
+    /// Client connections open at once; more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            region: "local".into(),
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port_map: HashMap::new(),
+            domain: "localhost".into(),
+            distances: HashMap::new(),
+            autostop_interval: Duration::from_secs(30),
+            wake_timeout: Duration::from_secs(20),
+            queue_timeout: Duration::from_secs(5),
+            max_queue_per_app: 256,
+            replay_body_limit: 1 << 20,
+            connect_timeout: Duration::from_secs(2),
+            headers_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// The proxy.
+pub struct Proxy {
+    /// Settings.
+    pub config: ProxyConfig,
+    pub(crate) store: Arc<dyn Store>,
+    /// The catalog it routes from.
+    pub catalog: Arc<CatalogHandle>,
+    /// Load per machine.
+    pub loads: Loads,
+    pub(crate) regions: Regions,
+    pub(crate) wakes: Wakes,
+    pub(crate) pool: Pool,
+    /// Health check results.
+    pub health: Arc<health::Health>,
+    /// Its metrics.
+    pub metrics: ProxyMetrics,
+    listening: Mutex<HashMap<u16, SocketAddr>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// A client connection counted against the limit until dropped.
+struct ConnGuard(Arc<AtomicUsize>);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Proxy {
+    /// A proxy over `store`.
+    pub fn new(store: Arc<dyn Store>, config: ProxyConfig) -> Arc<Self> {
+        let regions = Regions {
+            local: config.region.clone(),
+            distances: config.distances.clone(),
+        };
+        let metrics = ProxyMetrics::new(&config.region);
+        Arc::new(Self {
+            config,
+            store,
+            catalog: CatalogHandle::new(),
+            loads: Loads::default(),
+            regions,
+            wakes: Wakes::default(),
+            pool: Pool::default(),
+            health: Arc::default(),
+            metrics,
+            listening: Mutex::new(HashMap::new()),
+            connections: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Where each public service port is listening now.
+    pub fn listening(&self) -> HashMap<u16, SocketAddr> {
+        self.listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Client connections open now.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+
+    /// Whether a machine's service on a public port passes its health checks.
+    pub fn healthy(&self, m: &catalog::MachineEntry, port: u16) -> bool {
+        m.service_for(port)
+            .is_none_or(|s| self.health.service_healthy(&m.id, s.internal_port))
+    }
+
+    /// Records a proxy error (the reference's code) for an app.
+    pub(crate) fn log_error(&self, app: &str, machine: Option<&str>, code: &str, msg: &str) {
+        self.metrics.error(app, code);
+        eprintln!(
+            "hangar-proxy: app={app} machine={} code={code}: {msg}",
+            machine.unwrap_or("-")
+        );
+    }
+
+    /// Every metric as Prometheus text.
+    pub fn render_metrics(&self) -> String {
+        let mut f = hangar_metrics::Families::new();
+        self.collect_metrics(&mut f);
+        f.render()
+    }
+
+    /// Adds every metric to `f`, including per-machine concurrency (`fly_app_concurrency`).
+    pub fn collect_metrics(&self, f: &mut hangar_metrics::Families) {
+        self.metrics.render_into(f);
+        let snap = self.catalog.snapshot();
+        let mut machines: Vec<_> = snap.machines.values().collect();
+        machines.sort_by(|a, b| a.id.cmp(&b.id));
+        for m in machines {
+            f.gauge(
+                "fly_app_concurrency",
+                "Requests or connections in flight from the proxy to a machine",
+                &[
+                    ("app", m.app.as_str()),
+                    ("region", m.region.as_str()),
+                    ("instance", m.id.as_str()),
+                ],
+                self.loads.get(&m.id).in_flight() as f64,
+            );
+        }
+        f.gauge(
+            "hangar_proxy_connections",
+            "Client connections open",
+            &[("region", self.config.region.as_str())],
+            self.connections() as f64,
+        );
+        f.gauge(
+            "hangar_proxy_wakes_in_progress",
+            "Machines being started for waiting requests",
+            &[("region", self.config.region.as_str())],
+            self.wakes.in_progress() as f64,
+        );
+    }
+
+    fn accept(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        port: u16,
+        kind: PortKind,
+    ) {
+        let n = self.connections.fetch_add(1, Ordering::AcqRel);
+        let guard = ConnGuard(self.connections.clone());
+        if n >= self.config.max_connections {
+            self.metrics.tcp(false);
+            drop(stream);
+            return;
+        }
+        self.metrics.tcp(true);
+        let proxy = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = guard;
+            match kind {
+                PortKind::Http => serve_http(proxy, stream, peer, port).await,
+                PortKind::Raw => tcp::serve(proxy, stream, port).await,
+                // TLS termination comes with certificates; until then the port refuses.
+                PortKind::Tls => drop(stream),
+            }
+        });
+    }
+}
+
+async fn serve_http(proxy: Arc<Proxy>, stream: tokio::net::TcpStream, peer: SocketAddr, port: u16) {
+    let _ = stream.set_nodelay(true);
+    let conn = http::Conn {
+        peer,
+        port,
+        tls: false,
+    };
+    let p = Arc::clone(&proxy);
+    let svc =
+        hyper::service::service_fn(move |req| http::handle(Arc::clone(&p), conn.clone(), req));
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.config.headers_read_timeout)
+        .max_buf_size(proxy.config.max_header_bytes.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_pending_accept_reset_streams(64);
+    let _ = b
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await;
+}
+
+/// Runs the proxy until `shutdown` resolves: follows the catalog, opens and closes listeners
+/// as services appear and go, stops idle machines. In-flight connections get a bounded
+/// grace period at shutdown.
+pub async fn run(
+    proxy: Arc<Proxy>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Err(e) = proxy.catalog.load(proxy.store.as_ref()) {
+        eprintln!("hangar-proxy: initial catalog load failed (retrying): {e}");
+    }
+    let catalog =
+        tokio::spawn(Arc::clone(&proxy.catalog).run(proxy.store.clone(), stopped(stop_rx.clone())));
+    let mut listeners: HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut changes = proxy.catalog.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        sync_listeners(&proxy, &mut listeners).await;
+        proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);
+        tokio::select! {
+            () = &mut shutdown => break,
+            r = changes.changed() => if r.is_err() { break },
+            _ = tick.tick() => {
+                for (m, suspend) in autostop::pass(&proxy) {
+                    tokio::spawn(autostop::stop_one(Arc::clone(&proxy), m, suspend));
+                }
+                let snap = proxy.catalog.snapshot();
+                proxy.loads.retain(|id| snap.machines.contains_key(id));
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    proxy.health.stop();
+    for (_, (_, h)) in listeners.drain() {
+        h.abort();
+    }
+    proxy
+        .listening
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clear();
+    let _ = catalog.await;
+    // In-flight connections get a moment to finish.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while proxy.connections() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+async fn sync_listeners(
+    proxy: &Arc<Proxy>,
+    listeners: &mut HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)>,
+) {
+    let wanted = proxy.catalog.snapshot().ports();
+    listeners.retain(|port, (kind, h)| {
+        let keep = wanted.get(port) == Some(kind) && !h.is_finished();
+        if !keep {
+            h.abort();
+            proxy
+                .listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(port);
+        }
+        keep
+    });
+    for (port, kind) in wanted {
+        if listeners.contains_key(&port) {
+            continue;
+        }
+        let listen_port = proxy.config.port_map.get(&port).copied().unwrap_or(port);
+        let addr = SocketAddr::new(proxy.config.bind, listen_port);
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("hangar-proxy: can not listen on {addr} for port {port}: {e}");
+                continue;
+            }
+        };
+        if let Ok(local) = listener.local_addr() {
+            proxy
+                .listening
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(port, local);
+        }
+        let p = Arc::clone(proxy);
+        let h = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => p.accept(stream, peer, port, kind),
+                    Err(e) => {
+                        // Out of fds and the like: back off, never spin.
+                        eprintln!("hangar-proxy: accept on port {port}: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        listeners.insert(port, (kind, h));
+    }
+}

@@ -1,0 +1,183 @@
+//! The proxy's metrics (§6.1 `fly_edge_*`, `fly_app_*`) plus Hangar's own: cold starts,
+//! queue depth, autostops, error codes. Handles are cached per label set so the hot path
+//! is a hash lookup and an atomic add.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hangar_metrics::{Counter, Families, Gauge, Histogram, Registry};
+
+const LATENCY: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Count and latency of one app's responses with one status.
+type ResponseMetrics = (Arc<Counter>, Arc<Histogram>);
+
+/// Every metric of the proxy.
+#[derive(Debug)]
+pub struct ProxyMetrics {
+    region: String,
+    registry: Registry,
+    responses: Mutex<HashMap<(String, u16), ResponseMetrics>>,
+    waiting: Mutex<HashMap<String, (usize, Arc<Gauge>)>>,
+}
+
+/// A request counted as waiting (for a slot or a wake) until dropped.
+#[derive(Debug)]
+pub struct Waiting<'a> {
+    metrics: &'a ProxyMetrics,
+    app: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut w = self
+            .metrics
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((n, g)) = w.get_mut(&self.app) {
+            *n = n.saturating_sub(1);
+            g.set(*n as f64);
+        }
+    }
+}
+
+impl ProxyMetrics {
+    /// Metrics labelled with `region`.
+    pub fn new(region: &str) -> Self {
+        Self {
+            region: region.to_string(),
+            registry: Registry::new(),
+            responses: Mutex::new(HashMap::new()),
+            waiting: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts a response.
+    pub fn http_response(&self, app: &str, status: u16, took: Duration) {
+        let (c, h) = {
+            let mut r = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+            r.entry((app.to_string(), status))
+                .or_insert_with(|| {
+                    let s = status.to_string();
+                    let labels = [
+                        ("app", app),
+                        ("region", self.region.as_str()),
+                        ("status", s.as_str()),
+                    ];
+                    (
+                        self.registry.counter(
+                            "fly_edge_http_responses_count",
+                            "HTTP responses sent by the proxy",
+                            &labels,
+                        ),
+                        self.registry.histogram(
+                            "fly_edge_http_response_time_seconds",
+                            "Time from request to response headers",
+                            &labels,
+                            &LATENCY,
+                        ),
+                    )
+                })
+                .clone()
+        };
+        c.inc();
+        h.observe(took.as_secs_f64());
+    }
+
+    /// Takes a place in the app's bounded wait queue, or `None` when it is full.
+    pub fn wait_slot(&self, app: &str, max: usize) -> Option<Waiting<'_>> {
+        let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let (n, g) = w.entry(app.to_string()).or_insert_with(|| {
+            (
+                0,
+                self.registry.gauge(
+                    "hangar_proxy_queue_depth",
+                    "Requests waiting for a machine slot or a wake",
+                    &[("app", app), ("region", self.region.as_str())],
+                ),
+            )
+        });
+        if *n >= max {
+            self.registry
+                .counter(
+                    "hangar_proxy_queue_rejected_total",
+                    "Requests refused because the app's wait queue was full",
+                    &[("app", app), ("region", self.region.as_str())],
+                )
+                .inc();
+            return None;
+        }
+        *n += 1;
+        g.set(*n as f64);
+        Some(Waiting {
+            metrics: self,
+            app: app.to_string(),
+        })
+    }
+
+    /// Records a wake (cold start) and how long the request waited for it.
+    pub fn cold_start(&self, app: &str, took: Duration) {
+        self.registry
+            .histogram(
+                "hangar_proxy_cold_start_seconds",
+                "Time a request waited for its machine to start",
+                &[("app", app), ("region", self.region.as_str())],
+                &LATENCY,
+            )
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts an autostop.
+    pub fn autostop(&self, app: &str, action: &str) {
+        self.registry
+            .counter(
+                "hangar_proxy_autostop_total",
+                "Idle machines stopped or suspended by the proxy",
+                &[
+                    ("app", app),
+                    ("region", self.region.as_str()),
+                    ("action", action),
+                ],
+            )
+            .inc();
+    }
+
+    /// Counts a proxy error by its code.
+    pub fn error(&self, app: &str, code: &str) {
+        self.registry
+            .counter(
+                "hangar_proxy_errors_total",
+                "Proxy errors by the reference's error code",
+                &[
+                    ("app", app),
+                    ("region", self.region.as_str()),
+                    ("code", code),
+                ],
+            )
+            .inc();
+    }
+
+    /// Counts an accepted or dropped TCP connection.
+    pub fn tcp(&self, accepted: bool) {
+        let (name, help) = if accepted {
+            ("fly_edge_tcp_connects_count", "TCP connections accepted")
+        } else {
+            (
+                "fly_edge_tcp_connections_drop_count",
+                "TCP connections dropped because the proxy was at its connection limit",
+            )
+        };
+        self.registry
+            .counter(name, help, &[("region", self.region.as_str())])
+            .inc();
+    }
+
+    /// Renders every metric (plus per-machine concurrency, given by the caller).
+    pub fn render_into(&self, out: &mut Families) {
+        self.registry.collect(out);
+    }
+}

@@ -1,0 +1,104 @@
+//! Connections to machines: HTTP/1.1 over TCP to `[6PN]:internal_port`, kept for reuse.
+//! A connection is checked out only when idle (`is_ready`), so one is never shared by two
+//! requests; the number kept idle per backend is bounded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use crate::http::Body;
+
+/// Idle connections kept per backend.
+const MAX_IDLE: usize = 64;
+
+/// Why a connection could not be had (`PC0x`).
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Nothing listens there (`PC01`).
+    Refused,
+    /// No answer in time (`PC05`).
+    Timeout,
+    /// Anything else (`PC06`).
+    Io(std::io::Error),
+}
+
+impl ConnectError {
+    /// The reference's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ConnectError::Refused => "PC01",
+            ConnectError::Timeout => "PC05",
+            ConnectError::Io(_) => "PC06",
+        }
+    }
+}
+
+/// The pool.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+}
+
+impl Pool {
+    /// An idle connection to `addr`, or a new one.
+    pub async fn get(
+        &self,
+        addr: SocketAddr,
+        connect_timeout: Duration,
+    ) -> Result<SendRequest<Body>, ConnectError> {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = idle.get_mut(&addr) {
+                list.retain(|s| !s.is_closed());
+                if let Some(i) = list.iter().position(|s| s.is_ready()) {
+                    return Ok(list.swap_remove(i));
+                }
+            }
+        }
+        let stream =
+            match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await
+            {
+                Err(_) => return Err(ConnectError::Timeout),
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err(ConnectError::Refused);
+                }
+                Ok(Err(e)) => return Err(ConnectError::Io(e)),
+                Ok(Ok(s)) => s,
+            };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// Gives a connection back after its request was sent (it becomes ready again when the
+    /// response is complete).
+    pub fn put(&self, addr: SocketAddr, sender: SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(addr).or_default();
+        list.retain(|s| !s.is_closed());
+        if list.len() < MAX_IDLE {
+            list.push(sender);
+        }
+    }
+
+    /// Drops every connection to machines no longer live.
+    pub fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|a, _| live(a));
+    }
+}

@@ -1,0 +1,126 @@
+//! Raw TCP services (no handler): one app per public port; each connection goes to a
+//! machine chosen like an HTTP request (waking one if needed) and the bytes are spliced.
+//! An open connection is load on its machine and keeps it from being stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::Proxy;
+use crate::balance::{Load, Pick, Prefs};
+
+/// Copies both ways until both sides are done, marking the machine active as bytes move.
+pub async fn splice<A, B>(a: &mut A, b: &mut B, load: &Load) -> std::io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    // Activity is marked at least every few seconds while the connection is open.
+    let copy = tokio::io::copy_bidirectional(a, b);
+    tokio::pin!(copy);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = &mut copy => {
+                load.touch();
+                return r.map(|_| ());
+            }
+            _ = tick.tick() => load.touch(),
+        }
+    }
+}
+
+/// Serves one raw TCP connection to public `port`.
+pub async fn serve(proxy: Arc<Proxy>, mut client: TcpStream, port: u16) {
+    let _ = client.set_nodelay(true);
+    let cfg = &proxy.config;
+    let mut prefs = Prefs::default();
+    let mut queued = None::<std::time::Instant>;
+    for _attempt in 0..64 {
+        let snap = proxy.catalog.snapshot();
+        let Some(app) = snap.raw_app(port).cloned() else {
+            return;
+        };
+        let machine =
+            match crate::balance::pick(&app, port, &prefs, &proxy.loads, &proxy.regions, &|m, p| {
+                proxy.healthy(m, p)
+            }) {
+                Pick::Route(m) => m,
+                Pick::Wake(m) => {
+                    let internal = m
+                        .service_for(port)
+                        .and_then(|s| u16::try_from(s.internal_port).ok())
+                        .unwrap_or(0);
+                    let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
+                        return;
+                    };
+                    match proxy
+                        .wakes
+                        .wake(
+                            &proxy.store,
+                            &proxy.catalog,
+                            &m.id,
+                            m.addr,
+                            internal,
+                            cfg.wake_timeout,
+                        )
+                        .await
+                    {
+                        Ok(d) => {
+                            proxy.metrics.cold_start(&app.name, d);
+                            continue;
+                        }
+                        Err(e) => {
+                            proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"));
+                            prefs.exclude.push(m.id.clone());
+                            continue;
+                        }
+                    }
+                }
+                Pick::Full => {
+                    let since = *queued.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > cfg.queue_timeout {
+                        return;
+                    }
+                    let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
+                        return;
+                    };
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(100), proxy.loads.any_freed())
+                            .await;
+                    continue;
+                }
+                Pick::None => {
+                    proxy.log_error(&app.name, None, "PR01", "no machine for a TCP connection");
+                    return;
+                }
+            };
+        let Some(internal) = machine
+            .service_for(port)
+            .and_then(|s| u16::try_from(s.internal_port).ok())
+        else {
+            return;
+        };
+        let slot = proxy.loads.acquire(&machine.id);
+        let target = SocketAddr::new(machine.addr.into(), internal);
+        let backend =
+            match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target)).await {
+                Ok(Ok(s)) => s,
+                _ => {
+                    proxy.log_error(&app.name, Some(&machine.id), "PC01", "connect failed");
+                    prefs.exclude.push(machine.id.clone());
+                    continue;
+                }
+            };
+        let _ = backend.set_nodelay(true);
+        let mut backend = backend;
+        let load = slot.load().clone();
+        let _ = splice(&mut client, &mut backend, &load).await;
+        let _ = client.shutdown().await;
+        drop(slot);
+        return;
+    }
+}

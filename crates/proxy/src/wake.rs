@@ -1,0 +1,170 @@
+//! Autostart: wake a stopped or suspended machine for a waiting request, once, however many
+//! requests wait for it. The request is held until the machine is `started` in the catalog
+//! and its service port accepts a connection, bounded by the wake timeout.
+
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hangar_domain::State;
+use hangar_store::Store;
+use tokio::sync::watch;
+
+use crate::catalog::CatalogHandle;
+use crate::control::{self, Outcome};
+
+/// Why a wake failed (`PM0x`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WakeError {
+    /// The start could not be recorded (`PM07`) or the machine can not start (`PM08`).
+    Refused(String),
+    /// Not up in time (`PM03`).
+    Timeout,
+}
+
+impl WakeError {
+    /// The reference's error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WakeError::Refused(_) => "PM07",
+            WakeError::Timeout => "PM03",
+        }
+    }
+}
+
+type WakeResult = Option<Result<(), WakeError>>;
+
+/// Wakes in progress, by machine id.
+#[derive(Debug, Default)]
+pub struct Wakes {
+    inflight: Mutex<HashMap<String, watch::Receiver<WakeResult>>>,
+}
+
+impl Wakes {
+    /// Machines being woken now.
+    pub fn in_progress(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    /// Starts machine `id` (if no one is already) and waits until it serves `port` or
+    /// `timeout` passes. Returns how long the caller waited.
+    pub async fn wake(
+        &self,
+        store: &Arc<dyn Store>,
+        catalog: &Arc<CatalogHandle>,
+        id: &str,
+        addr: Ipv6Addr,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Duration, WakeError> {
+        let started = Instant::now();
+        let mut rx = {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(id) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    map.insert(id.to_string(), rx.clone());
+                    let store = store.clone();
+                    let catalog = catalog.clone();
+                    let id = id.to_string();
+                    tokio::spawn(async move {
+                        let r = tokio::time::timeout(
+                            timeout,
+                            bring_up(store.as_ref(), &catalog, &id, addr, port),
+                        )
+                        .await
+                        .unwrap_or(Err(WakeError::Timeout));
+                        tx.send_replace(Some(r));
+                    });
+                    rx
+                }
+            }
+        };
+        let r = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(r) = rx.borrow().clone() {
+                    return r;
+                }
+                if rx.changed().await.is_err() {
+                    return Err(WakeError::Timeout);
+                }
+            }
+        })
+        .await
+        .unwrap_or(Err(WakeError::Timeout));
+        // The first waiter to see the result retires the entry (later wakes start afresh).
+        {
+            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(id).is_some_and(|rx| rx.borrow().is_some()) {
+                map.remove(id);
+            }
+        }
+        r.map(|()| started.elapsed())
+    }
+}
+
+async fn bring_up(
+    store: &dyn Store,
+    catalog: &CatalogHandle,
+    id: &str,
+    addr: Ipv6Addr,
+    port: u16,
+) -> Result<(), WakeError> {
+    let mut rx = catalog.subscribe();
+    // A machine still stopping (autostop, the API) is started once it is down; the caller's
+    // timeout bounds the wait.
+    loop {
+        match control::start(store, id) {
+            Ok(Outcome::Done | Outcome::Already) => break,
+            Ok(Outcome::Refused(State::Stopping | State::Suspending)) => {
+                if tokio::time::timeout(Duration::from_millis(200), rx.changed())
+                    .await
+                    .is_ok_and(|r| r.is_err())
+                {
+                    return Err(WakeError::Timeout);
+                }
+            }
+            Ok(Outcome::Refused(state)) => {
+                return Err(WakeError::Refused(format!("machine is {}", state.as_str())));
+            }
+            Err(e) => return Err(WakeError::Refused(e.to_string())),
+        }
+    }
+    // Started in the catalog...
+    loop {
+        let snap = catalog.snapshot();
+        match snap.machines.get(id).map(|m| m.state) {
+            Some(State::Started) => break,
+            Some(
+                State::Starting
+                | State::Created
+                | State::Stopped
+                | State::Suspended
+                | State::Stopping
+                | State::Suspending,
+            ) => {}
+            Some(other) => {
+                return Err(WakeError::Refused(format!("machine is {}", other.as_str())));
+            }
+            None => return Err(WakeError::Refused("machine is gone".into())),
+        }
+        if rx.changed().await.is_err() {
+            return Err(WakeError::Timeout);
+        }
+    }
+    // ...and its port accepting (the app may take a moment to listen).
+    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if tokio::net::TcpStream::connect(target).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}

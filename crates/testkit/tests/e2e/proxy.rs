@@ -1,0 +1,650 @@
+//! The edge proxy in front of real machines: routing and headers, spreading load, the hard
+//! limit's queue and 503, autostart and autostop, fly-replay, raw TCP, upgrades.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hangar_proxy::{Proxy, ProxyConfig};
+use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::wait;
+
+const INFO: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"machine=$(hostname)\"\nenv | grep ^HTTP_ | sort\n";
+const SLOW: &str = "#!/bin/sh\nsleep ${QUERY_STRING:-1}\necho 'Content-Type: text/plain'\necho\necho \"slow machine=$(hostname)\"\n";
+const HEALTH: &str = "#!/bin/sh\nif [ -e /tmp/healthy ]; then echo 'Status: 200 OK'; else echo 'Status: 503 Unavailable'; fi\necho 'Content-Type: text/plain'\necho\necho checked\n";
+const REPLAY: &str = "#!/bin/sh\nif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then\n  echo 'Content-Type: text/plain'; echo; echo \"replayed machine=$(hostname) src=$HTTP_FLY_REPLAY_SRC\"\nelse\n  echo \"fly-replay: $QUERY_STRING\"; echo 'Content-Type: text/plain'; echo; echo replaying\nfi\n";
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A machine config serving busybox httpd with the CGI scripts on internal port 8080.
+fn web(service: Value) -> Value {
+    json!({
+        "image": TEST_IMAGE,
+        "init": {"cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"]},
+        "files": [
+            {"guest_path": "/www/index.html", "raw_value": b64(b"hello\n")},
+            {"guest_path": "/www/cgi-bin/info", "raw_value": b64(INFO.as_bytes()), "mode": 0o755},
+            {"guest_path": "/www/cgi-bin/slow", "raw_value": b64(SLOW.as_bytes()), "mode": 0o755},
+            {"guest_path": "/www/cgi-bin/replay", "raw_value": b64(REPLAY.as_bytes()), "mode": 0o755},
+            {"guest_path": "/www/cgi-bin/health", "raw_value": b64(HEALTH.as_bytes()), "mode": 0o755},
+        ],
+        "services": [service],
+    })
+}
+
+fn http_service(extra: Value) -> Value {
+    let mut s = json!({
+        "protocol": "tcp",
+        "internal_port": 8080,
+        "ports": [{"port": 80, "handlers": ["http"]}],
+    });
+    if let (Some(s), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    s
+}
+
+async fn app(c: &Client, name: &str) {
+    let r = c
+        .post(
+            "/v1/apps",
+            &json!({"app_name": name, "org_slug": "personal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn machine(c: &Client, app: &str, config: Value) -> String {
+    let r = c
+        .post(
+            &format!("/v1/apps/{app}/machines"),
+            &json!({"config": config}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let id = r.json()["id"].as_str().expect("id").to_string();
+    wait(c, app, &id, "started", "").await;
+    id
+}
+
+fn config() -> ProxyConfig {
+    ProxyConfig {
+        port_map: HashMap::from([(80, 0), (15000, 0)]),
+        autostop_interval: Duration::from_secs(3600),
+        ..ProxyConfig::default()
+    }
+}
+
+async fn listening(proxy: &Arc<Proxy>, port: u16) -> SocketAddr {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = proxy.listening().get(&port) {
+            return *a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never listened for port {port}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut buf))
+        .await
+        .expect("the proxy answered in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Reply {
+        status,
+        head: head.to_string(),
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+async fn state(c: &Client, app: &str, id: &str) -> String {
+    c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_routed_by_host_spread_and_carry_the_platform_headers() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-web").await;
+    let svc = http_service(
+        json!({"concurrency": {"type": "requests", "soft_limit": 5, "hard_limit": 10}}),
+    );
+    let m1 = machine(&c, "px-web", web(svc.clone())).await;
+    let m2 = machine(&c, "px-web", web(svc)).await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 80).await;
+
+    let r = get(addr, "px-web.localhost", "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(r.body, "hello\n");
+    assert!(
+        r.header("server").is_some_and(|s| s.starts_with("Hangar/")),
+        "{}",
+        r.head
+    );
+    assert!(
+        r.header("fly-request-id")
+            .is_some_and(|s| s.ends_with("-local")),
+        "{}",
+        r.head
+    );
+    assert!(
+        r.header("via").is_some_and(|s| s.contains("hangar")),
+        "{}",
+        r.head
+    );
+
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..8 {
+        let r = get(
+            addr,
+            "px-web.localhost:80",
+            "/cgi-bin/info",
+            &[("x-forwarded-for", "203.0.113.9")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.head);
+        for want in [
+            "HTTP_FLY_CLIENT_IP=127.0.0.1",
+            "HTTP_X_FORWARDED_FOR=203.0.113.9, 127.0.0.1",
+            "HTTP_X_FORWARDED_PROTO=http",
+            "HTTP_X_FORWARDED_PORT=80",
+            "HTTP_FLY_FORWARDED_PORT=80",
+            "HTTP_X_FORWARDED_SSL=off",
+            "HTTP_FLY_REGION=local",
+            "HTTP_VIA=1.1 hangar",
+            "HTTP_HOST=px-web.localhost:80",
+        ] {
+            assert!(r.body.contains(want), "{want} missing:\n{}", r.body);
+        }
+        seen.insert(
+            r.body
+                .lines()
+                .find_map(|l| l.strip_prefix("machine="))
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    assert!(seen.contains(&m1) && seen.contains(&m2), "{seen:?}");
+    // Forcing an instance.
+    for _ in 0..3 {
+        let r = get(
+            addr,
+            "px-web.localhost",
+            "/cgi-bin/info",
+            &[("fly-force-instance-id", &m2)],
+        )
+        .await;
+        assert!(r.body.contains(&format!("machine={m2}")), "{}", r.body);
+    }
+    // Unknown apps and hosts.
+    assert_eq!(get(addr, "nope.localhost", "/", &[]).await.status, 404);
+    assert_eq!(get(addr, "example.com", "/", &[]).await.status, 404);
+    // Metrics count the responses.
+    let text = proxy.render_metrics();
+    assert!(
+        text.contains(
+            "fly_edge_http_responses_count{app=\"px-web\",region=\"local\",status=\"200\"}"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("fly_app_concurrency{"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hard_limit_queues_then_answers_503_and_nothing_hangs() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-busy").await;
+    let svc = http_service(
+        json!({"concurrency": {"type": "requests", "soft_limit": 1, "hard_limit": 1}}),
+    );
+    machine(&c, "px-busy", web(svc)).await;
+    let proxy = cluster.start_proxy(ProxyConfig {
+        queue_timeout: Duration::from_millis(800),
+        max_queue_per_app: 3,
+        ..config()
+    });
+    let addr = listening(&proxy, 80).await;
+    // One slow request holds the only slot; the rest queue (3) or are refused at once.
+    let slow =
+        tokio::spawn(async move { get(addr, "px-busy.localhost", "/cgi-bin/slow?3", &[]).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        others.push(tokio::spawn(async move {
+            get(addr, "px-busy.localhost", "/", &[]).await
+        }));
+    }
+    for o in others {
+        let r = o.await.expect("join");
+        assert_eq!(r.status, 503, "{}", r.head);
+        assert_eq!(r.header("retry-after").as_deref(), Some("1"), "{}", r.head);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "queued requests waited too long"
+    );
+    let r = slow.await.expect("join");
+    assert_eq!(r.status, 200, "{}", r.head);
+    // A queued request that gets a slot in time is served.
+    let slow =
+        tokio::spawn(async move { get(addr, "px-busy.localhost", "/cgi-bin/slow?0", &[]).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = get(addr, "px-busy.localhost", "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    assert_eq!(slow.await.expect("join").status, 200);
+    let text = proxy.render_metrics();
+    assert!(
+        text.contains("hangar_proxy_queue_rejected_total{app=\"px-busy\""),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_machines_stop_and_the_next_request_wakes_one() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-cold").await;
+    app(&c, "px-kept").await;
+    let cold = machine(
+        &c,
+        "px-cold",
+        web(http_service(json!({"autostop": "stop", "autostart": true}))),
+    )
+    .await;
+    let kept = machine(
+        &c,
+        "px-kept",
+        web(http_service(
+            json!({"autostop": "stop", "min_machines_running": 1}),
+        )),
+    )
+    .await;
+    let proxy = cluster.start_proxy(ProxyConfig {
+        autostop_interval: Duration::from_secs(2),
+        ..config()
+    });
+    let addr = listening(&proxy, 80).await;
+    // Idle for the interval: stopped (within interval ± 1 s, plus the stop itself).
+    let t0 = Instant::now();
+    wait(&c, "px-cold", &cold, "stopped", "&timeout=20").await;
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(8),
+        "{took:?}"
+    );
+    // min_machines_running keeps the other app's only machine.
+    assert_eq!(state(&c, "px-kept", &kept).await, "started");
+    // The first request wakes it and is answered.
+    let r = get(addr, "px-cold.localhost", "/cgi-bin/info", &[]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert!(
+        r.header("hangar-cold-start")
+            .is_some_and(|v| v.ends_with("ms")),
+        "{}",
+        r.head
+    );
+    assert!(r.body.contains(&format!("machine={cold}")));
+    assert_eq!(state(&c, "px-cold", &cold).await, "started");
+    let text = proxy.render_metrics();
+    assert!(
+        text.contains("hangar_proxy_cold_start_seconds_count{app=\"px-cold\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("hangar_proxy_autostop_total{action=\"stop\",app=\"px-cold\"")
+            || text.contains("hangar_proxy_autostop_total{app=\"px-cold\""),
+        "{text}"
+    );
+    // A burst at a stopped app: one wake, every request answered.
+    wait(&c, "px-cold", &cold, "stopped", "&timeout=20").await;
+    let mut burst = Vec::new();
+    for _ in 0..10 {
+        burst.push(tokio::spawn(async move {
+            get(addr, "px-cold.localhost", "/", &[]).await
+        }));
+    }
+    for b in burst {
+        let r = b.await.expect("join");
+        assert_eq!(r.status, 200, "{}", r.head);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fly_replay_moves_requests_between_machines_and_apps() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-a").await;
+    app(&c, "px-b").await;
+    let a1 = machine(&c, "px-a", web(http_service(json!({})))).await;
+    let a2 = machine(&c, "px-a", web(http_service(json!({})))).await;
+    let b1 = machine(&c, "px-b", web(http_service(json!({})))).await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 80).await;
+    // To another instance.
+    let r = get(
+        addr,
+        "px-a.localhost",
+        &format!("/cgi-bin/replay?instance={a2}"),
+        &[("fly-force-instance-id", &a1)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert!(
+        r.body.starts_with(&format!(
+            "replayed machine={a2} src=instance={a1};region=local;t="
+        )),
+        "{}",
+        r.body
+    );
+    // To another app (same org).
+    let r = get(
+        addr,
+        "px-a.localhost",
+        "/cgi-bin/replay?app=px-b;state=s1",
+        &[],
+    )
+    .await;
+    assert!(
+        r.body.starts_with(&format!("replayed machine={b1} src=")),
+        "{}",
+        r.body
+    );
+    assert!(r.body.trim_end().ends_with(";state=s1"), "{}", r.body);
+    // elsewhere: never the replaying machine (the replay's routing replaces the client's).
+    for _ in 0..4 {
+        let r = get(
+            addr,
+            "px-a.localhost",
+            "/cgi-bin/replay?elsewhere=true",
+            &[("fly-force-instance-id", &a1)],
+        )
+        .await;
+        assert!(
+            r.body.contains(&format!("replayed machine={a2}")),
+            "{}",
+            r.body
+        );
+    }
+    let r = get(
+        addr,
+        "px-a.localhost",
+        "/cgi-bin/replay?elsewhere=true",
+        &[("fly-prefer-instance-id", &a1)],
+    )
+    .await;
+    assert!(
+        r.body.contains(&format!("replayed machine={a2}")),
+        "{}",
+        r.body
+    );
+    // A target that does not exist, with a fallback to the replaying machine.
+    let r = get(
+        addr,
+        "px-a.localhost",
+        "/cgi-bin/replay?instance=00000000000000;fallback=force_self",
+        &[("fly-force-instance-id", &a1)],
+    )
+    .await;
+    assert!(
+        r.body.contains("replaying") || r.body.contains(&format!("machine={a1}")),
+        "{}\n{}",
+        r.head,
+        r.body
+    );
+    // Invalid replays and unknown apps are 502 with the reference's codes.
+    let r = get(addr, "px-a.localhost", "/cgi-bin/replay?bogus", &[]).await;
+    assert_eq!(
+        (r.status, r.header("fly-error-code").as_deref()),
+        (502, Some("PA03")),
+        "{}",
+        r.head
+    );
+    let r = get(
+        addr,
+        "px-a.localhost",
+        "/cgi-bin/replay?app=no-such-app",
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.header("fly-error-code").as_deref()),
+        (502, Some("PA04")),
+        "{}",
+        r.head
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_tcp_wakes_a_stopped_machine_and_upgrades_are_spliced() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-tcp").await;
+    let echo = machine(
+        &c,
+        "px-tcp",
+        json!({
+            "image": TEST_IMAGE,
+            "init": {"cmd": ["nc", "-ll", "-p", "7000", "-e", "cat"]},
+            "services": [{"protocol": "tcp", "internal_port": 7000, "ports": [{"port": 15000}]}],
+        }),
+    )
+    .await;
+    let r = c
+        .post(&format!("/v1/apps/px-tcp/machines/{echo}/stop"), &json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait(&c, "px-tcp", &echo, "stopped", "").await;
+    app(&c, "px-ws").await;
+    // An "upgrade" server: answers 101 and then echoes.
+    machine(
+        &c,
+        "px-ws",
+        json!({
+            "image": TEST_IMAGE,
+            "init": {"cmd": ["nc", "-ll", "-p", "8080", "-e", "sh", "-c",
+                "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat"]},
+            "services": [http_service(json!({}))],
+        }),
+    )
+    .await;
+    let proxy = cluster.start_proxy(config());
+    let tcp = listening(&proxy, 15000).await;
+    let mut s = tokio::net::TcpStream::connect(tcp).await.expect("connect");
+    s.write_all(b"ping over tcp\n").await.expect("write");
+    let mut buf = vec![0u8; 14];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf, b"ping over tcp\n");
+    assert_eq!(state(&c, "px-tcp", &echo).await, "started");
+    drop(s);
+
+    let http = listening(&proxy, 80).await;
+    let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: px-ws.localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"frames both ways\n").await.expect("write");
+    let mut buf = vec![0u8; 17];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut buf))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(&buf, b"frames both ways\n");
+    // While it is open, the machine has load.
+    assert!(proxy.loads.total_in_flight() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_service_checks_take_a_machine_out_of_routing() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-health").await;
+    let svc = http_service(json!({"checks": [{
+        "type": "http", "path": "/cgi-bin/health", "interval": "200ms", "timeout": "1s",
+        "grace_period": "0s", "headers": [{"name": "x-check", "values": ["1"]}],
+    }]}));
+    let id = machine(&c, "px-health", web(svc)).await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 80).await;
+    let path = format!("/v1/apps/px-health/machines/{id}");
+    // Critical: shown on the machine, and no traffic.
+    let check = |status: &'static str, output: &'static str| {
+        let c = c.clone();
+        let path = path.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            loop {
+                let m = c.get(&path).await.json();
+                let checks = m["checks"].as_array().cloned().unwrap_or_default();
+                if checks.iter().any(|ch| {
+                    ch["name"] == "servicecheck-00-http-8080"
+                        && ch["status"] == status
+                        && ch["output"].as_str().is_some_and(|o| o.contains(output))
+                }) {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "check never {status}: {m}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    check("critical", "503").await;
+    let r = get(addr, "px-health.localhost", "/", &[]).await;
+    assert_eq!(
+        (r.status, r.header("fly-error-code").as_deref()),
+        (503, Some("PR01")),
+        "{}",
+        r.head
+    );
+    // Healthy again: traffic flows.
+    let r = c
+        .post(
+            &format!("{path}/exec"),
+            &json!({"command": ["touch", "/tmp/healthy"]}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    check("passing", "200").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = get(addr, "px-health.localhost", "/", &[]).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never routed again: {}", r.head);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stopped: the results are forgotten.
+    let r = c.post(&format!("{path}/stop"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait(&c, "px-health", &id, "stopped", "").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.get(&path).await.json()["checks"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "checks of a stopped machine stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
