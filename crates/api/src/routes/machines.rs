@@ -174,6 +174,32 @@ fn short(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
+/// An uploaded image (`registry.hangar.internal/<app>:<tag>`) may only be run by machines of
+/// an app in the same org as the app it was uploaded to: a foreign or unknown one reads as
+/// not found, so nothing is learnt about other orgs' apps.
+fn check_upload_scope(s: &ApiState, app: &AppRecord, image: &str) -> Result<(), ApiError> {
+    let Some(rest) = image
+        .trim()
+        .strip_prefix(super::images::UPLOAD_REGISTRY)
+        .and_then(|r| r.strip_prefix('/'))
+    else {
+        return Ok(());
+    };
+    let owner = rest.split(['/', ':', '@']).next().unwrap_or_default();
+    let same_org = s
+        .store
+        .get_app(owner)?
+        .is_some_and(|o| o.org_slug == app.org_slug);
+    if same_org {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "image '{}' not found: upload it to one of your apps first (POST /v1/apps/{{app}}/images)",
+            short(image)
+        )))
+    }
+}
+
 fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiError> {
     let image = req.config.image.as_str();
     if image.trim().is_empty() {
@@ -319,6 +345,7 @@ pub(crate) async fn create(
 ) -> Result<Json<Machine>, ApiError> {
     let a = visible_app(&s, &c, &app)?;
     validate_config(&s, &req)?;
+    check_upload_scope(&s, &a, &req.config.image)?;
     resolve_size(&mut req.config)?;
     let name = match &req.name {
         Some(n) if !n.is_empty() => {
@@ -407,9 +434,10 @@ pub(crate) async fn update(
     Path((app, id)): Path<(String, String)>,
     Body(mut req): Body<CreateMachineRequest>,
 ) -> Result<Json<Machine>, ApiError> {
-    let (_, m) = load(&s, &c, &app, &id)?;
+    let (a, m) = load(&s, &c, &app, &id)?;
     check_lease(&s, &m, &headers)?;
     validate_config(&s, &req)?;
+    check_upload_scope(&s, &a, &req.config.image)?;
     resolve_size(&mut req.config)?;
     if let Some(v) = &req.current_version
         && !v.is_empty()

@@ -9,7 +9,7 @@ use hangar_domain::{
     ExecCommand, ExecResult, HostError, HostFuture, ImportedImage, Logs, MachineHost,
 };
 
-use super::{ACME, OTHER, create_app, server_full};
+use super::{ACME, OTHER, create_app, create_machine, machine_body, server_full};
 use crate::client::Client;
 
 /// Reads the whole archive; "bad" archives (starting with `junk`) are refused.
@@ -91,9 +91,33 @@ async fn uploads_are_bounded_tagged_and_scoped() {
             .await;
         assert_eq!(r.status, 400, "{tag}: {}", r.text);
     }
-    // Another org can not upload into the app.
+    // Another org can not upload into the app, nor run what was uploaded to it.
     let other = Client::new(s.addr, Some(OTHER));
     assert_eq!(other.post_raw("/v1/apps/up/images", b"x").await.status, 404);
+    create_app(&other, "theirs").await;
+    for image in [
+        "registry.hangar.internal/up:v1",
+        "registry.hangar.internal/up/x:v1",
+        "registry.hangar.internal/nope:v1",
+    ] {
+        let r = other
+            .post("/v1/apps/theirs/machines", &machine_body(image))
+            .await;
+        assert_eq!(r.status, 400, "{image}: {}", r.text);
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("not found"))
+        );
+    }
+    // Any app of the uploading org can.
+    create_app(&c, "up-two").await;
+    create_machine(
+        &c,
+        "up-two",
+        &machine_body("registry.hangar.internal/up:v1"),
+    )
+    .await;
     // Without a host agent: 501.
     let bare = server_full("upload-bare", ApiConfig::default(), None).await;
     let c = Client::new(bare.addr, Some(ACME));
