@@ -171,6 +171,7 @@ json.dump({
   "nproc": os.cpu_count(), "kernel": os.uname().release,
   "load_before": sys.argv[2], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
   "runs": int(os.environ["RUNS"]), "rate": int(os.environ["RATE"]),
+  "settle": float(os.environ.get("SETTLE", "0.05")),
   "duration": float(os.environ["DURATION"]), "threads": int(os.environ["CLIENT_THREADS"]),
 }, open(sys.argv[1], "w"))
 PY

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers for a while (default 60 s in all) and fails on any crash: a quarter of
-# the time on API request parsing (the router in process), of the rest two thirds on the
-# manifest parser and the remainder on the metrics text parser (scraped app metrics).
+# the time on API request parsing (the router in process), a sixth on the proxy's parsers
+# (Host, fly-replay), of the rest two thirds on the manifest parser and the remainder on the
+# metrics text parser (scraped app metrics).
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,9 @@ ensure_rust
 secs="${1:-60}"
 api_secs=$(( secs / 4 ))
 [ "$api_secs" -ge 1 ] || api_secs=1
-secs=$(( secs > api_secs ? secs - api_secs : 1 ))
+proxy_secs=$(( secs / 6 ))
+[ "$proxy_secs" -ge 1 ] || proxy_secs=1
+secs=$(( secs > api_secs + proxy_secs ? secs - api_secs - proxy_secs : 1 ))
 manifest_secs=$(( secs * 2 / 3 ))
 [ "$manifest_secs" -ge 1 ] || manifest_secs=1
 metrics_secs=$(( secs - manifest_secs ))
@@ -23,7 +26,8 @@ fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/manifest" "$work/metrics" "$work/metrics-seeds" "$work/api" "$work/api-seeds"
+mkdir -p "$work/manifest" "$work/metrics" "$work/metrics-seeds" "$work/api" "$work/api-seeds" \
+  "$work/proxy" "$work/proxy-seeds"
 seeds=()
 [ -d ../shared/conformance/flytoml/real ] && seeds+=("$(cd ../shared/conformance/flytoml/real && pwd)")
 # A few expositions to start the metrics fuzzer from.
@@ -58,3 +62,14 @@ printf '\002\034\n[null,null]' >"$work/api-seeds/put"
 step "cargo fuzz run api_request (${api_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run api_request --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
   -max_total_time="$api_secs" -rss_limit_mb=2048 -max_len=65536 "$work/api" "$work/api-seeds"
+
+# Proxy parsers: byte 0 picks Host (0), the fly-replay header (1) or its JSON form (2).
+printf '\000web.localhost:8080' >"$work/proxy-seeds/host"
+printf '\001region="iad,ord";state=abc;elsewhere=true;timeout=800ms;fallback=prefer_self' \
+  >"$work/proxy-seeds/replay"
+printf '\002{"app":"b","transform":{"path":"/x?y","set_headers":[{"name":"a","value":"b"}]}}' \
+  >"$work/proxy-seeds/json"
+
+step "cargo fuzz run proxy_parsers (${proxy_secs}s)"
+RUSTC_BOOTSTRAP=1 cargo fuzz run proxy_parsers --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
+  -max_total_time="$proxy_secs" -rss_limit_mb=2048 -max_len=16384 "$work/proxy" "$work/proxy-seeds"

@@ -1,0 +1,45 @@
+//! The proxy's parsers of untrusted input: `Host` → app name, the `fly-replay` header and its
+//! JSON form (written by apps), and the routing request headers. None may panic; what they
+//! accept must be well-formed.
+#![no_main]
+
+use hangar_proxy::http::app_from_host;
+use hangar_proxy::replay::Replay;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    match which % 3 {
+        0 => {
+            if let Ok(s) = std::str::from_utf8(rest)
+                && let Some(app) = app_from_host(s, "localhost")
+            {
+                assert!(!app.is_empty() && app.len() <= 63);
+                assert!(app
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+            }
+        }
+        1 => {
+            if let Ok(r) = Replay::from_header(rest) {
+                for id in r.instance.iter().chain(r.app.iter()) {
+                    assert!(!id.is_empty() && id.len() <= 64);
+                }
+                assert!(r.state.as_ref().is_none_or(|s| s.len() <= 1024));
+            }
+        }
+        _ => {
+            if let Ok(r) = Replay::from_json(rest) {
+                for (k, v) in &r.transform.set_headers {
+                    assert!(!k.is_empty());
+                    assert!(!v.contains(['\r', '\n', '\0']));
+                }
+                if let Some(p) = &r.transform.path {
+                    assert!(p.starts_with('/'));
+                }
+            }
+        }
+    }
+});
