@@ -1,0 +1,438 @@
+//! The Machines API over HTTP.
+
+use std::time::Duration;
+
+use hangar_api_types::{
+    App, CreateMachineRequest, ExecRequest, ExecResponse, Lease, ListAppsResponse, LogEntry,
+    Machine, MachineEvent, ProcessStat, RegionsResponse, StopRequest,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The API answered with an error status.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error body's `error`.
+        message: String,
+        /// The error body's `status` (e.g. `failed_precondition`).
+        code: Option<String>,
+    },
+    /// The API could not be reached.
+    #[error("can not reach the Hangar API at {url}: {source}")]
+    Transport {
+        /// Base URL.
+        url: String,
+        /// Cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not what the API sends.
+    #[error("unexpected answer from the API: {0}")]
+    Decode(String),
+    /// A local file could not be read.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl ClientError {
+    /// The HTTP status, for API errors.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Result of calls.
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A client for one API and token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// A client of the API at `base` (e.g. `http://127.0.0.1:4280`) with `token`.
+    pub fn new(base: &str, token: &str) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_string(),
+                source: e,
+            })?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    /// The API's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp =
+            req.bearer_auth(&self.token)
+                .send()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: self.base.clone(),
+                    source: e,
+                })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let message = body["error"]
+            .as_str()
+            .or_else(|| body["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if text.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    text
+                }
+            });
+        Err(ClientError::Api {
+            status,
+            message,
+            code: body["status"]
+                .as_str()
+                .or_else(|| body["code"].as_str())
+                .map(str::to_string),
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = self.send(req).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if bytes.is_empty() {
+            return serde_json::from_str("null").map_err(|e| ClientError::Decode(e.to_string()));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.json(self.http.get(self.url(path))).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(
+            self.http
+                .post(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(path)))
+            .await
+            .map(|_| ())
+    }
+
+    // Apps.
+
+    /// `GET /v1/apps/{app}`; `None` when it does not exist.
+    pub async fn app(&self, app: &str) -> Result<Option<App>> {
+        match self.get(&format!("/v1/apps/{}", enc(app))).await {
+            Ok(a) => Ok(Some(a)),
+            Err(ClientError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /v1/apps`.
+    pub async fn create_app(&self, app: &str, org: &str, network: Option<&str>) -> Result<()> {
+        let mut body = json!({"app_name": app, "org_slug": org});
+        if let Some(n) = network {
+            body["network"] = json!(n);
+        }
+        self.post::<_, Value>("/v1/apps", &body).await.map(|_| ())
+    }
+
+    /// `GET /v1/apps?org_slug=`.
+    pub async fn apps(&self, org: Option<&str>) -> Result<ListAppsResponse> {
+        match org {
+            Some(o) => self.get(&format!("/v1/apps?org_slug={}", enc(o))).await,
+            None => self.get("/v1/apps").await,
+        }
+    }
+
+    /// `DELETE /v1/apps/{app}`.
+    pub async fn delete_app(&self, app: &str) -> Result<()> {
+        self.delete(&format!("/v1/apps/{}", enc(app))).await
+    }
+
+    // Machines.
+
+    fn m(app: &str, id: &str) -> String {
+        format!("/v1/apps/{}/machines/{}", enc(app), enc(id))
+    }
+
+    /// `GET /v1/apps/{app}/machines`.
+    pub async fn machines(&self, app: &str) -> Result<Vec<Machine>> {
+        self.get(&format!("/v1/apps/{}/machines", enc(app))).await
+    }
+
+    /// `GET …/machines/{id}`.
+    pub async fn machine(&self, app: &str, id: &str) -> Result<Machine> {
+        self.get(&Self::m(app, id)).await
+    }
+
+    /// `POST …/machines`.
+    pub async fn create_machine(&self, app: &str, req: &CreateMachineRequest) -> Result<Machine> {
+        self.post(&format!("/v1/apps/{}/machines", enc(app)), req)
+            .await
+    }
+
+    /// `POST …/machines/{id}` (update; a new version), with the lease nonce if held.
+    pub async fn update_machine(
+        &self,
+        app: &str,
+        id: &str,
+        req: &CreateMachineRequest,
+        nonce: Option<&str>,
+    ) -> Result<Machine> {
+        let body = serde_json::to_vec(req).map_err(|e| ClientError::Decode(e.to_string()))?;
+        let mut r = self
+            .http
+            .post(self.url(&Self::m(app, id)))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(n) = nonce {
+            r = r.header("fly-machine-lease-nonce", n);
+        }
+        self.json(r).await
+    }
+
+    async fn action(&self, app: &str, id: &str, verb: &str, body: Value) -> Result<()> {
+        self.post::<_, Value>(&format!("{}/{verb}", Self::m(app, id)), &body)
+            .await
+            .map(|_| ())
+    }
+
+    /// `POST …/start`.
+    pub async fn start(&self, app: &str, id: &str) -> Result<()> {
+        self.action(app, id, "start", json!({})).await
+    }
+
+    /// `POST …/stop`.
+    pub async fn stop(&self, app: &str, id: &str, req: &StopRequest) -> Result<()> {
+        self.action(
+            app,
+            id,
+            "stop",
+            serde_json::to_value(req).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// `POST …/suspend`.
+    pub async fn suspend(&self, app: &str, id: &str) -> Result<()> {
+        self.action(app, id, "suspend", json!({})).await
+    }
+
+    /// `POST …/restart`.
+    pub async fn restart(&self, app: &str, id: &str) -> Result<()> {
+        self.action(app, id, "restart", json!({})).await
+    }
+
+    /// `POST …/cordon` or `…/uncordon`.
+    pub async fn cordon(&self, app: &str, id: &str, on: bool) -> Result<()> {
+        let verb = if on { "cordon" } else { "uncordon" };
+        self.action(app, id, verb, json!({})).await
+    }
+
+    /// `DELETE …/machines/{id}?force=`.
+    pub async fn destroy(&self, app: &str, id: &str, force: bool) -> Result<()> {
+        self.delete(&format!("{}?force={force}", Self::m(app, id)))
+            .await
+    }
+
+    /// `GET …/wait`: until the machine is `state` (≤ 60 s per call; longer waits loop).
+    pub async fn wait(
+        &self,
+        app: &str,
+        id: &str,
+        state: &str,
+        instance_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let secs = left.as_secs().clamp(1, 60);
+            let mut path = format!("{}/wait?state={state}&timeout={secs}", Self::m(app, id));
+            if let Some(i) = instance_id {
+                path.push_str(&format!("&instance_id={}", enc(i)));
+            }
+            match self.get::<Value>(&path).await {
+                Ok(_) => return Ok(()),
+                Err(ClientError::Api { status: 408, .. })
+                    if tokio::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `GET …/events`.
+    pub async fn events(&self, app: &str, id: &str) -> Result<Vec<MachineEvent>> {
+        self.get(&format!("{}/events", Self::m(app, id))).await
+    }
+
+    /// `POST …/lease`: acquires the machine's lease for `ttl` seconds.
+    pub async fn lease(&self, app: &str, id: &str, ttl: u64, description: &str) -> Result<Lease> {
+        self.post(
+            &format!("{}/lease", Self::m(app, id)),
+            &json!({"ttl": ttl, "description": description}),
+        )
+        .await
+    }
+
+    /// `DELETE …/lease` with the nonce.
+    pub async fn release(&self, app: &str, id: &str, nonce: &str) -> Result<()> {
+        self.send(
+            self.http
+                .delete(self.url(&format!("{}/lease", Self::m(app, id))))
+                .header("fly-machine-lease-nonce", nonce),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// `POST …/exec`.
+    pub async fn exec(&self, app: &str, id: &str, req: &ExecRequest) -> Result<ExecResponse> {
+        self.post(&format!("{}/exec", Self::m(app, id)), req).await
+    }
+
+    /// `GET …/ps`.
+    pub async fn ps(&self, app: &str, id: &str) -> Result<Vec<ProcessStat>> {
+        self.get(&format!("{}/ps", Self::m(app, id))).await
+    }
+
+    /// `GET …/logs?tail=N`: the machine's last lines.
+    pub async fn logs(&self, app: &str, id: &str, tail: usize) -> Result<Vec<LogEntry>> {
+        self.get(&format!("{}/logs?tail={tail}", Self::m(app, id)))
+            .await
+    }
+
+    /// `GET …/logs?follow=true`: calls `each` for every line as it comes, until the machine is
+    /// destroyed, the stream ends, or `each` returns false.
+    pub async fn follow_logs(
+        &self,
+        app: &str,
+        id: &str,
+        tail: usize,
+        mut each: impl FnMut(LogEntry) -> bool,
+    ) -> Result<()> {
+        let mut resp = self
+            .send(self.http.get(self.url(&format!(
+                "{}/logs?tail={tail}&follow=true",
+                Self::m(app, id)
+            ))))
+            .await?;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Transport {
+            url: self.base.clone(),
+            source: e,
+        })? {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                if let Ok(e) = serde_json::from_slice::<LogEntry>(&line)
+                    && !each(e)
+                {
+                    return Ok(());
+                }
+            }
+            if buf.len() > 1 << 20 {
+                buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// `POST /v1/apps/{app}/images?tag=` with a `docker save` / OCI archive file; returns the
+    /// reference machines use.
+    pub async fn upload_image(
+        &self,
+        app: &str,
+        tag: &str,
+        archive: &std::path::Path,
+    ) -> Result<String> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .map_err(|e| ClientError::Io(format!("{}: {e}", archive.display())))?;
+        let v: Value = self
+            .json(
+                self.http
+                    .post(self.url(&format!("/v1/apps/{}/images?tag={}", enc(app), enc(tag))))
+                    .header("content-type", "application/x-tar")
+                    .body(reqwest::Body::from(file)),
+            )
+            .await?;
+        v["ref"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Decode("no ref in the upload answer".into()))
+    }
+
+    /// `GET /v1/platform/regions`.
+    pub async fn regions(&self) -> Result<RegionsResponse> {
+        self.get("/v1/platform/regions").await
+    }
+
+    /// `POST /v1/tokens` (admin): a token for `org`.
+    pub async fn create_token(&self, org: &str) -> Result<String> {
+        let v: Value = self.post("/v1/tokens", &json!({"org_slug": org})).await?;
+        v["token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ClientError::Decode("no token in the answer".into()))
+    }
+
+    /// `POST /v1/orgs` (admin).
+    pub async fn create_org(&self, slug: &str) -> Result<()> {
+        self.post::<_, Value>("/v1/orgs", &json!({"slug": slug}))
+            .await
+            .map(|_| ())
+    }
+}

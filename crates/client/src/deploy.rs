@@ -1,0 +1,743 @@
+//! Deploys (PLATFORM.md §1.5): a fly.toml's process groups become machines, and a new
+//! release replaces the old one with a strategy that keeps the app serving.
+//!
+//! - First deploy of a group: `count` machines (2 for groups with services when `ha`, else 1),
+//!   spread over `regions`; waited for until started and passing their checks.
+//! - `immediate`: every machine updated at once, nothing waited for.
+//! - `rolling`: batches of `max_unavailable` (a fraction of the group, or a count); each
+//!   machine is cordoned (the proxy stops routing to it), updated, waited for until started
+//!   and healthy, and uncordoned. A machine that exits or fails its checks fails the deploy
+//!   at once (not after the timeout), and every machine updated so far is rolled back to its
+//!   previous config.
+//! - `canary`: one extra machine with the new config must become healthy (then it goes), then
+//!   `rolling`.
+//! - `bluegreen`: a full new set (green) is made cordoned, waited for until healthy, then
+//!   uncordoned while the old set (blue) is cordoned and destroyed; a failing green set is
+//!   destroyed and blue keeps serving.
+//! - `release_command` runs first in a temporary machine; a non-zero exit aborts the deploy
+//!   before any machine changes, with the command's output.
+//!
+//! Stopped machines are updated without being started unless `start_stopped`. Each changed
+//! machine is leased for the duration of its change.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hangar_api_types::{CreateMachineRequest, Machine, MachineConfig, MachineState, StopConfig};
+use hangar_manifest::{Config, ConvertOptions};
+
+use crate::api::{Client, ClientError};
+
+/// How a release replaces the running one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// Update everything at once.
+    Immediate,
+    /// In batches, each healthy before the next.
+    Rolling,
+    /// One healthy canary first, then rolling.
+    Canary,
+    /// A healthy new set, then the switch.
+    Bluegreen,
+}
+
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(Strategy::Immediate),
+            "" | "rolling" => Ok(Strategy::Rolling),
+            "canary" => Ok(Strategy::Canary),
+            "bluegreen" => Ok(Strategy::Bluegreen),
+            other => Err(format!(
+                "unknown strategy '{other}' (immediate, rolling, canary, bluegreen)"
+            )),
+        }
+    }
+}
+
+/// What to deploy and how.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// App name.
+    pub app: String,
+    /// Org to create the app in when it does not exist.
+    pub org: String,
+    /// Image reference machines run.
+    pub image: String,
+    /// Strategy.
+    pub strategy: Strategy,
+    /// Batch size of rolling updates: a fraction (< 1) of the group or a count (≥ 1).
+    pub max_unavailable: f64,
+    /// How long one machine may take to become healthy.
+    pub wait_timeout: Duration,
+    /// Extra env for every machine (`--env`).
+    pub env: BTreeMap<String, String>,
+    /// Regions for new machines (round robin); empty: the API's default.
+    pub regions: Vec<String>,
+    /// Two machines for groups with services on a first deploy.
+    pub ha: bool,
+    /// Start stopped machines after updating them.
+    pub start_stopped: bool,
+    /// Do not wait for machines (only `immediate`-like changes are made).
+    pub detach: bool,
+}
+
+/// Something worth telling the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A step started.
+    Step(String),
+    /// A machine changed.
+    Machine {
+        /// Its id.
+        id: String,
+        /// What happened.
+        what: String,
+    },
+    /// Output of the release command.
+    ReleaseOutput(String),
+}
+
+/// Why a deploy failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The fly.toml can not become machine configs.
+    #[error("{0}")]
+    Config(String),
+    /// An API call failed.
+    #[error(transparent)]
+    Api(#[from] ClientError),
+    /// The release command exited non-zero.
+    #[error(
+        "release command failed (exit code {code}); the deploy was aborted before any machine changed"
+    )]
+    ReleaseCommand {
+        /// Its exit code.
+        code: i64,
+        /// Its output.
+        output: String,
+    },
+    /// A machine did not become healthy; what was changed has been rolled back.
+    #[error("machine {id} {why}; {rolled_back}")]
+    Unhealthy {
+        /// The machine.
+        id: String,
+        /// What went wrong.
+        why: String,
+        /// What was done about it.
+        rolled_back: String,
+    },
+}
+
+/// What a deploy did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Machines created.
+    pub created: Vec<String>,
+    /// Machines updated.
+    pub updated: Vec<String>,
+    /// Machines destroyed.
+    pub destroyed: Vec<String>,
+}
+
+/// Machine configs per process group for `config` with `opts` applied.
+pub fn group_configs(
+    config: &Config,
+    opts: &DeployOptions,
+    read_file: Option<hangar_manifest::machine::FileReader<'_>>,
+) -> Result<BTreeMap<String, MachineConfig>, DeployError> {
+    let mut groups = hangar_manifest::machine_configs(
+        config,
+        ConvertOptions {
+            image: Some(&opts.image),
+            read_file,
+        },
+    )
+    .map_err(|e| DeployError::Config(e.to_string()))?;
+    for m in groups.values_mut() {
+        for (k, v) in &opts.env {
+            m.env.insert(k.clone(), v.clone());
+        }
+        m.metadata
+            .insert("fly_platform_version".into(), "v2".into());
+    }
+    Ok(groups)
+}
+
+fn group_of(m: &Machine, default: &str) -> String {
+    m.config
+        .as_ref()
+        .and_then(|c| {
+            c.metadata
+                .get("fly_process_group")
+                .or_else(|| c.metadata.get("process_group"))
+        })
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn live(m: &Machine) -> bool {
+    !matches!(
+        m.state,
+        MachineState::Destroyed | MachineState::Destroying | MachineState::Replacing
+    ) && m.state.as_str() != "replaced"
+}
+
+/// Runs a deploy.
+pub async fn deploy(
+    client: &Client,
+    config: &Config,
+    groups: BTreeMap<String, MachineConfig>,
+    opts: &DeployOptions,
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<Report, DeployError> {
+    let mut report = Report::default();
+    if client.app(&opts.app).await?.is_none() {
+        on(Event::Step(format!("creating app {}", opts.app)));
+        client.create_app(&opts.app, &opts.org, None).await?;
+    }
+    let default = config.default_group();
+    if let Some(cmd) = config
+        .deploy
+        .as_ref()
+        .and_then(|d| d.release_command.clone())
+        .filter(|c| !c.trim().is_empty())
+    {
+        let base = groups
+            .get(&default)
+            .or_else(|| groups.values().next())
+            .cloned()
+            .unwrap_or_default();
+        release_command(client, opts, base, &cmd, on).await?;
+    }
+    let existing: Vec<Machine> = client
+        .machines(&opts.app)
+        .await?
+        .into_iter()
+        .filter(live)
+        .filter(|m| {
+            // Temporary machines of earlier deploys are not part of any group.
+            !group_of(m, &default).starts_with("fly_app_")
+        })
+        .collect();
+    for (group, cfg) in &groups {
+        let mine: Vec<&Machine> = existing
+            .iter()
+            .filter(|m| group_of(m, &default) == *group)
+            .collect();
+        if mine.is_empty() {
+            let count = if opts.ha && !cfg.services.is_empty() {
+                2
+            } else {
+                1
+            };
+            on(Event::Step(format!(
+                "creating {count} machine{} in group '{group}'",
+                if count == 1 { "" } else { "s" }
+            )));
+            for i in 0..count {
+                let region = (!opts.regions.is_empty())
+                    .then(|| opts.regions[i % opts.regions.len()].clone());
+                let m = create(client, opts, cfg.clone(), region, false).await?;
+                on(Event::Machine {
+                    id: m.id.clone(),
+                    what: "created".into(),
+                });
+                report.created.push(m.id.clone());
+                if !opts.detach
+                    && let Err(why) =
+                        healthy(client, &opts.app, &m.id, None, opts.wait_timeout).await?
+                {
+                    return Err(DeployError::Unhealthy {
+                        id: m.id,
+                        why,
+                        rolled_back: "the new machines were left for inspection (first deploy: nothing to roll back to)".into(),
+                    });
+                }
+            }
+            continue;
+        }
+        let strategy = if opts.detach {
+            Strategy::Immediate
+        } else {
+            opts.strategy
+        };
+        on(Event::Step(format!(
+            "updating {} machine{} in group '{group}' ({})",
+            mine.len(),
+            if mine.len() == 1 { "" } else { "s" },
+            match strategy {
+                Strategy::Immediate => "immediate",
+                Strategy::Rolling => "rolling",
+                Strategy::Canary => "canary",
+                Strategy::Bluegreen => "bluegreen",
+            }
+        )));
+        match strategy {
+            Strategy::Immediate => {
+                for m in &mine {
+                    update(client, opts, m, cfg.clone(), false).await?;
+                    on(Event::Machine {
+                        id: m.id.clone(),
+                        what: "updated".into(),
+                    });
+                    report.updated.push(m.id.clone());
+                }
+            }
+            Strategy::Rolling => rolling(client, opts, &mine, cfg, on, &mut report).await?,
+            Strategy::Canary => {
+                on(Event::Step("starting a canary machine".into()));
+                let region = mine.first().map(|m| m.region.clone());
+                let canary = create(client, opts, cfg.clone(), region, false).await?;
+                let verdict = healthy(client, &opts.app, &canary.id, None, opts.wait_timeout).await;
+                let _ = client.destroy(&opts.app, &canary.id, true).await;
+                on(Event::Machine {
+                    id: canary.id.clone(),
+                    what: "canary destroyed".into(),
+                });
+                if let Err(why) = verdict? {
+                    return Err(DeployError::Unhealthy {
+                        id: canary.id,
+                        why,
+                        rolled_back: "the canary was destroyed; no machine was changed".into(),
+                    });
+                }
+                rolling(client, opts, &mine, cfg, on, &mut report).await?;
+            }
+            Strategy::Bluegreen => bluegreen(client, opts, &mine, cfg, on, &mut report).await?,
+        }
+    }
+    // Groups no longer in the config.
+    for m in &existing {
+        if !groups.contains_key(&group_of(m, &default)) {
+            client.destroy(&opts.app, &m.id, true).await?;
+            on(Event::Machine {
+                id: m.id.clone(),
+                what: format!("destroyed (group '{}' is gone)", group_of(m, &default)),
+            });
+            report.destroyed.push(m.id.clone());
+        }
+    }
+    Ok(report)
+}
+
+async fn create(
+    client: &Client,
+    _opts: &DeployOptions,
+    config: MachineConfig,
+    region: Option<String>,
+    skip_launch: bool,
+) -> Result<Machine, ClientError> {
+    client
+        .create_machine(
+            &_opts.app,
+            &CreateMachineRequest {
+                config,
+                region,
+                skip_launch: skip_launch.then_some(true),
+                ..CreateMachineRequest::default()
+            },
+        )
+        .await
+}
+
+/// Updates one machine under a lease; returns the new instance id.
+async fn update(
+    client: &Client,
+    opts: &DeployOptions,
+    m: &Machine,
+    config: MachineConfig,
+    wait: bool,
+) -> Result<Option<String>, DeployError> {
+    let stopped = matches!(
+        m.state,
+        MachineState::Stopped | MachineState::Suspended | MachineState::Created
+    );
+    let ttl = opts.wait_timeout.as_secs().max(30) + 30;
+    let lease = client.lease(&opts.app, &m.id, ttl, "hangar deploy").await?;
+    let nonce = lease.data.as_ref().map(|d| d.nonce.clone());
+    let req = CreateMachineRequest {
+        config,
+        skip_launch: (stopped && !opts.start_stopped).then_some(true),
+        ..CreateMachineRequest::default()
+    };
+    let out = client
+        .update_machine(&opts.app, &m.id, &req, nonce.as_deref())
+        .await;
+    if let Some(n) = &nonce {
+        let _ = client.release(&opts.app, &m.id, n).await;
+    }
+    let updated = out?;
+    if wait && (opts.start_stopped || !stopped) {
+        return Ok(Some(updated.instance_id));
+    }
+    Ok(None)
+}
+
+/// Waits until the machine (of `instance`, if given) is started and every check passes.
+/// `Ok(Err(why))` when it exits, is stopped, fails or does not get there in time.
+async fn healthy(
+    client: &Client,
+    app: &str,
+    id: &str,
+    instance: Option<&str>,
+    timeout: Duration,
+) -> Result<Result<(), String>, ClientError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let m = client.machine(app, id).await?;
+        let current = instance.is_none_or(|i| m.instance_id == i);
+        match m.state {
+            MachineState::Started if current => {
+                let failing: Vec<String> = m
+                    .checks
+                    .iter()
+                    .filter(|c| c.status.as_str() != "passing")
+                    .map(|c| format!("{}: {}", c.name, c.output))
+                    .collect();
+                let expected = m
+                    .config
+                    .as_ref()
+                    .map(|c| {
+                        c.checks.len() + c.services.iter().map(|s| s.checks.len()).sum::<usize>()
+                    })
+                    .unwrap_or(0);
+                if failing.is_empty() && m.checks.len() >= expected {
+                    return Ok(Ok(()));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Err(format!(
+                        "did not pass its checks within {timeout:?}: {}",
+                        if failing.is_empty() {
+                            "no results yet".into()
+                        } else {
+                            failing.join("; ")
+                        }
+                    )));
+                }
+            }
+            // Stopped (or worse) in the version we wait for: it exited.
+            MachineState::Stopped | MachineState::Failed | MachineState::Destroyed if current => {
+                let exit = client
+                    .events(app, id)
+                    .await
+                    .unwrap_or_default()
+                    .into_iter()
+                    .find_map(|e| e.request.and_then(|r| r.exit_event))
+                    .and_then(|x| x.exit_code);
+                return Ok(Err(match exit {
+                    Some(code) => format!("exited with code {code} while starting"),
+                    None => format!("is {} instead of started", m.state.as_str()),
+                }));
+            }
+            _ => {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(Err(format!(
+                        "is still {} after {timeout:?}",
+                        m.state.as_str()
+                    )));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn rolling(
+    client: &Client,
+    opts: &DeployOptions,
+    mine: &[&Machine],
+    cfg: &MachineConfig,
+    on: &mut (dyn FnMut(Event) + Send),
+    report: &mut Report,
+) -> Result<(), DeployError> {
+    let n = mine.len();
+    let batch = if opts.max_unavailable >= 1.0 {
+        opts.max_unavailable as usize
+    } else {
+        ((opts.max_unavailable * n as f64).ceil() as usize).max(1)
+    }
+    .clamp(1, n);
+    let mut done: Vec<&Machine> = Vec::new();
+    for chunk in mine.chunks(batch) {
+        let mut waiting = Vec::new();
+        for m in chunk {
+            let running = m.state == MachineState::Started;
+            if running {
+                // Out of routing before it goes down; in-flight requests finish.
+                client.cordon(&opts.app, &m.id, true).await?;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            let instance = update(client, opts, m, cfg.clone(), true).await?;
+            done.push(m);
+            on(Event::Machine {
+                id: m.id.clone(),
+                what: "updated".into(),
+            });
+            report.updated.push(m.id.clone());
+            waiting.push((m, instance, running));
+        }
+        for (m, instance, running) in waiting {
+            let Some(instance) = instance else { continue };
+            if let Err(why) =
+                healthy(client, &opts.app, &m.id, Some(&instance), opts.wait_timeout).await?
+            {
+                on(Event::Step(format!("machine {} {why}; rolling back", m.id)));
+                let rolled = rollback(client, opts, &done).await;
+                return Err(DeployError::Unhealthy {
+                    id: m.id.clone(),
+                    why,
+                    rolled_back: rolled,
+                });
+            }
+            if running {
+                client.cordon(&opts.app, &m.id, false).await?;
+            }
+            on(Event::Machine {
+                id: m.id.clone(),
+                what: "healthy".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Puts machines back on the config they had before the deploy.
+async fn rollback(client: &Client, opts: &DeployOptions, machines: &[&Machine]) -> String {
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for m in machines {
+        let Some(old) = m.config.clone() else {
+            continue;
+        };
+        let restore = DeployOptions {
+            start_stopped: false,
+            ..opts.clone()
+        };
+        match update(client, &restore, m, old, true).await {
+            Ok(instance) => {
+                if let Some(i) = instance {
+                    let _ = healthy(client, &opts.app, &m.id, Some(&i), opts.wait_timeout).await;
+                }
+                let _ = client.cordon(&opts.app, &m.id, false).await;
+                ok += 1;
+            }
+            Err(e) => failed.push(format!("{}: {e}", m.id)),
+        }
+    }
+    if failed.is_empty() {
+        format!("{ok} machine(s) rolled back to their previous config")
+    } else {
+        format!(
+            "{ok} machine(s) rolled back; rolling back failed for {}",
+            failed.join(", ")
+        )
+    }
+}
+
+async fn bluegreen(
+    client: &Client,
+    opts: &DeployOptions,
+    blue: &[&Machine],
+    cfg: &MachineConfig,
+    on: &mut (dyn FnMut(Event) + Send),
+    report: &mut Report,
+) -> Result<(), DeployError> {
+    let mut green: Vec<Machine> = Vec::new();
+    let mut failure: Option<(String, String)> = None;
+    for b in blue {
+        let mut config = cfg.clone();
+        config
+            .metadata
+            .insert("fly_bluegreen_deployment_tag".into(), "green".into());
+        let m = create(client, opts, config, Some(b.region.clone()), true).await?;
+        client.cordon(&opts.app, &m.id, true).await?;
+        // Made (not launched) before it can be started.
+        let deadline = tokio::time::Instant::now() + opts.wait_timeout;
+        while client.machine(&opts.app, &m.id).await?.state == MachineState::Creating {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        client.start(&opts.app, &m.id).await?;
+        on(Event::Machine {
+            id: m.id.clone(),
+            what: "created (green)".into(),
+        });
+        green.push(m);
+    }
+    for g in &green {
+        if let Err(why) = healthy(client, &opts.app, &g.id, None, opts.wait_timeout).await? {
+            failure = Some((g.id.clone(), why));
+            break;
+        }
+    }
+    if let Some((id, why)) = failure {
+        for g in &green {
+            let _ = client.destroy(&opts.app, &g.id, true).await;
+        }
+        return Err(DeployError::Unhealthy {
+            id,
+            why,
+            rolled_back: "the green machines were destroyed; blue kept serving".into(),
+        });
+    }
+    for g in &green {
+        client.cordon(&opts.app, &g.id, false).await?;
+        report.created.push(g.id.clone());
+    }
+    for b in blue {
+        let _ = client.cordon(&opts.app, &b.id, true).await;
+    }
+    // In-flight requests on blue finish before it goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for b in blue {
+        client.destroy(&opts.app, &b.id, true).await?;
+        on(Event::Machine {
+            id: b.id.clone(),
+            what: "destroyed (blue)".into(),
+        });
+        report.destroyed.push(b.id.clone());
+    }
+    Ok(())
+}
+
+async fn release_command(
+    client: &Client,
+    opts: &DeployOptions,
+    mut config: MachineConfig,
+    cmd: &str,
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<(), DeployError> {
+    on(Event::Step(format!("running release command: {cmd}")));
+    let argv = shell_split(cmd).map_err(DeployError::Config)?;
+    let mut init = config.init.take().unwrap_or_default();
+    init.cmd = argv;
+    init.exec = Vec::new();
+    config.init = Some(init);
+    config.services.clear();
+    config.checks.clear();
+    config.metrics = None;
+    config.auto_destroy = Some(false);
+    config.restart = Some(hangar_api_types::MachineRestart {
+        policy: Some(hangar_api_types::RestartPolicy::No),
+        ..Default::default()
+    });
+    config.env.insert("RELEASE_COMMAND".into(), "1".into());
+    config
+        .env
+        .insert("FLY_PROCESS_GROUP".into(), "fly_app_release_command".into());
+    config
+        .metadata
+        .insert("fly_process_group".into(), "fly_app_release_command".into());
+    config.stop_config = Some(StopConfig::default());
+    let m = create(client, opts, config, opts.regions.first().cloned(), false).await?;
+    let wait = client
+        .wait(
+            &opts.app,
+            &m.id,
+            "stopped",
+            None,
+            opts.wait_timeout.max(Duration::from_secs(60)),
+        )
+        .await;
+    let output = client
+        .logs(&opts.app, &m.id, 1000)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| l.message)
+        .collect::<Vec<_>>()
+        .join("\n");
+    for line in output.lines() {
+        on(Event::ReleaseOutput(line.to_string()));
+    }
+    let code = client
+        .events(&opts.app, &m.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|e| {
+            e.request
+                .and_then(|r| r.exit_event)
+                .and_then(|x| x.exit_code)
+        });
+    let _ = client.destroy(&opts.app, &m.id, true).await;
+    wait?;
+    match code {
+        Some(0) => Ok(()),
+        other => Err(DeployError::ReleaseCommand {
+            code: other.unwrap_or(-1),
+            output,
+        }),
+    }
+}
+
+fn shell_split(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (None | Some('"'), '\\') => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                    any = true;
+                }
+            }
+            (None, c) if c.is_whitespace() => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            (_, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quote.is_some() {
+        return Err(format!("release_command '{s}': unterminated quote"));
+    }
+    if any {
+        out.push(cur);
+    }
+    if out.is_empty() {
+        return Err("release_command is empty".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_and_shell_words() {
+        assert_eq!("rolling".parse(), Ok(Strategy::Rolling));
+        assert_eq!("bluegreen".parse(), Ok(Strategy::Bluegreen));
+        assert!("blue".parse::<Strategy>().is_err());
+        assert_eq!(
+            shell_split(r#"bin/migrate --name "a b" 'c d' e\ f"#),
+            Ok(vec![
+                "bin/migrate".into(),
+                "--name".into(),
+                "a b".into(),
+                "c d".into(),
+                "e f".into()
+            ])
+        );
+        assert!(shell_split("'open").is_err());
+        assert!(shell_split("   ").is_err());
+    }
+}
