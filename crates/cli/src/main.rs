@@ -15,6 +15,8 @@ pub(crate) mod exit {
     pub const INVALID: u8 = 1;
     /// The input could not be read, or the command line was wrong.
     pub const UNREADABLE: u8 = 2;
+    /// The API could not be reached or refused the request (the message says why).
+    pub const API: u8 = 3;
 }
 
 fn main() -> ExitCode {
@@ -23,7 +25,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {e:#}");
-            ExitCode::from(exit::UNREADABLE)
+            let api = e.chain().any(|c| c.is::<hangar_client::ClientError>())
+                || e.downcast_ref::<hangar_client::deploy::DeployError>()
+                    .is_some();
+            ExitCode::from(if api { exit::API } else { exit::UNREADABLE })
         }
     }
 }

@@ -24,7 +24,9 @@ pub enum ClientError {
         code: Option<String>,
     },
     /// The API could not be reached.
-    #[error("can not reach the Hangar API at {url}: {source}")]
+    #[error(
+        "can not reach the Hangar API at {url} (is hangard running? --api-url / HANGAR_API_URL)"
+    )]
     Transport {
         /// Base URL.
         url: String,

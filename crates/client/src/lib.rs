@@ -10,5 +10,6 @@
 
 pub mod api;
 pub mod deploy;
+pub mod pack;
 
 pub use api::{Client, ClientError};

@@ -1,0 +1,132 @@
+//! `hangar apps create|list|destroy`, `hangar platform regions`, `hangar tokens create`.
+
+use anyhow::bail;
+use clap::Subcommand;
+
+use super::ctx::{ApiArgs, block_on, table};
+use crate::exit;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AppsCommand {
+    /// Create an app.
+    Create {
+        /// App name (lowercase letters, digits, dashes).
+        name: String,
+        /// Org to create it in.
+        #[arg(short = 'o', long, default_value = "personal")]
+        org: String,
+        /// Private network (default: the org's).
+        #[arg(long)]
+        network: Option<String>,
+    },
+    /// List apps.
+    List {
+        /// Only this org's.
+        #[arg(short = 'o', long)]
+        org: Option<String>,
+        /// Print JSON.
+        #[arg(long, short = 'j')]
+        json: bool,
+    },
+    /// Destroy an app and every machine of it.
+    Destroy {
+        /// App name.
+        name: String,
+        /// Do not ask (required when not on a terminal).
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+pub(crate) fn run(c: AppsCommand, api: &ApiArgs) -> anyhow::Result<u8> {
+    let client = api.client()?;
+    block_on(async move {
+        match c {
+            AppsCommand::Create { name, org, network } => {
+                client.create_app(&name, &org, network.as_deref()).await?;
+                println!("New app created: {name}");
+            }
+            AppsCommand::List { org, json } => {
+                let apps = client.apps(org.as_deref()).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&apps.apps)?);
+                } else {
+                    let rows: Vec<Vec<String>> = apps
+                        .apps
+                        .iter()
+                        .map(|a| {
+                            vec![
+                                a.name.clone(),
+                                a.machine_count.unwrap_or(0).to_string(),
+                                a.network.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print!("{}", table(&["NAME", "MACHINES", "NETWORK"], &rows));
+                }
+            }
+            AppsCommand::Destroy { name, yes } => {
+                if !yes {
+                    bail!("destroying {name} deletes every machine of it: pass --yes to confirm");
+                }
+                client.delete_app(&name).await?;
+                println!("Destroyed app {name}");
+            }
+        }
+        Ok(exit::OK)
+    })?
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PlatformCommand {
+    /// The regions machines can run in.
+    Regions {
+        /// Print JSON.
+        #[arg(long, short = 'j')]
+        json: bool,
+    },
+}
+
+pub(crate) fn platform(c: PlatformCommand, api: &ApiArgs) -> anyhow::Result<u8> {
+    let client = api.client()?;
+    block_on(async move {
+        let PlatformCommand::Regions { json } = c;
+        let r = client.regions().await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            let rows: Vec<Vec<String>> = r
+                .regions
+                .iter()
+                .map(|g| vec![g.code.clone(), g.name.clone()])
+                .collect();
+            print!("{}", table(&["CODE", "NAME"], &rows));
+        }
+        Ok(exit::OK)
+    })?
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokensCommand {
+    /// Create an API token for an org (needs the admin token).
+    Create {
+        /// The org; created if it does not exist.
+        #[arg(short = 'o', long, default_value = "personal")]
+        org: String,
+    },
+}
+
+pub(crate) fn tokens(c: TokensCommand, api: &ApiArgs) -> anyhow::Result<u8> {
+    let client = api.client()?;
+    block_on(async move {
+        let TokensCommand::Create { org } = c;
+        if let Err(e) = client.create_org(&org).await
+            && e.status() != Some(422)
+            && e.status() != Some(409)
+        {
+            return Err(e.into());
+        }
+        println!("{}", client.create_token(&org).await?);
+        Ok(exit::OK)
+    })?
+}
