@@ -187,10 +187,18 @@ pub async fn run<D: Driver>(
                 Ok(changes) => {
                     let Some(tail) = changes.last() else { break };
                     last = tail.revision;
+                    let mut app_gone = false;
                     for c in &changes {
-                        if c.kind == "machine" {
-                            agent.kick(&c.key);
+                        match c.kind.as_str() {
+                            "machine" => agent.kick(&c.key),
+                            // A deleted app takes its machine rows with it: what ran for
+                            // them is no longer in the store, so collect it now.
+                            "app" => app_gone |= agent.store.get_app(&c.key)?.is_none(),
+                            _ => {}
                         }
+                    }
+                    if app_gone {
+                        agent.collect_garbage().await?;
                     }
                     if changes.len() < CHANGE_BATCH {
                         break;

@@ -557,6 +557,10 @@ impl<D: Driver> Agent<D> {
                         .with_ipv4(v4)
                         .remove();
                 }
+                if let Some(v4) = v4 {
+                    self.release_ipv4(v4);
+                }
+                self.forget(&name);
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }

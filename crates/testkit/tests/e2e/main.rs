@@ -1,6 +1,7 @@
 //! End to end, as root, with real containers: the Machines API drives machines built from an
 //! OCI image made offline.
 
+mod apps;
 mod deploy;
 mod egress;
 mod host;
