@@ -18,7 +18,7 @@ const SLOW: &str = "#!/bin/sh\nsleep ${QUERY_STRING:-1}\necho 'Content-Type: tex
 const HEALTH: &str = "#!/bin/sh\nif [ -e /tmp/healthy ]; then echo 'Status: 200 OK'; else echo 'Status: 503 Unavailable'; fi\necho 'Content-Type: text/plain'\necho\necho checked\n";
 const REPLAY: &str = "#!/bin/sh\nif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then\n  echo 'Content-Type: text/plain'; echo; echo \"replayed machine=$(hostname) src=$HTTP_FLY_REPLAY_SRC\"\nelse\n  echo \"fly-replay: $QUERY_STRING\"; echo 'Content-Type: text/plain'; echo; echo replaying\nfi\n";
 
-fn b64(data: &[u8]) -> String {
+pub(crate) fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {
@@ -37,7 +37,7 @@ fn b64(data: &[u8]) -> String {
 }
 
 /// A machine config serving busybox httpd with the CGI scripts on internal port 8080.
-fn web(service: Value) -> Value {
+pub(crate) fn web(service: Value) -> Value {
     json!({
         "image": TEST_IMAGE,
         "init": {"cmd": ["httpd", "-f", "-p", "8080", "-h", "/www"]},
@@ -66,7 +66,7 @@ fn http_service(extra: Value) -> Value {
     s
 }
 
-async fn app(c: &Client, name: &str) {
+pub(crate) async fn app(c: &Client, name: &str) {
     let r = c
         .post(
             "/v1/apps",
@@ -76,7 +76,7 @@ async fn app(c: &Client, name: &str) {
     assert_eq!(r.status, 201, "{}", r.text);
 }
 
-async fn machine(c: &Client, app: &str, config: Value) -> String {
+pub(crate) async fn machine(c: &Client, app: &str, config: Value) -> String {
     let r = c
         .post(
             &format!("/v1/apps/{app}/machines"),
@@ -97,7 +97,7 @@ fn config() -> ProxyConfig {
     }
 }
 
-async fn listening(proxy: &Arc<Proxy>, port: u16) -> SocketAddr {
+pub(crate) async fn listening(proxy: &Arc<Proxy>, port: u16) -> SocketAddr {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(a) = proxy.listening().get(&port) {
@@ -111,14 +111,14 @@ async fn listening(proxy: &Arc<Proxy>, port: u16) -> SocketAddr {
     }
 }
 
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.trim()
@@ -128,7 +128,12 @@ impl Reply {
     }
 }
 
-async fn get(addr: SocketAddr, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+pub(crate) async fn get(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n");
     for (k, v) in headers {
@@ -647,4 +652,133 @@ async fn failing_service_checks_take_a_machine_out_of_routing() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_restarted_one_by_one_under_load_fail_no_request() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-restart").await;
+    let svc = http_service(
+        json!({"concurrency": {"type": "requests", "soft_limit": 20, "hard_limit": 25}}),
+    );
+    let m1 = machine(&c, "px-restart", web(svc.clone())).await;
+    let m2 = machine(&c, "px-restart", web(svc)).await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 80).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let load = {
+        let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let mut set = tokio::task::JoinSet::new();
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                tick.tick().await;
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let failures = failures.clone();
+                set.spawn(async move {
+                    let r = get(addr, "px-restart.localhost", "/", &[]).await;
+                    if r.status != 200 {
+                        failures.lock().expect("lock").push(r.head);
+                    }
+                });
+                while set.try_join_next().is_some() {}
+            }
+            while set.join_next().await.is_some() {}
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in [&m1, &m2] {
+        let r = c
+            .post(
+                &format!("/v1/apps/px-restart/machines/{id}/restart"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        wait(&c, "px-restart", id, "started", "").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    load.await.expect("load");
+    let failures = failures.lock().expect("lock").clone();
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent > 50, "{sent}");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} failed: {failures:?}",
+        failures.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_at_a_cold_app_is_bounded_and_never_hangs() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-burst").await;
+    app(&c, "px-steady").await;
+    let cold = machine(
+        &c,
+        "px-burst",
+        web(http_service(json!({"autostart": true}))),
+    )
+    .await;
+    machine(&c, "px-steady", web(http_service(json!({})))).await;
+    let r = c
+        .post(
+            &format!("/v1/apps/px-burst/machines/{cold}/stop"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait(&c, "px-burst", &cold, "stopped", "").await;
+    let proxy = cluster.start_proxy(ProxyConfig {
+        max_queue_per_app: 64,
+        ..config()
+    });
+    let addr = listening(&proxy, 80).await;
+    // The steady app keeps answering while the burst runs.
+    let steady = tokio::spawn(async move {
+        let mut bad = 0;
+        for _ in 0..100 {
+            if get(addr, "px-steady.localhost", "/", &[]).await.status != 200 {
+                bad += 1;
+            }
+        }
+        bad
+    });
+    // 2,000 requests from 200 clients at the cold app: each is served or told to retry.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        set.spawn(async move {
+            let mut out = (0usize, 0usize, 0usize);
+            for _ in 0..10 {
+                let r = get(addr, "px-burst.localhost", "/", &[]).await;
+                match r.status {
+                    200 => out.0 += 1,
+                    503 if r.header("retry-after").is_some() => out.1 += 1,
+                    _ => out.2 += 1,
+                }
+            }
+            out
+        });
+    }
+    let (mut ok, mut retry, mut other) = (0, 0, 0);
+    while let Some(r) = set.join_next().await {
+        let (a, b, c) = r.expect("join");
+        ok += a;
+        retry += b;
+        other += c;
+    }
+    assert_eq!(other, 0, "ok={ok} retry={retry} other={other}");
+    assert!(ok > 0, "nothing was served: retry={retry}");
+    assert_eq!(
+        steady.await.expect("join"),
+        0,
+        "the steady app failed requests"
+    );
+    assert_eq!(state(&c, "px-burst", &cold).await, "started");
 }

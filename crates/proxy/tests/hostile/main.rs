@@ -1,0 +1,323 @@
+//! Hostile clients against the real proxy over real sockets: request smuggling, malformed
+//! and oversized heads, slowloris, bad Host names, h2 rapid reset. The backend is a real
+//! HTTP server on loopback standing in for a machine (its record says it lives at `::1`).
+//! After every attack the proxy still serves a normal request.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hangar_api_types::{MachineConfig, MachinePort, MachineService};
+use hangar_domain::State;
+use hangar_proxy::{Proxy, ProxyConfig};
+use hangar_store::{AppRecord, MachineRecord, SqliteStore, Store};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A backend recording the request lines it saw.
+async fn backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            s.lock()
+                                .expect("lock")
+                                .push(format!("{} {}", req.method(), req.uri()));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+struct Setup {
+    _dir: TempDir,
+    proxy: Arc<Proxy>,
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+async fn setup(tag: &str) -> Setup {
+    let dir =
+        std::env::temp_dir().join(format!("hangar-proxy-hostile-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
+    store.create_org("o", "O", 1).expect("org");
+    store
+        .create_app(&AppRecord {
+            id: "id-web".into(),
+            name: "web".into(),
+            org_slug: "o".into(),
+            network: "default".into(),
+            created_at: 1,
+        })
+        .expect("app");
+    let (backend, seen) = backend().await;
+    store
+        .insert_machine(&MachineRecord {
+            id: "0123456789abcd".into(),
+            app: "web".into(),
+            name: "m".into(),
+            region: "local".into(),
+            state: State::Started,
+            instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            config: MachineConfig {
+                image: "img:1".into(),
+                services: vec![MachineService {
+                    internal_port: i64::from(backend.port()),
+                    ports: vec![MachinePort {
+                        port: Some(80),
+                        handlers: vec!["http".into()],
+                        ..MachinePort::default()
+                    }],
+                    ..MachineService::default()
+                }],
+                ..MachineConfig::default()
+            },
+            image_ref: None,
+            private_ip: "::1".into(),
+            host: "h".into(),
+            cordoned: false,
+            pending: None,
+            restart_count: 0,
+            created_at: 1,
+            updated_at: 1,
+            revision: 0,
+        })
+        .expect("machine");
+    let proxy = Proxy::new(
+        store,
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            headers_read_timeout: Duration::from_secs(1),
+            max_header_bytes: 16 * 1024,
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    );
+    tokio::spawn(hangar_proxy::run(proxy.clone(), std::future::pending()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        if let Some(a) = proxy.listening().get(&80) {
+            break *a;
+        }
+        assert!(Instant::now() < deadline, "no listener");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Setup {
+        _dir: TempDir(dir),
+        proxy,
+        addr,
+        seen,
+    }
+}
+
+/// Sends raw bytes, returns what came back before the proxy closed (or 5 s passed).
+async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn still_serves(s: &Setup) {
+    let r = raw(
+        s.addr,
+        b"GET /fine HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smuggling_and_malformed_heads_are_refused() {
+    let s = setup("smuggle").await;
+    still_serves(&s).await;
+    // CL + TE: never two requests to the backend out of one.
+    let r = raw(
+        s.addr,
+        b"POST /a HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 6\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: web.localhost\r\n\r\n",
+    )
+    .await;
+    assert!(matches!(status(&r), 200 | 400), "{r}");
+    // Duplicate, different Content-Length.
+    let r = raw(
+        s.addr,
+        b"POST /b HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab",
+    )
+    .await;
+    assert_eq!(status(&r), 400, "{r}");
+    // obs-fold.
+    let r = raw(
+        s.addr,
+        b"GET /c HTTP/1.1\r\nhost: web.localhost\r\nx-folded: a\r\n  b\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 400, "{r}");
+    // Oversized head.
+    let mut big = b"GET /d HTTP/1.1\r\nhost: web.localhost\r\n".to_vec();
+    for i in 0..400 {
+        big.extend_from_slice(format!("x-pad-{i}: {}\r\n", "y".repeat(100)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let r = raw(s.addr, &big).await;
+    assert_eq!(status(&r), 431, "{r}");
+    // Bad Host names: not routed, never reach the backend.
+    for host in [
+        "../../etc",
+        "web.localhost.evil",
+        "",
+        "web localhost",
+        "[::1]",
+    ] {
+        let req = format!("GET /e HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        let r = raw(s.addr, req.as_bytes()).await;
+        assert!(matches!(status(&r), 400 | 404), "{host:?}: {r}");
+    }
+    still_serves(&s).await;
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(!seen.iter().any(|l| l.contains("smuggled")), "{seen:?}");
+    for path in ["/b", "/c", "/d", "/e"] {
+        assert!(
+            !seen.iter().any(|l| l.ends_with(path)),
+            "{path} reached the backend: {seen:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_heads_are_cut_off() {
+    let s = setup("slowloris").await;
+    let started = Instant::now();
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\nhost: web.localhost\r\n")
+        .await
+        .expect("write");
+    // Trickle a header byte every 300 ms; the proxy gives the whole head 1 s.
+    let mut closed = false;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if c.write_all(b"x").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(10), c.read(&mut buf)).await
+            && n == 0
+        {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a slow client kept its connection");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        s.proxy.connections(),
+        0,
+        "the slow connection was not released"
+    );
+    still_serves(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_closes_the_connection() {
+    let s = setup("reset").await;
+    let tcp = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    // h2 works before the attack.
+    let req = http::Request::builder()
+        .uri("http://web.localhost/h2")
+        .body(())
+        .expect("request");
+    let (resp, _) = client.send_request(req, true).expect("send");
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut sent = 0;
+    let mut refused = false;
+    for _ in 0..5000 {
+        let req = http::Request::builder()
+            .uri("http://web.localhost/")
+            .body(())
+            .expect("request");
+        let ready = match tokio::time::timeout(Duration::from_secs(5), client.clone().ready()).await
+        {
+            Ok(Ok(c)) => c,
+            _ => {
+                refused = true;
+                break;
+            }
+        };
+        client = ready;
+        match client.send_request(req, true) {
+            // Cancelled at once: a RST_STREAM right after the HEADERS.
+            Ok((resp, _)) => {
+                sent += 1;
+                drop(resp);
+            }
+            Err(_) => {
+                refused = true;
+                break;
+            }
+        }
+    }
+    assert!(
+        refused,
+        "5000 reset streams were accepted on one connection"
+    );
+    assert!(
+        sent >= 10,
+        "refused after {sent} streams: not the reset protection"
+    );
+    conn.abort();
+    still_serves(&s).await;
+}
