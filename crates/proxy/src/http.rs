@@ -1,6 +1,6 @@
 //! The `http` handler: HTTP/1.1 and h2 from clients, HTTP/1.1 to machines; routing by
-//! `Host`, balancing, autostart, queueing at the hard limit, `fly-replay`, the §3.5 headers,
-//! upgrades (websockets).
+//! `Host` (`<app>.<domain>` or a custom hostname), balancing, autostart, queueing at the hard
+//! limit, `fly-replay`, the §3.5 headers, upgrades (websockets), ACME HTTP-01 responses.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,7 +29,7 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// Most `fly-replay`s one request follows (the reference's limit; then `PA02`).
 pub const MAX_REPLAYS: usize = 10;
 /// Connect attempts on other machines after a failed connect.
-pub const MAX_CONNECT_RETRIES: usize = 3;
+pub const MAX_CONNECT_RETRIES: usize = 5;
 
 /// What the proxy knows about the client connection.
 #[derive(Debug, Clone)]
@@ -285,6 +285,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rid = request_id(&proxy.config.region);
+    if let Some(r) = acme_http01(&proxy, &req) {
+        return Ok(r);
+    }
     let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
     let status = resp.status();
     proxy
@@ -297,6 +300,26 @@ pub async fn handle(
         h.insert("fly-request-id", v);
     }
     Ok(resp)
+}
+
+/// The answer to an ACME HTTP-01 validation (`/.well-known/acme-challenge/<token>` for a
+/// token out now, at its hostname), before any routing or redirect.
+fn acme_http01<B>(proxy: &Proxy, req: &Request<B>) -> Option<Response<Body>> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header_str(req.headers(), "host"))
+        .and_then(hangar_domain::tls::normalize_host)?;
+    let ka = proxy.challenges.http01(token, &host)?;
+    let mut r = Response::new(full(ka));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Some(r)
 }
 
 async fn route(
@@ -312,7 +335,8 @@ async fn route(
         .map(|a| a.as_str().to_string())
         .or_else(|| header_str(req.headers(), "host").map(str::to_string))
         .unwrap_or_default();
-    let Some(name) = app_from_host(&host, &cfg.domain) else {
+    let snap = proxy.catalog.snapshot();
+    let Some(name) = app_from_host(&host, &cfg.domain).or_else(|| snap.app_for_host(&host)) else {
         return (
             String::new(),
             error(
@@ -322,7 +346,6 @@ async fn route(
             ),
         );
     };
-    let snap = proxy.catalog.snapshot();
     let Some(mut app) = snap.apps.get(&name).cloned() else {
         return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
     };
@@ -366,11 +389,19 @@ async fn route(
     let mut cold: Option<Duration> = None;
     let mut queued_since: Option<Instant> = None;
     let mut preferred_unavailable = false;
+    // Machines that just failed this request (connect, wake, send): tried elsewhere first,
+    // then again after a pause when there is nowhere else (a busy machine's full accept
+    // queue is not a reason to give up on an app with one machine).
+    let mut failed: Vec<String> = Vec::new();
     loop {
+        let effective = Prefs {
+            exclude: prefs.exclude.iter().chain(failed.iter()).cloned().collect(),
+            ..prefs.clone()
+        };
         let choice = crate::balance::pick(
             &app,
             conn.port,
-            &prefs,
+            &effective,
             &proxy.loads,
             &proxy.regions,
             &|m, p| proxy.healthy(m, p),
@@ -423,7 +454,7 @@ async fn route(
                     }
                     Err(e) => {
                         proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"));
-                        prefs.exclude.push(m.id.clone());
+                        failed.push(m.id.clone());
                         if retries < MAX_CONNECT_RETRIES {
                             retries += 1;
                             continue;
@@ -459,6 +490,11 @@ async fn route(
                 continue;
             }
             Pick::None => {
+                if !failed.is_empty() && retries <= MAX_CONNECT_RETRIES {
+                    tokio::time::sleep(Duration::from_millis(25 * retries as u64)).await;
+                    failed.clear();
+                    continue;
+                }
                 if let Some((fb, from_id, from_app)) = fallback.take() {
                     // The replay target is unreachable: back to the replaying machine.
                     app = from_app;
@@ -493,7 +529,7 @@ async fn route(
             Err(e) => {
                 proxy.log_error(&app.name, Some(&machine.id), e.code(), &format!("{e:?}"));
                 drop(slot);
-                prefs.exclude.push(machine.id.clone());
+                failed.push(machine.id.clone());
                 retries += 1;
                 if retries > MAX_CONNECT_RETRIES {
                     return (
@@ -564,7 +600,7 @@ async fn route(
                     matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
                 if idempotent && body.replayable() && retries < MAX_CONNECT_RETRIES {
                     retries += 1;
-                    prefs.exclude.push(machine.id.clone());
+                    failed.push(machine.id.clone());
                     continue;
                 }
                 return (
