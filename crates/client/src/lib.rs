@@ -11,5 +11,6 @@
 pub mod api;
 pub mod deploy;
 pub mod pack;
+pub mod scale;
 
 pub use api::{Client, ClientError};

@@ -1,6 +1,6 @@
 //! The `http` handler: HTTP/1.1 and h2 from clients, HTTP/1.1 to machines; routing by
-//! `Host` (`<app>.<domain>` or a custom hostname), balancing, autostart, queueing at the hard
-//! limit, `fly-replay`, the §3.5 headers, upgrades (websockets), ACME HTTP-01 responses.
+//! `Host`, balancing, autostart, queueing at the hard limit, `fly-replay`, the §3.5 headers,
+//! upgrades (websockets).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -285,9 +285,6 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rid = request_id(&proxy.config.region);
-    if let Some(r) = acme_http01(&proxy, &req) {
-        return Ok(r);
-    }
     let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
     let status = resp.status();
     proxy
@@ -300,26 +297,6 @@ pub async fn handle(
         h.insert("fly-request-id", v);
     }
     Ok(resp)
-}
-
-/// The answer to an ACME HTTP-01 validation (`/.well-known/acme-challenge/<token>` for a
-/// token out now, at its hostname), before any routing or redirect.
-fn acme_http01<B>(proxy: &Proxy, req: &Request<B>) -> Option<Response<Body>> {
-    let token = req
-        .uri()
-        .path()
-        .strip_prefix("/.well-known/acme-challenge/")?;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| header_str(req.headers(), "host"))
-        .and_then(hangar_domain::tls::normalize_host)?;
-    let ka = proxy.challenges.http01(token, &host)?;
-    let mut r = Response::new(full(ka));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    Some(r)
 }
 
 async fn route(
@@ -335,8 +312,7 @@ async fn route(
         .map(|a| a.as_str().to_string())
         .or_else(|| header_str(req.headers(), "host").map(str::to_string))
         .unwrap_or_default();
-    let snap = proxy.catalog.snapshot();
-    let Some(name) = app_from_host(&host, &cfg.domain).or_else(|| snap.app_for_host(&host)) else {
+    let Some(name) = app_from_host(&host, &cfg.domain) else {
         return (
             String::new(),
             error(
@@ -346,6 +322,7 @@ async fn route(
             ),
         );
     };
+    let snap = proxy.catalog.snapshot();
     let Some(mut app) = snap.apps.get(&name).cloned() else {
         return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
     };

@@ -468,6 +468,18 @@ impl Driver for LinuxDriver {
         let Some(fd) = self.pidfd(id)? else {
             return Err(self.wrong_state(id, ContainerState::Stopped, "signal"));
         };
+        // The kernel drops a signal sent to a pid namespace's init that has no handler for
+        // it. Right after start, hangar-init may not have installed its handlers yet: wait
+        // (bounded) until it catches the signal, so a stop sent at once is not lost.
+        if signal != Signal::KILL
+            && state == ContainerState::Running
+            && let Some(pid) = self.live_process(id)?.map(|r| r.pid)
+        {
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !catches(pid, signal.0) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         rustix::process::pidfd_send_signal(&fd, sig)
             .map_err(|e| Error::io(format!("signalling {id}"), e.into()))?;
         if signal == Signal::KILL && state == ContainerState::Frozen {
@@ -725,5 +737,30 @@ struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Whether process `pid` has a handler for signal `sig` (`SigCgt` in /proc/<pid>/status).
+fn catches(pid: i32, sig: i32) -> bool {
+    let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true; // gone or unreadable: nothing to wait for
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_none_or(|mask| (1..=64).contains(&sig) && mask & (1u64 << (sig - 1)) != 0)
+}
+
+#[cfg(test)]
+mod signal_tests {
+    #[test]
+    fn this_process_catches_what_it_handles() {
+        // The test harness installs no SIGUSR2 handler; SIGKILL can never be caught.
+        assert!(!super::catches(std::process::id() as i32, 9));
+        assert!(
+            super::catches(-1, 2),
+            "an unreadable process is not waited for"
+        );
     }
 }

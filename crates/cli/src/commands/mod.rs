@@ -7,6 +7,7 @@ mod deploy;
 mod image;
 mod logs;
 mod machine;
+mod scale;
 mod target;
 
 use clap::{Parser, Subcommand};
@@ -38,6 +39,9 @@ enum Command {
     /// Work with individual machines.
     #[command(subcommand, alias = "m")]
     Machine(machine::MachineCommand),
+    /// Change how many machines run.
+    #[command(subcommand)]
+    Scale(scale::ScaleCommand),
     /// Build images without a container engine.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => logs::run(a, &cli.api),
         Command::Machine(c) => machine::run(c, &cli.api),
         Command::Image(c) => image::run(c),
+        Command::Scale(c) => scale::run(c, &cli.api),
         Command::Platform(c) => apps::platform(c, &cli.api),
         Command::Tokens(c) => apps::tokens(c, &cli.api),
     }

@@ -392,3 +392,22 @@ fn create_refuses_bad_input_and_leaves_nothing() {
         Err(hangar_runtime::Error::AlreadyExists(_))
     ));
 }
+
+#[test]
+fn a_signal_sent_right_after_start_is_not_lost() {
+    let h = host();
+    let rt = rt();
+    for i in 0..10 {
+        let spec = h.spec(&format!("early{i}"), &["sleep", "1000"]);
+        run(&h, &spec);
+        // At once: hangar-init may still be installing its handlers.
+        h.driver.signal(&spec.id, Signal::INT).expect("signal");
+        let status = rt
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), h.driver.wait_exit(&spec.id)).await
+            })
+            .unwrap_or_else(|_| panic!("run {i}: the early SIGINT was lost"))
+            .expect("wait_exit");
+        assert_eq!(status.signal, Some(2), "run {i}: {status:?}");
+    }
+}
