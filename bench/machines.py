@@ -516,12 +516,17 @@ def api_bench(out):
             th.start()
         c0 = cpu_s(pid)[0]
         start = time.perf_counter() + 0.05
+        sent = 0
         for i in range(n):
             intended = start + i / rate
             delay = intended - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            # Saturated (2 s of requests queued): the rest would only measure the queue.
+            if q.qsize() > 2 * rate:
+                break
             q.put((intended, paths[i % len(paths)]))
+            sent += 1
         for _ in workers:
             q.put(None)
         for th in workers:
@@ -530,6 +535,7 @@ def api_bench(out):
         cpu = cpu_s(pid)[0] - c0
         log("%s: %d ok, %d errors, p99 %.1f ms" % (label, len(lat), errs[0], pct(lat, 99)))
         return {"offered_rps": rate, "achieved_rps": len(lat) / elapsed, "errors": errs[0],
+                "not_sent": n - sent,
                 "lat": lat, "seconds": elapsed,
                 "hangard_cpu_us_per_req": cpu * 1e6 / max(1, len(lat)),
                 "hangard_cpu_cores": cpu / elapsed}
@@ -619,8 +625,17 @@ def report(d):
         except OSError:
             return {}
 
-    api, runc, bare, drv = (load("api.json"), load("runc.json"), load("bare.json"),
-                            load("driver.json"))
+    def merged(prefix):
+        """`prefix.N.json` of every round, sample lists concatenated."""
+        out = {}
+        for name in sorted(os.listdir(d)):
+            if name.startswith(prefix + ".") and name.endswith(".json"):
+                for k, v in load(name).items():
+                    out.setdefault(k, []).extend(v)
+        return out
+
+    api, runc, bare, drv = (load("api.json"), merged("runc"), merged("bare"),
+                            merged("driver"))
     info = load("info.json")
     for r in (runc, bare, drv):
         if r.get("create") and r.get("start"):
@@ -632,11 +647,12 @@ def report(d):
         return "%.2f / %.2f" % (pct(xs, 50), pct(xs, 99))
 
     print()
-    print("Hangar machines benchmark — %s" % info.get("date", ""))
+    print("Hangar machines benchmark — %s, tree %s" % (info.get("date", ""), info.get("rev", "?")))
     print("host: %s cores, kernel %s, load before %s, after %s" % (
         info.get("nproc"), info.get("kernel"), info.get("load_before"),
         info.get("load_after")))
-    print("runs per latency row: %s; figures are p50 / p99 in ms" % info.get("runs"))
+    print("runs per latency row: %s (runtime peers: %s rounds, half before and half after "
+          "the API rows); figures are p50 / p99 in ms" % (info.get("runs"), info.get("rounds")))
     print()
     rows = [
         ("create → started (API: POST create, wait started)",
@@ -715,9 +731,13 @@ def report(d):
             if not v:
                 continue
             xs = v["lat"]
-            print("| %s | %.2f ms | %.2f ms | %.1f ms | %.0f | %d | %.0f µs |" % (
+            print("| %s | %.2f ms | %.2f ms | %.1f ms | %.0f%s | %d | %.0f µs |" % (
                 label, pct(xs, 50), pct(xs, 99), max(xs) if xs else float("nan"),
-                v["achieved_rps"], v["errors"], v.get("hangard_cpu_us_per_req", 0)))
+                v["achieved_rps"],
+                " (saturated: stopped after %d of %d)" % (len(xs) + v["errors"],
+                                                         len(xs) + v["errors"] + v["not_sent"])
+                if v.get("not_sent") else "",
+                v["errors"], v.get("hangard_cpu_us_per_req", 0)))
     if api.get("list_many_bytes"):
         print("\n(list of %s machines: %d bytes of JSON)" % ((m or {}).get("n"),
                                                            api["list_many_bytes"]))

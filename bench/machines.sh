@@ -8,8 +8,10 @@
 #
 # Environment: RUNS (latency samples per row, 100), CONCURRENT (machines created at once, 200),
 # CLIENT_THREADS (HTTP client threads, 32), RATE (req/s of the open-loop API load, 1000),
-# DURATION (seconds per load step, 10), SKIP_BUILD=1 (use what is built), RESULTS (where the
-# report and raw samples are copied, /tmp/hangar-bench-results).
+# DURATION (seconds per load step, 10), ROUNDS (the runtime peers run in this many interleaved
+# rounds, half before and half after the API part, 4), SETTLE (seconds between `started` and
+# the next stop in the start-from-stopped rows, 0.05), SKIP_BUILD=1 (use what is built),
+# RESULTS (where the report and the raw samples are copied, /tmp/hangar-bench-results).
 # Needs root, cgroups, overlayfs; installs runc and busybox-static if missing. Everything it
 # makes (temp dir, hangard, machines, netns, veths, bridge, cgroups, mounts) is removed on exit,
 # also on failure, and the exit checks that nothing is left.
@@ -60,7 +62,7 @@ export IMAGE_TAR="$WORK/image.tar"
 cg_dirs() { for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do [ -d "$h$PARENT" ] && echo "$h$PARENT"; done | sort -u; }
 
 cleanup() {
-  local rc=$? left=0
+  local rc=${1:-$?} left=0
   set +e
   trap - EXIT INT TERM
   step "cleaning up"
@@ -121,7 +123,9 @@ cleanup() {
   fi
   exit "$rc"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'cleanup 130' INT
+trap 'cleanup 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -130,12 +134,19 @@ step "image and bundle"
 python3 bench/machines.py image "$IMAGE_TAR"
 python3 bench/machines.py bundle "$WORK/bundle" "$PARENT"
 
-step "runc: create / start / pause / resume, run /bin/true (x$RUNS)"
-python3 bench/machines.py runc "$WORK/bundle" "$WORK/runc-root" "$RUNS" "$OUT/runc.json"
-step "libcontainer in-process (x$RUNS)"
-BARE_RUN_BUNDLE="$WORK/bundle-true" "$BENCH_RT" bare "$WORK/bundle" "$WORK/lc-root" "$RUNS" > "$OUT/bare.json"
-step "LinuxDriver (x$RUNS)"
-"$BENCH_RT" driver "$WORK/bundle/rootfs" "$WORK/driver-state" "$INIT" "$PARENT/driver" "$RUNS" > "$OUT/driver.json"
+# The runtime peers run in ROUNDS interleaved rounds, half before the API part and half after
+# it, so that a busy spell of the (shared) box does not land on one column only.
+ROUNDS="${ROUNDS:-4}"
+PER_ROUND=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+peers() { # peers FIRST LAST
+  for r in $(seq "$1" "$2"); do
+    step "runtime peers, round $r of $ROUNDS (x$PER_ROUND each): runc, libcontainer, LinuxDriver"
+    python3 bench/machines.py runc "$WORK/bundle" "$WORK/runc-root" "$PER_ROUND" "$OUT/runc.$r.json"
+    BARE_RUN_BUNDLE="$WORK/bundle-true" "$BENCH_RT" bare "$WORK/bundle" "$WORK/lc-root" "$PER_ROUND" > "$OUT/bare.$r.json"
+    "$BENCH_RT" driver "$WORK/bundle/rootfs" "$WORK/driver-state" "$INIT" "$PARENT/driver" "$PER_ROUND" > "$OUT/driver.$r.json"
+  done
+}
+peers 1 $(( ROUNDS / 2 ))
 
 step "starting hangard"
 PORT="$(free_port)"
@@ -164,14 +175,17 @@ if grep -q "hangar-agent" "$WORK/hangard.log"; then
   grep "hangar-agent" "$WORK/hangard.log" | tail -n 10 >&2
 fi
 
+peers $(( ROUNDS / 2 + 1 )) "$ROUNDS"
+
 python3 - "$OUT/info.json" "$LOAD_BEFORE" <<PY
 import json, sys, subprocess, os
 json.dump({
   "date": subprocess.run(["date", "-u", "+%Y-%m-%d %H:%M UTC"], capture_output=True, text=True).stdout.strip(),
+  "rev": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip(),
   "nproc": os.cpu_count(), "kernel": os.uname().release,
   "load_before": sys.argv[2], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
   "runs": int(os.environ["RUNS"]), "rate": int(os.environ["RATE"]),
-  "settle": float(os.environ.get("SETTLE", "0.05")),
+  "settle": float(os.environ.get("SETTLE", "0.05")), "rounds": int(os.environ.get("ROUNDS", "4")),
   "duration": float(os.environ["DURATION"]), "threads": int(os.environ["CLIENT_THREADS"]),
 }, open(sys.argv[1], "w"))
 PY
