@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers for a while (default 60 s in all) and fails on any crash: a quarter of
 # the time on API request parsing (the router in process), a sixth on the proxy's parsers
-# (Host, fly-replay), of the rest two thirds on the manifest parser and the remainder on the
-# metrics text parser (scraped app metrics).
+# (Host, fly-replay), a tenth on the DNS server's query path, of the rest two thirds on the
+# manifest parser and the remainder on the metrics text parser (scraped app metrics).
 # Usage: scripts/fuzz.sh [SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,9 @@ api_secs=$(( secs / 4 ))
 [ "$api_secs" -ge 1 ] || api_secs=1
 proxy_secs=$(( secs / 6 ))
 [ "$proxy_secs" -ge 1 ] || proxy_secs=1
-secs=$(( secs > api_secs + proxy_secs ? secs - api_secs - proxy_secs : 1 ))
+dns_secs=$(( secs / 10 ))
+[ "$dns_secs" -ge 1 ] || dns_secs=1
+secs=$(( secs > api_secs + proxy_secs + dns_secs ? secs - api_secs - proxy_secs - dns_secs : 1 ))
 manifest_secs=$(( secs * 2 / 3 ))
 [ "$manifest_secs" -ge 1 ] || manifest_secs=1
 metrics_secs=$(( secs - manifest_secs ))
@@ -27,7 +29,7 @@ fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/manifest" "$work/metrics" "$work/metrics-seeds" "$work/api" "$work/api-seeds" \
-  "$work/proxy" "$work/proxy-seeds"
+  "$work/proxy" "$work/proxy-seeds" "$work/dns" "$work/dns-seeds"
 seeds=()
 [ -d ../shared/conformance/flytoml/real ] && seeds+=("$(cd ../shared/conformance/flytoml/real && pwd)")
 # A few expositions to start the metrics fuzzer from.
@@ -73,3 +75,17 @@ printf '\002{"app":"b","transform":{"path":"/x?y","set_headers":[{"name":"a","va
 step "cargo fuzz run proxy_parsers (${proxy_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run proxy_parsers --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
   -max_total_time="$proxy_secs" -rss_limit_mb=2048 -max_len=16384 "$work/proxy" "$work/proxy-seeds"
+
+# DNS queries: byte 0 the asker (and with 0x80: a name follows instead of a message), byte 1
+# the transport (odd: TCP) or, for names, bytes 1-2 the type.
+printf '\001\000\102\102\001\000\000\001\000\000\000\000\000\000\003web\010internal\000\000\034\000\001' \
+  >"$work/dns-seeds/aaaa"
+printf '\001\001\102\102\001\000\000\001\000\000\000\001\003vms\003big\010internal\000\000\020\000\001\000\000\051\004\320\000\000\000\000\000\000' \
+  >"$work/dns-seeds/txt-edns-tcp"
+printf '\205\000\034top3.nearest.of.web.internal' >"$work/dns-seeds/nearest"
+printf '\201\000\034primary.role.kv._metadata.web.internal' >"$work/dns-seeds/kv"
+printf '\202\000\020all._instances.internal' >"$work/dns-seeds/instances"
+
+step "cargo fuzz run dns_query (${dns_secs}s)"
+RUSTC_BOOTSTRAP=1 cargo fuzz run dns_query --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
+  -max_total_time="$dns_secs" -rss_limit_mb=2048 -max_len=4096 "$work/dns" "$work/dns-seeds"

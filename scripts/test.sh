@@ -9,8 +9,10 @@ source scripts/lib.sh
 ensure_rust
 ensure_nextest
 # Real parts the tests use: namespaces and bridges (iproute2), a static busybox to build test
-# images offline, libseccomp for the container runtime, skopeo and Debian's registry for pulls.
-apt_install iproute2 nftables busybox-static pkg-config libseccomp-dev skopeo docker-registry
+# images offline, libseccomp for the container runtime, skopeo and Debian's registry for pulls,
+# pebble (a test ACME CA) for certificate issuance, dig (bind9-dnsutils) for the DNS tests.
+apt_install iproute2 nftables busybox-static pkg-config libseccomp-dev skopeo docker-registry pebble \
+  bind9-dnsutils
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -6,10 +6,15 @@
 //! back through the machine state machine (`hangar_domain::State::apply`). It supervises
 //! running machines (exit → restart policy), and at start it re-adopts running containers,
 //! redoes interrupted operations (every step is idempotent) and removes whatever on the host
-//! belongs to no live machine.
+//! belongs to no live machine. Each machine's network isolation rules (`hangar_net::isolation`)
+//! are added with its network and removed with it, and rebuilt from the live machines at
+//! start; its `/etc/resolv.conf` names the platform DNS at its network's `…::3`. It keeps the
+//! host's volumes (`volumes`): sparse ext4 images,
+//! loop-mounted while a machine uses them, grown, forked, snapshotted and removed as the
+//! store asks.
 //!
 //! Must not: serve HTTP, or own facts the store owns (desired config); it only writes
-//! observed state, events and resolved image refs.
+//! observed state, events, resolved image refs, volume states and snapshot results.
 
 mod host;
 mod ipv4;
@@ -17,6 +22,7 @@ mod logs;
 mod metrics;
 mod prepare;
 mod reconcile;
+mod volumes;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,18 +38,26 @@ use tokio::sync::mpsc;
 pub use host::{EXEC_OUTPUT_LIMIT, MAX_EXECS, MAX_FOLLOWERS};
 pub use metrics::{ScraperConfig, run_scraper};
 pub use reconcile::AgentError;
+pub use volumes::release_volumes;
 
 /// Settings of the agent.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// Where machine directories live (`DATA/machines`).
     pub machines_dir: PathBuf,
+    /// Where volume disks live (`DATA/volumes`).
+    pub volumes_dir: PathBuf,
     /// This host's 32-bit id (6PN addresses).
     pub host_id: u32,
     /// Bytes of stdout/stderr kept per machine (rotated).
     pub log_limit_bytes: u64,
     /// Outbound IPv4 for machines (an address pool NATed by the host); `None`: IPv6 only.
     pub egress: Option<hangar_net::egress::Egress>,
+    /// The nftables tables that keep networks apart and machines honest (see
+    /// `hangar_net::isolation`): rebuilt from the live machines at start, a machine's rules
+    /// added when its network is made and removed with it. `None`: no isolation (tests of
+    /// the agent's logic only).
+    pub isolation: Option<hangar_net::isolation::Isolation>,
 }
 
 /// The agent. Generic over the runtime driver so logic can be tested with the fake driver.
@@ -64,6 +78,7 @@ pub struct Agent<D: Driver> {
     pub(crate) followers: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) ipv4_used: Mutex<Option<std::collections::HashSet<std::net::Ipv4Addr>>>,
     pub(crate) execs: Arc<tokio::sync::Semaphore>,
+    pub(crate) volumes: volumes::Volumes,
 }
 
 impl<D: Driver> std::fmt::Debug for Agent<D> {
@@ -76,6 +91,8 @@ impl<D: Driver> std::fmt::Debug for Agent<D> {
 
 /// Most change-log entries read per batch.
 const CHANGE_BATCH: usize = 1000;
+/// How often every volume is looked at without a change (daily snapshots, retention).
+const VOLUME_BEAT: std::time::Duration = std::time::Duration::from_secs(600);
 
 impl<D: Driver> Agent<D> {
     /// An agent over its parts.
@@ -91,6 +108,7 @@ impl<D: Driver> Agent<D> {
             driver,
             images,
             puller,
+            volumes: volumes::Volumes::new(config.volumes_dir.clone()),
             config,
             workers: Mutex::new(HashMap::new()),
             exits: Mutex::new(HashMap::new()),
@@ -171,7 +189,12 @@ pub async fn run<D: Driver>(
             .map_err(|e| AgentError::Host(format!("IPv4 egress: {e}")))?;
     }
     agent.collect_garbage().await?;
+    agent.rebuild_isolation()?;
     agent.kick_all()?;
+    agent.kick_volumes()?;
+    // Daily snapshots and snapshot retention are looked at on this beat.
+    let mut volume_beat =
+        tokio::time::interval_at(tokio::time::Instant::now() + VOLUME_BEAT, VOLUME_BEAT);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -180,6 +203,10 @@ pub async fn run<D: Driver>(
                 if changed.is_err() {
                     break;
                 }
+            }
+            _ = volume_beat.tick() => {
+                agent.kick_volumes()?;
+                continue;
             }
         }
         loop {
@@ -191,6 +218,7 @@ pub async fn run<D: Driver>(
                     for c in &changes {
                         match c.kind.as_str() {
                             "machine" => agent.kick(&c.key),
+                            "volume" => agent.kick_volume(&c.key),
                             // A deleted app takes its machine rows with it: what ran for
                             // them is no longer in the store, so collect it now.
                             "app" => app_gone |= agent.store.get_app(&c.key)?.is_none(),

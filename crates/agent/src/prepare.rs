@@ -5,6 +5,7 @@ use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 
 use hangar_api_types::{ImageRef, MachineConfig};
+use hangar_domain::sixpn;
 use hangar_image::{Image, PullOptions, Reference};
 use hangar_net::{MachineNet, Network};
 use hangar_runtime::{BindMount, ContainerId, ContainerSpec, Driver, Resources};
@@ -59,6 +60,45 @@ impl<D: Driver> Agent<D> {
         ))
     }
 
+    /// Replaces the isolation rules with those of the live machines of this host that have a
+    /// network namespace (at start, before any machine is worked on): rules of machines that
+    /// went while no agent ran vanish, those of the others are back as they should be.
+    pub(crate) fn rebuild_isolation(&self) -> Result<(), AgentError> {
+        let Some(iso) = &self.config.isolation else {
+            return Ok(());
+        };
+        let namespaces: std::collections::HashSet<String> =
+            hangar_net::list_machine_namespaces().into_iter().collect();
+        let mut networks = Vec::new();
+        let mut bridges = std::collections::HashSet::new();
+        let mut machines = Vec::new();
+        for m in self.store.all_live_machines()? {
+            if !namespaces.contains(&m.id) {
+                continue;
+            }
+            let Ok((network, mnet)) = self.network_of(&m) else {
+                continue;
+            };
+            if network.host_id != self.config.host_id {
+                continue;
+            }
+            // Bridges and MACs as this version makes them (the service address, MACs the
+            // rules pin), for machines that were made before.
+            if bridges.insert(network.bridge.clone()) {
+                network
+                    .ensure()
+                    .map_err(|e| AgentError::Host(format!("network {}: {e}", network.bridge)))?;
+                networks.push(network);
+            }
+            if let Err(e) = mnet.pin_mac() {
+                eprintln!("hangar-agent: machine {}: {e}", m.id);
+            }
+            machines.push(mnet);
+        }
+        iso.rebuild(&networks, &machines)
+            .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))
+    }
+
     /// Everything up to a created (not started) container. Idempotent.
     pub(crate) async fn prepare(&self, m: &MachineRecord) -> Result<ImageRef, AgentError> {
         let (image, image_ref) = self.image(m).await?;
@@ -73,7 +113,12 @@ impl<D: Driver> Agent<D> {
         let mnet = mnet.with_ipv4(self.assign_ipv4(&m.id)?);
         mnet.ensure(&network)
             .map_err(|e| AgentError::Host(format!("machine network: {e}")))?;
-        let mounts = write_files(&dir, m)?;
+        if let Some(iso) = &self.config.isolation {
+            iso.add(&network, &mnet)
+                .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))?;
+        }
+        let mut mounts = write_files(&dir, m)?;
+        mounts.extend(self.volume_binds(m).await?);
         let spec = spec(
             m,
             &image,
@@ -122,10 +167,7 @@ fn write_files(dir: &Path, m: &MachineRecord) -> Result<Vec<BindMount>, AgentErr
         id = m.id
     );
     write(&etc.join("hosts"), hosts.as_bytes())?;
-    // Until the platform DNS serves .internal names, machines resolve through the host's
-    // resolvers.
-    let resolv = std::fs::read("/etc/resolv.conf").unwrap_or_else(|_| b"nameserver ::1\n".to_vec());
-    write(&etc.join("resolv.conf"), &resolv)?;
+    write(&etc.join("resolv.conf"), resolv_conf(m).as_bytes())?;
     write(&etc.join("hostname"), format!("{}\n", m.id).as_bytes())?;
     let mut mounts = vec![
         bind(etc.join("hosts"), "/etc/hosts"),
@@ -161,6 +203,57 @@ fn write_files(dir: &Path, m: &MachineRecord) -> Result<Vec<BindMount>, AgentErr
         mounts.push(bind(src, &f.guest_path));
     }
     Ok(mounts)
+}
+
+/// `/etc/resolv.conf`: the platform's DNS (`.internal` names, other names forwarded) at the
+/// host's service address on the machine's network (PLATFORM.md §4.2), unless the config's
+/// `dns.nameservers` name others; `dns.searches` and `dns.options` as given. Only addresses,
+/// host names and option words are written (nothing that could add a line).
+pub(crate) fn resolv_conf(m: &MachineRecord) -> String {
+    let dns = m.config.dns.clone().unwrap_or_default();
+    let word = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+    };
+    let mut servers: Vec<String> = dns
+        .nameservers
+        .iter()
+        .filter_map(|n| n.trim().parse::<std::net::IpAddr>().ok())
+        .map(|a| a.to_string())
+        .collect();
+    if servers.is_empty()
+        && let Some((network, host)) = m.private_ip.parse().ok().and_then(sixpn::parse)
+    {
+        servers.push(sixpn::service_addr(network, host).to_string());
+    }
+    let mut out = String::new();
+    for s in servers.iter().take(3) {
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    let searches: Vec<&str> = dns
+        .searches
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| word(s))
+        .collect();
+    if !searches.is_empty() {
+        out.push_str(&format!("search {}\n", searches.join(" ")));
+    }
+    let options: Vec<String> = dns
+        .options
+        .iter()
+        .filter(|o| word(&o.name))
+        .map(|o| match o.value.as_deref().map(str::trim) {
+            Some(v) if word(v) => format!("{}:{v}", o.name),
+            _ => o.name.clone(),
+        })
+        .collect();
+    if !options.is_empty() {
+        out.push_str(&format!("options {}\n", options.join(" ")));
+    }
+    out
 }
 
 fn bind(source: PathBuf, dest: &str) -> BindMount {
@@ -352,6 +445,47 @@ pub(crate) fn base64_decode(s: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolv_conf_names_the_platform_dns_or_the_configs() {
+        let mut m = MachineRecord {
+            id: "3d8d413b29d089".into(),
+            app: "web".into(),
+            name: "m".into(),
+            region: "local".into(),
+            state: hangar_domain::State::Created,
+            instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+            config: MachineConfig::default(),
+            image_ref: None,
+            private_ip: "fdaa:0:18:a7b:196:e274:9ce1:2".into(),
+            host: "h".into(),
+            cordoned: false,
+            pending: None,
+            restart_count: 0,
+            created_at: 0,
+            updated_at: 0,
+            revision: 0,
+        };
+        assert_eq!(resolv_conf(&m), "nameserver fdaa:0:18:a7b:196::3\n");
+        // The address the net crate puts on the bridge is the one DNS listens on.
+        assert_eq!(
+            Network::new(0x18, 0x0a7b_0196).service_addr(),
+            sixpn::service_addr(0x18, 0x0a7b_0196)
+        );
+        m.config.dns = Some(hangar_api_types::DnsConfig {
+            nameservers: vec!["1.1.1.1".into(), "evil\nnameserver 6.6.6.6".into()],
+            searches: vec!["example.com".into(), "x y".into()],
+            options: vec![hangar_api_types::DnsOption {
+                name: "ndots".into(),
+                value: Some("2".into()),
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            resolv_conf(&m),
+            "nameserver 1.1.1.1\nsearch example.com\noptions ndots:2\n"
+        );
+    }
 
     #[test]
     fn base64_round_trip() {

@@ -211,10 +211,11 @@ impl<D: Driver> Agent<D> {
                 match state {
                     Some(ContainerState::Running) => {}
                     Some(ContainerState::Frozen) => self.driver.thaw(&cid)?,
-                    Some(ContainerState::Created) => {
+                    // (A volume waiting to be grown offline needs a new container.)
+                    Some(ContainerState::Created) if !self.volume_grow_pending(&m) => {
                         self.driver.start(&cid)?;
                     }
-                    Some(ContainerState::Stopped) | None => {
+                    Some(ContainerState::Created | ContainerState::Stopped) | None => {
                         self.prepare(&m).await?;
                         self.driver.start(&cid)?;
                     }
@@ -510,6 +511,10 @@ impl<D: Driver> Agent<D> {
         let dir = self.machine_dir(&m.id);
         hangar_image::remove_rootfs(&dir).map_err(|e| AgentError::Host(e.to_string()))?;
         if let Ok((_, mnet)) = self.network_of(m) {
+            if let Some(iso) = &self.config.isolation {
+                iso.remove_machine(&mnet)
+                    .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))?;
+            }
             mnet.remove().map_err(|e| AgentError::Host(e.to_string()))?;
             if let Some(v4) = mnet.ipv4 {
                 self.release_ipv4(v4);
@@ -522,7 +527,8 @@ impl<D: Driver> Agent<D> {
         }
     }
 
-    /// Removes containers, namespaces and machine dirs that belong to no live machine.
+    /// Removes containers, namespaces and machine dirs that belong to no live machine, and
+    /// the mounts, loop devices and disks of volumes the store no longer has.
     /// Only what this agent made is considered: its driver's containers and the machine dirs
     /// under its data dir (teardown removes the dir last, so a half-torn-down machine is
     /// still found); namespaces of another agent on the same machine are never touched.
@@ -564,6 +570,7 @@ impl<D: Driver> Agent<D> {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        Ok(())
+        // Volumes last: the containers that mounted them are gone by now.
+        self.collect_volume_garbage().await
     }
 }

@@ -26,6 +26,7 @@
 mod serde_util;
 
 pub mod app;
+pub mod certificates;
 pub mod config;
 pub mod duration;
 pub mod enums;
@@ -40,6 +41,7 @@ pub mod service;
 pub mod volume;
 
 pub use app::*;
+pub use certificates::*;
 pub use config::*;
 pub use duration::*;
 pub use enums::*;

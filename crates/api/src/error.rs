@@ -70,6 +70,16 @@ impl ApiError {
         }
     }
 
+    /// 409: the resource is in use (e.g. a volume attached to another machine).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, message, None)
+    }
+
+    /// 422: the request is well-formed but names something it can not use.
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message, None)
+    }
+
     /// 412: the machine's state does not allow the action.
     pub fn precondition(message: impl Into<String>) -> Self {
         Self::new(

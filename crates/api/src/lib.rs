@@ -45,6 +45,11 @@ pub struct ApiConfig {
     pub max_image_bytes: u64,
     /// Per-token request budget (requests per second, burst); `None` = unlimited.
     pub rate_limit: Option<(u32, u32)>,
+    /// Apps answer at `<app>.<domain>` (the CNAME target of custom hostnames).
+    pub domain: String,
+    /// Whether the proxy issues certificates over ACME (otherwise ACME requests are kept and
+    /// reported as waiting for it).
+    pub acme_enabled: bool,
 }
 
 impl Default for ApiConfig {
@@ -57,6 +62,8 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             max_image_bytes: 8 << 30,
             rate_limit: None,
+            domain: "localhost".into(),
+            acme_enabled: false,
         }
     }
 }
@@ -68,6 +75,7 @@ pub struct ApiState {
     pub(crate) config: Arc<ApiConfig>,
     pub(crate) limiter: Arc<auth::RateLimiter>,
     pub(crate) host: Option<Arc<dyn MachineHost>>,
+    pub(crate) sealer: Option<Arc<hangar_store::Sealer>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -87,7 +95,15 @@ impl ApiState {
             config: Arc::new(config),
             limiter,
             host: None,
+            sealer: None,
         }
+    }
+
+    /// Seals the private keys of imported certificates with `sealer` (without one, importing
+    /// a certificate is 501).
+    pub fn with_sealer(mut self, sealer: Arc<hangar_store::Sealer>) -> Self {
+        self.sealer = Some(sealer);
+        self
     }
 
     /// Answers exec, ps and logs through `host` (without one they are 501).

@@ -437,4 +437,90 @@ impl Client {
             .await
             .map(|_| ())
     }
+
+    // Volumes.
+
+    fn vol(app: &str, id: &str) -> String {
+        format!("/v1/apps/{}/volumes/{}", enc(app), enc(id))
+    }
+
+    async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
+        self.json(
+            self.http
+                .put(self.url(path))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/volumes`.
+    pub async fn volumes(&self, app: &str) -> Result<Vec<hangar_api_types::Volume>> {
+        self.get(&format!("/v1/apps/{}/volumes", enc(app))).await
+    }
+
+    /// `GET …/volumes/{id}`.
+    pub async fn volume(&self, app: &str, id: &str) -> Result<hangar_api_types::Volume> {
+        self.get(&Self::vol(app, id)).await
+    }
+
+    /// `POST …/volumes`: a new volume (blank, or from `snapshot_id` / `source_volume_id`).
+    pub async fn create_volume(
+        &self,
+        app: &str,
+        req: &hangar_api_types::CreateVolumeRequest,
+    ) -> Result<hangar_api_types::Volume> {
+        self.post(&format!("/v1/apps/{}/volumes", enc(app)), req)
+            .await
+    }
+
+    /// `PUT …/volumes/{id}`: snapshot retention and daily snapshots.
+    pub async fn update_volume(
+        &self,
+        app: &str,
+        id: &str,
+        req: &hangar_api_types::UpdateVolumeRequest,
+    ) -> Result<hangar_api_types::Volume> {
+        self.put(&Self::vol(app, id), req).await
+    }
+
+    /// `PUT …/volumes/{id}/extend`: grows the volume to `size_gb`.
+    pub async fn extend_volume(
+        &self,
+        app: &str,
+        id: &str,
+        size_gb: i64,
+    ) -> Result<hangar_api_types::ExtendVolumeResponse> {
+        self.put(
+            &format!("{}/extend", Self::vol(app, id)),
+            &hangar_api_types::ExtendVolumeRequest { size_gb },
+        )
+        .await
+    }
+
+    /// `DELETE …/volumes/{id}` (refused while a machine mounts it).
+    pub async fn destroy_volume(&self, app: &str, id: &str) -> Result<hangar_api_types::Volume> {
+        self.json(self.http.delete(self.url(&Self::vol(app, id))))
+            .await
+    }
+
+    /// `GET …/volumes/{id}/snapshots`, newest first.
+    pub async fn volume_snapshots(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Vec<hangar_api_types::VolumeSnapshot>> {
+        self.get(&format!("{}/snapshots", Self::vol(app, id))).await
+    }
+
+    /// `POST …/volumes/{id}/snapshots`: takes a snapshot (`running` until the host took it).
+    pub async fn create_volume_snapshot(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<hangar_api_types::VolumeSnapshot> {
+        self.post(&format!("{}/snapshots", Self::vol(app, id)), &json!({}))
+            .await
+    }
 }

@@ -19,6 +19,11 @@
 //!
 //! Stopped machines are updated without being started unless `start_stopped`. Each changed
 //! machine is leased for the duration of its change.
+//!
+//! `[mounts]`: each machine of the group mounts a volume of its own named `source`: a free one
+//! in its region, else one made for it (`initial_size`, `snapshot_retention`,
+//! `scheduled_snapshots`). Updates keep a machine's volume. canary and bluegreen are refused
+//! for such groups and the release command runs without volumes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -236,10 +241,16 @@ pub async fn deploy(
                 "creating {count} machine{} in group '{group}'",
                 if count == 1 { "" } else { "s" }
             )));
-            for i in 0..count {
-                let region = (!opts.regions.is_empty())
-                    .then(|| opts.regions[i % opts.regions.len()].clone());
-                let m = create(client, opts, cfg.clone(), region, false).await?;
+            let regions: Vec<Option<String>> = (0..count)
+                .map(|i| {
+                    (!opts.regions.is_empty()).then(|| opts.regions[i % opts.regions.len()].clone())
+                })
+                .collect();
+            ensure_volumes(client, opts, config, cfg, &regions, on).await?;
+            for region in regions {
+                let with_volume =
+                    mount_volume(client, &opts.app, cfg.clone(), region.as_deref(), None).await?;
+                let m = create(client, opts, with_volume, region, false).await?;
                 on(Event::Machine {
                     id: m.id.clone(),
                     what: "created".into(),
@@ -263,6 +274,7 @@ pub async fn deploy(
         } else {
             opts.strategy
         };
+        volumes_for_update(client, opts, config, cfg, &mine, strategy, on).await?;
         on(Event::Step(format!(
             "updating {} machine{} in group '{group}' ({})",
             mine.len(),
@@ -350,6 +362,9 @@ async fn update(
     config: MachineConfig,
     wait: bool,
 ) -> Result<Option<String>, DeployError> {
+    // The machine keeps its volume (or gets a free one of its group's `[mounts]`).
+    let current = m.config.as_ref().map(|c| c.mounts.as_slice());
+    let config = mount_volume(client, &opts.app, config, Some(&m.region), current).await?;
     let stopped = matches!(
         m.state,
         MachineState::Stopped | MachineState::Suspended | MachineState::Created
@@ -633,6 +648,8 @@ async fn release_command(
         .metadata
         .insert("fly_process_group".into(), "fly_app_release_command".into());
     config.stop_config = Some(StopConfig::default());
+    // The release command runs without volumes (the reference's rule).
+    config.mounts.clear();
     let m = create(client, opts, config, opts.regions.first().cloned(), false).await?;
     let wait = client
         .wait(
@@ -673,6 +690,185 @@ async fn release_command(
             output,
         }),
     }
+}
+
+/// What a group's `[mounts]` asks of the volumes deploys create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VolumePlan {
+    /// `source`: the volumes' name.
+    name: String,
+    /// `initial_size` in GB (1 when unset).
+    size_gb: i64,
+    /// `snapshot_retention` (days).
+    retention: Option<i64>,
+    /// `scheduled_snapshots`.
+    scheduled: Option<bool>,
+}
+
+/// The `[mounts]` entry behind a group's machine config, if it mounts one.
+fn volume_plan(config: &Config, cfg: &MachineConfig) -> Option<VolumePlan> {
+    let mount = cfg.mounts.first()?;
+    let name = mount.name.clone().filter(|n| !n.is_empty())?;
+    let entry = config
+        .mounts
+        .iter()
+        .find(|x| x.source.as_deref() == Some(&name) && x.destination == mount.path)
+        .or_else(|| {
+            config
+                .mounts
+                .iter()
+                .find(|x| x.source.as_deref() == Some(&name))
+        });
+    Some(VolumePlan {
+        name,
+        size_gb: entry
+            .and_then(|e| e.initial_size.as_deref())
+            .and_then(|s| hangar_manifest::units::volume_gb(s).ok())
+            .unwrap_or(1)
+            .max(1),
+        retention: entry.and_then(|e| e.snapshot_retention),
+        scheduled: entry.and_then(|e| e.scheduled_snapshots),
+    })
+}
+
+/// A volume a new machine may take: the name, not attached, not going away, in `region`
+/// (any region when the machine's is left to the API: it then runs where its volume is).
+fn free_volume(v: &hangar_api_types::Volume, name: &str, region: Option<&str>) -> bool {
+    v.name == name
+        && v.attached_machine_id.as_deref().is_none_or(str::is_empty)
+        && !matches!(
+            v.state.as_str(),
+            "pending_destroy" | "destroying" | "destroyed"
+        )
+        && region.is_none_or(|r| v.region == r)
+}
+
+/// Makes sure a free volume of the group's `[mounts]` exists for each machine about to mount
+/// one (an entry of `regions` per machine), creating those missing: one volume per machine.
+async fn ensure_volumes(
+    client: &Client,
+    opts: &DeployOptions,
+    config: &Config,
+    cfg: &MachineConfig,
+    regions: &[Option<String>],
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<(), DeployError> {
+    let Some(plan) = volume_plan(config, cfg) else {
+        return Ok(());
+    };
+    if regions.is_empty() {
+        return Ok(());
+    }
+    let mut volumes = client.volumes(&opts.app).await?;
+    let mut taken = std::collections::HashSet::new();
+    for region in regions {
+        if let Some(v) = volumes
+            .iter()
+            .find(|v| !taken.contains(&v.id) && free_volume(v, &plan.name, region.as_deref()))
+        {
+            taken.insert(v.id.clone());
+            continue;
+        }
+        on(Event::Step(format!(
+            "creating volume '{}' ({} GB){}",
+            plan.name,
+            plan.size_gb,
+            region
+                .as_deref()
+                .map(|r| format!(" in {r}"))
+                .unwrap_or_default()
+        )));
+        let v = client
+            .create_volume(
+                &opts.app,
+                &hangar_api_types::CreateVolumeRequest {
+                    name: plan.name.clone(),
+                    region: region.clone().unwrap_or_default(),
+                    size_gb: Some(plan.size_gb),
+                    snapshot_retention: plan.retention,
+                    auto_backup_enabled: plan.scheduled,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        taken.insert(v.id.clone());
+        volumes.push(v);
+    }
+    Ok(())
+}
+
+/// Before a group's machines are updated: canary and bluegreen can not run with volumes
+/// (the reference's rule: a second machine can not mount the same volume), and machines
+/// that have no volume yet get one ready.
+async fn volumes_for_update(
+    client: &Client,
+    opts: &DeployOptions,
+    config: &Config,
+    cfg: &MachineConfig,
+    mine: &[&Machine],
+    strategy: Strategy,
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<(), DeployError> {
+    if cfg.mounts.is_empty() {
+        return Ok(());
+    }
+    if matches!(strategy, Strategy::Canary | Strategy::Bluegreen) {
+        return Err(DeployError::Config(
+            "the canary and bluegreen strategies can not be used with [mounts] (a volume is mounted by one machine); use rolling or immediate".into(),
+        ));
+    }
+    let bare: Vec<Option<String>> = mine
+        .iter()
+        .filter(|m| m.config.as_ref().is_none_or(|c| c.mounts.is_empty()))
+        .map(|m| Some(m.region.clone()))
+        .collect();
+    ensure_volumes(client, opts, config, cfg, &bare, on).await
+}
+
+/// The config a machine gets: the volume it has is kept (the mount path follows the new
+/// config), else a free volume named by the config's mount is found in its region.
+async fn mount_volume(
+    client: &Client,
+    app: &str,
+    mut cfg: MachineConfig,
+    region: Option<&str>,
+    current: Option<&[hangar_api_types::MachineMount]>,
+) -> Result<MachineConfig, DeployError> {
+    if let Some(cur) = current.and_then(|c| c.first())
+        && cur.volume.is_some()
+    {
+        match cfg.mounts.first_mut() {
+            Some(new) => {
+                new.volume = cur.volume.clone();
+                if new.name.is_none() {
+                    new.name = cur.name.clone();
+                }
+            }
+            None => cfg.mounts = vec![cur.clone()],
+        }
+        cfg.mounts.truncate(1);
+        return Ok(cfg);
+    }
+    let Some(mount) = cfg.mounts.first_mut() else {
+        return Ok(cfg);
+    };
+    if mount.volume.as_deref().is_some_and(|v| !v.is_empty()) {
+        return Ok(cfg);
+    }
+    let name = mount.name.clone().unwrap_or_default();
+    let v = client
+        .volumes(app)
+        .await?
+        .into_iter()
+        .find(|v| free_volume(v, &name, region))
+        .ok_or_else(|| {
+            DeployError::Config(format!(
+                "no free volume named '{name}'{} for a machine of {app}; create one with `hangar volumes create {name} -a {app}`",
+                region.map(|r| format!(" in region {r}")).unwrap_or_default()
+            ))
+        })?;
+    mount.volume = Some(v.id);
+    Ok(cfg)
 }
 
 fn shell_split(s: &str) -> Result<Vec<String>, String> {
@@ -739,5 +935,73 @@ mod tests {
         );
         assert!(shell_split("'open").is_err());
         assert!(shell_split("   ").is_err());
+    }
+
+    #[test]
+    fn mounts_plan_the_volumes_deploys_make() {
+        let toml = r#"
+app = "a"
+[processes]
+web = "serve"
+worker = "work"
+[[mounts]]
+source = "data"
+destination = "/data"
+initial_size = "3gb"
+snapshot_retention = 7
+scheduled_snapshots = false
+processes = ["web"]
+"#;
+        let config = hangar_manifest::parse(toml, hangar_manifest::Format::Toml, "fly.toml")
+            .expect("parse")
+            .config;
+        let opts = DeployOptions {
+            app: "a".into(),
+            org: "personal".into(),
+            image: "img:1".into(),
+            strategy: Strategy::Rolling,
+            max_unavailable: 0.33,
+            wait_timeout: Duration::from_secs(5),
+            env: BTreeMap::new(),
+            regions: Vec::new(),
+            ha: true,
+            start_stopped: false,
+            detach: false,
+        };
+        let groups = group_configs(&config, &opts, None).expect("groups");
+        assert_eq!(
+            volume_plan(&config, &groups["web"]),
+            Some(VolumePlan {
+                name: "data".into(),
+                size_gb: 3,
+                retention: Some(7),
+                scheduled: Some(false),
+            })
+        );
+        assert_eq!(volume_plan(&config, &groups["worker"]), None);
+
+        let v = |name: &str, region: &str, attached: Option<&str>, state: &str| {
+            hangar_api_types::Volume {
+                name: name.into(),
+                region: region.into(),
+                attached_machine_id: attached.map(str::to_string),
+                state: state.into(),
+                ..Default::default()
+            }
+        };
+        for (vol, region, free) in [
+            (v("data", "ams", None, "created"), Some("ams"), true),
+            (v("data", "ams", None, "creating"), None, true),
+            (v("data", "ams", None, "created"), Some("iad"), false),
+            (v("logs", "ams", None, "created"), None, false),
+            (v("data", "ams", Some("m1"), "created"), None, false),
+            (v("data", "ams", None, "pending_destroy"), None, false),
+        ] {
+            assert_eq!(
+                free_volume(&vol, "data", region),
+                free,
+                "{vol:?} {region:?}"
+            );
+        }
     }
 }

@@ -121,6 +121,18 @@ pub async fn apply(
             created.push(m.id);
         }
     }
+    // Up before anything goes (a machine still being made can not be destroyed either).
+    for id in &created {
+        client
+            .wait(
+                app,
+                id,
+                "started",
+                None,
+                std::time::Duration::from_secs(120),
+            )
+            .await?;
+    }
     let mut destroyed = Vec::new();
     for id in &p.destroy {
         client.destroy(app, id, true).await?;

@@ -61,7 +61,8 @@ struct Args {
     /// IPv6-only machines.
     #[arg(long, default_value = "172.19.0.0/16")]
     ipv4_pool: String,
-    /// nftables table holding the IPv4 NAT rules of the pool.
+    /// nftables tables of this host: `ip` (the IPv4 pool's NAT), `inet` and `bridge` (network
+    /// isolation and anti-spoofing), all of this name.
     #[arg(long, default_value = "hangar")]
     nft_table: String,
     /// Address the edge proxy's public listeners bind.
@@ -83,12 +84,92 @@ struct Args {
     /// Run without the edge proxy.
     #[arg(long)]
     no_proxy: bool,
+    /// Operators' address of the private DNS (`.internal` names of every network, other
+    /// names forwarded), or `none`. Machines find it at their network's `…::3` (port 53).
+    #[arg(long, default_value = "127.0.0.1:53")]
+    dns_listen: String,
+    /// Resolvers for names that are not Hangar's (IP or IP:PORT, comma-separated; default:
+    /// the host's /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<String>,
+    /// Run without the private DNS (machines then have no resolver).
+    #[arg(long)]
+    no_dns: bool,
+    /// A client must finish its TLS handshake within this (Go duration).
+    #[arg(long, default_value = "10s")]
+    tls_handshake_timeout: String,
+    /// ACME directory URL for custom hostnames' certificates (e.g. Let's Encrypt's
+    /// https://acme-v02.api.letsencrypt.org/directory); ACME is off without it.
+    #[arg(long, env = "HANGAR_ACME_DIRECTORY")]
+    acme_directory: Option<String>,
+    /// Contact e-mail of the ACME account.
+    #[arg(long)]
+    acme_email: Option<String>,
+    /// PEM file of extra CA certificates trusted when talking to the ACME directory.
+    #[arg(long)]
+    acme_ca_file: Option<PathBuf>,
+    /// ACME challenge types in order of preference (tls-alpn-01, http-01).
+    #[arg(long, value_delimiter = ',', default_value = "tls-alpn-01,http-01")]
+    acme_challenges: Vec<String>,
     /// cgroup under which every machine's cgroup is made.
     #[arg(long, default_value = "hangar")]
     cgroup_parent: String,
 }
 
-fn proxy_config(args: &Args) -> anyhow::Result<hangar_proxy::ProxyConfig> {
+fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
+    hangar_api_types::Duration::parse_go(v)
+        .ok()
+        .and_then(|d| d.to_std())
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--{flag} {v}: expected a duration such as 30s"))
+}
+
+fn tls_config(
+    args: &Args,
+    sealer: Arc<hangar_store::Sealer>,
+) -> anyhow::Result<hangar_proxy::tls::TlsConfig> {
+    use hangar_proxy::acme::{AcmeConfig, Challenge};
+    let acme = match &args.acme_directory {
+        None => None,
+        Some(directory) => Some(AcmeConfig {
+            directory: directory.clone(),
+            contact: args
+                .acme_email
+                .iter()
+                .map(|e| format!("mailto:{e}"))
+                .collect(),
+            trust_pem: args
+                .acme_ca_file
+                .as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .with_context(|| format!("--acme-ca-file {}", p.display()))
+                })
+                .transpose()?,
+            challenges: args
+                .acme_challenges
+                .iter()
+                .map(|c| {
+                    Challenge::parse(c).with_context(|| {
+                        format!("--acme-challenges {c}: expected tls-alpn-01 or http-01")
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+            ..AcmeConfig::default()
+        }),
+    };
+    Ok(hangar_proxy::tls::TlsConfig {
+        ca_dir: Some(args.data_dir.join("tls")),
+        sealer: Some(sealer),
+        handshake_timeout: duration("tls-handshake-timeout", &args.tls_handshake_timeout)?,
+        acme,
+    })
+}
+
+fn proxy_config(
+    args: &Args,
+    sealer: Arc<hangar_store::Sealer>,
+) -> anyhow::Result<hangar_proxy::ProxyConfig> {
     let mut port_map = std::collections::HashMap::new();
     for p in &args.proxy_port {
         let (a, b) = p
@@ -103,6 +184,23 @@ fn proxy_config(args: &Args) -> anyhow::Result<hangar_proxy::ProxyConfig> {
                 .with_context(|| format!("--proxy-port {p}"))?,
         );
     }
+    let distances = region_distances(args)?;
+    let interval = duration("autostop-interval", &args.autostop_interval)?;
+    Ok(hangar_proxy::ProxyConfig {
+        region: args.region.clone(),
+        bind: args.proxy_bind,
+        port_map,
+        domain: args.domain.trim_matches('.').to_ascii_lowercase(),
+        distances,
+        autostop_interval: interval,
+        tls: tls_config(args, sealer)?,
+        ..hangar_proxy::ProxyConfig::default()
+    })
+}
+
+fn region_distances(
+    args: &Args,
+) -> anyhow::Result<std::collections::HashMap<(String, String), u32>> {
     let mut distances = std::collections::HashMap::new();
     for d in &args.region_distance {
         let parsed = d.split_once('=').and_then(|(pair, n)| {
@@ -116,24 +214,47 @@ fn proxy_config(args: &Args) -> anyhow::Result<hangar_proxy::ProxyConfig> {
             .with_context(|| format!("--region-distance {d}: expected A:B=N, e.g. ams:fra=10"))?;
         distances.insert(k, v);
     }
-    let interval = hangar_api_types::Duration::parse_go(&args.autostop_interval)
-        .ok()
-        .and_then(|d| d.to_std())
-        .filter(|d| !d.is_zero())
-        .with_context(|| {
-            format!(
-                "--autostop-interval {}: expected a duration such as 30s",
-                args.autostop_interval
-            )
-        })?;
-    Ok(hangar_proxy::ProxyConfig {
+    Ok(distances)
+}
+
+/// The DNS role's settings; `api` is where the Machines API listens (machines reach it through
+/// the relay on their network's service address, `_api.internal:4280`).
+fn dns_config(args: &Args, api: SocketAddr) -> anyhow::Result<hangar_dns::DnsConfig> {
+    let operator_listen = match args.dns_listen.as_str() {
+        "none" | "" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("--dns-listen {a}: expected IP:PORT or none"))?,
+        ),
+    };
+    let mut upstreams = Vec::new();
+    for u in &args.dns_upstream {
+        let a = u
+            .parse::<SocketAddr>()
+            .or_else(|_| {
+                u.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            })
+            .with_context(|| format!("--dns-upstream {u}: expected IP or IP:PORT"))?;
+        upstreams.push(a);
+    }
+    let api_ip = match api.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Ok(hangar_dns::DnsConfig {
+        host_id: args.host_id,
         region: args.region.clone(),
-        bind: args.proxy_bind,
-        port_map,
-        domain: args.domain.trim_matches('.').to_ascii_lowercase(),
-        distances,
-        autostop_interval: interval,
-        ..hangar_proxy::ProxyConfig::default()
+        distances: region_distances(args)?,
+        operator_listen,
+        upstreams: if upstreams.is_empty() {
+            hangar_dns::host_resolvers()
+        } else {
+            upstreams
+        },
+        api_upstream: Some(SocketAddr::new(api_ip, api.port())),
+        ..hangar_dns::DnsConfig::default()
     })
 }
 
@@ -197,7 +318,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_image_bytes: args.max_image_bytes,
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
+        domain: args.domain.trim_matches('.').to_ascii_lowercase(),
+        acme_enabled: args.acme_directory.is_some() && !args.no_proxy,
     };
+    // Private keys of certificates and ACME accounts are stored sealed with this key.
+    let sealer = Arc::new(
+        hangar_store::Sealer::load_or_create(&args.data_dir.join("tls/seal.key"))
+            .context("the certificate key file DATA/tls/seal.key")?,
+    );
     let init_binary = match &args.init_binary {
         Some(p) => p.clone(),
         None => std::env::current_exe()
@@ -237,18 +365,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         puller,
         AgentConfig {
             machines_dir: args.data_dir.join("machines"),
+            volumes_dir: args.data_dir.join("volumes"),
             host_id: args.host_id,
             log_limit_bytes: 8 << 20,
             egress,
+            isolation: Some(
+                hangar_net::isolation::Isolation::new(&args.nft_table).context("--nft-table")?,
+            ),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.api_listen)
         .await
         .with_context(|| format!("binding the API to {}", args.api_listen))?;
+    let api_addr = listener.local_addr()?;
     eprintln!(
         "hangard {} listening: api=http://{} data_dir={} region={}",
         env!("CARGO_PKG_VERSION"),
-        listener.local_addr()?,
+        api_addr,
         args.data_dir.display(),
         args.region
     );
@@ -258,7 +391,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let api = tokio::spawn(hangar_api::run(
         listener,
-        ApiState::new(dyn_store, config).with_host(agent.clone()),
+        ApiState::new(dyn_store, config)
+            .with_host(agent.clone())
+            .with_sealer(sealer.clone()),
         stopped(stop_rx.clone()),
     ));
     let proxy = if args.no_proxy {
@@ -266,17 +401,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Some(hangar_proxy::Proxy::new(
             store.clone(),
-            proxy_config(&args)?,
+            proxy_config(&args, sealer)?,
         ))
     };
     let proxy_task = proxy
         .clone()
         .map(|p| tokio::spawn(hangar_proxy::run(p, stopped(stop_rx.clone()))));
+    let dns = if args.no_dns {
+        None
+    } else {
+        Some(hangar_dns::Dns::new(
+            store.clone(),
+            dns_config(&args, api_addr)?,
+        ))
+    };
+    let dns_task = dns
+        .clone()
+        .map(|d| tokio::spawn(hangar_dns::run(d, stopped(stop_rx.clone()))));
     let metrics_task = metrics::bind(args.metrics_listen).await.map(|l| {
         tokio::spawn(metrics::serve(
             l,
             agent.clone(),
             proxy.clone(),
+            dns.clone(),
             stopped(stop_rx.clone()),
         ))
     });
@@ -296,6 +443,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     scraper.await.context("scraper task")?;
     if let Some(t) = proxy_task {
         t.await.context("proxy task")??;
+    }
+    if let Some(t) = dns_task {
+        t.await.context("dns task")??;
     }
     eprintln!("hangard: stopped (machines keep running; they are re-adopted on the next start)");
     Ok(())

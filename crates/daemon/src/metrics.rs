@@ -1,6 +1,6 @@
 //! `GET /metrics` (Prometheus text format 0.0.4) on `--metrics-listen`: the agent's
 //! `fly_instance_*` metrics of this host's machines, the apps' scraped metrics, the edge
-//! proxy's `fly_edge_*`/`fly_app_*`, the agent's
+//! proxy's `fly_edge_*`/`fly_app_*`, the DNS server's `hangar_dns_*`, the agent's
 //! and scraper's health, and hangard's own process figures.
 
 use std::future::Future;
@@ -27,6 +27,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 struct Server {
     agent: Arc<Agent<LinuxDriver>>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
+    dns: Option<Arc<hangar_dns::Dns>>,
     renders: Semaphore,
     registry: Registry,
 }
@@ -65,11 +66,13 @@ pub(crate) async fn serve(
     listener: TcpListener,
     agent: Arc<Agent<LinuxDriver>>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
+    dns: Option<Arc<hangar_dns::Dns>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
         agent,
         proxy,
+        dns,
         renders: Semaphore::new(MAX_RENDERS),
         registry: Registry::new(),
     });
@@ -101,6 +104,9 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
     let mut families = s.agent.metrics().await;
     if let Some(p) = &s.proxy {
         p.collect_metrics(&mut families);
+    }
+    if let Some(d) = &s.dns {
+        d.collect_metrics(&mut families);
     }
     process(&mut families);
     s.request("200");

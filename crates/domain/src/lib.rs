@@ -11,6 +11,7 @@ pub mod lifecycle;
 pub mod restart;
 pub mod sixpn;
 pub mod time;
+pub mod tls;
 
 pub use host::{
     ExecCommand, ExecResult, HostError, HostFuture, ImportedImage, LogFollow, LogLine, LogSource,

@@ -114,7 +114,7 @@ impl Egress {
 }
 
 /// Runs an nftables script (`nft -f -`), atomically.
-fn nft(script: &str) -> Result<()> {
+pub(crate) fn nft(script: &str) -> Result<()> {
     use std::io::Write as _;
     let mut child = Command::new("nft")
         .args(["-f", "-"])

@@ -12,12 +12,23 @@
 //! inside `fdaa:<network>:<host>::/80`, which is on-link on the bridge, so machines of a
 //! network reach each other directly and the host reaches them at the bridge address `…::1`.
 //!
+//! The host also holds a per-network *service address* `fdaa:<network>:<host>::3` on the
+//! bridge ([`Network::service_addr`]): the platform's DNS (`…::3` of PLATFORM.md §4.2) and the
+//! Machines API relay (`_api.internal:4280`) answer there, and nothing else of the host is
+//! reachable from machines (see [`isolation`]).
+//!
+//! Each machine's `eth0` gets a MAC address derived from its id ([`MachineNet::mac`]), set
+//! again on every [`MachineNet::ensure`], so the host can pin it in its rules.
+//!
 //! The kernel is driven through iproute2 (`ip`, in every Debian install), one batch per
-//! operation; isolation between networks (nftables) and DNS come with the networks issue.
+//! operation, and nftables (`nft -f -`, one atomic transaction per operation):
+//! - [`egress`]: outbound IPv4 (a `/32` per machine, masquerade);
+//! - [`isolation`]: networks apart, the host closed but for its service address, no spoofing.
 //!
 //! Must not: know about machines' lifecycle, the store or HTTP.
 
 pub mod egress;
+pub mod isolation;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -157,7 +168,17 @@ impl Network {
         )
     }
 
-    /// Creates the bridge if missing and makes sure it is up with the gateway address.
+    /// The host's service address on this network, `fdaa:<network>:<host>::3` (on the bridge):
+    /// where machines find the DNS server and the Machines API relay. The same layout as
+    /// `hangar_domain::sixpn::service_addr`.
+    pub fn service_addr(&self) -> Ipv6Addr {
+        let mut s = self.gateway().segments();
+        s[7] = 3;
+        Ipv6Addr::from(s)
+    }
+
+    /// Creates the bridge if missing and makes sure it is up with the gateway and service
+    /// addresses.
     pub fn ensure(&self) -> Result<()> {
         safe(&self.bridge)?;
         if !link_exists(&self.bridge, None) {
@@ -179,6 +200,11 @@ impl Network {
                 format!(
                     "address replace {}/80 dev {} nodad",
                     self.gateway(),
+                    self.bridge
+                ),
+                format!(
+                    "address replace {}/128 dev {} nodad",
+                    self.service_addr(),
                     self.bridge
                 ),
                 format!(
@@ -232,6 +258,20 @@ impl MachineNet {
         self
     }
 
+    /// The MAC address of the machine's `eth0`: locally administered, unicast, derived from
+    /// the machine id (FNV-1a), so the host knows it without asking and can pin it.
+    pub fn mac(&self) -> String {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.netns.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        let b = h.to_be_bytes();
+        format!(
+            "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4]
+        )
+    }
+
     /// Path of the namespace, to join from the runtime.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from("/run/netns").join(&self.netns)
@@ -266,8 +306,10 @@ impl MachineNet {
                 None,
                 &[
                     format!(
-                        "link add {} type veth peer name eth0 netns {}",
-                        self.host_veth, self.netns
+                        "link add {} type veth peer name eth0 address {} netns {}",
+                        self.host_veth,
+                        self.mac(),
+                        self.netns
                     ),
                     format!("link set {} master {} up", self.host_veth, network.bridge),
                 ],
@@ -283,6 +325,9 @@ impl MachineNet {
         }
         let mut inside = vec![
             "link set lo up".to_string(),
+            // Again on every ensure: a machine may have changed it (it has NET_ADMIN), and
+            // the host's rules only let frames from this address through.
+            format!("link set eth0 address {}", self.mac()),
             format!("address replace {}/80 dev eth0 nodad", self.addr),
             "link set eth0 up".to_string(),
             format!("route replace default via {} dev eth0", network.gateway()),
@@ -305,6 +350,15 @@ impl MachineNet {
             )?;
         }
         Ok(())
+    }
+
+    /// Sets `eth0`'s MAC back to [`MachineNet::mac`] (for machines made before MACs were
+    /// derived, or that changed theirs), without touching anything else.
+    pub fn pin_mac(&self) -> Result<()> {
+        ip_batch(
+            Some(&self.netns),
+            &[format!("link set eth0 address {}", self.mac())],
+        )
     }
 
     /// Removes the namespace and the veth; safe to call when already gone.
@@ -349,6 +403,18 @@ mod tests {
         let n = Network::new(0xffff_ffff, 7);
         assert!(n.bridge.len() <= 15);
         assert_eq!(n.gateway().to_string(), "fdaa:ffff:ffff:0:7::1");
+        assert_eq!(n.service_addr().to_string(), "fdaa:ffff:ffff:0:7::3");
+        let mac = m.mac();
+        assert_eq!(mac.len(), 17);
+        assert!(mac.starts_with("02:"), "{mac}");
+        assert_eq!(
+            mac,
+            MachineNet::new("3d8d413b29d089", Ipv6Addr::UNSPECIFIED).mac()
+        );
+        assert_ne!(
+            mac,
+            MachineNet::new("3d8d413b29d08a", Ipv6Addr::UNSPECIFIED).mac()
+        );
         assert!(safe("a b").is_err());
         assert!(safe("../x").is_err());
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hangar_api_types::{Autostop, MachineService, StopConfig};
 use hangar_domain::State;
-use hangar_store::{MachineRecord, Store, StoreError};
+use hangar_store::{CertificateRecord, MachineRecord, Store, StoreError};
 use tokio::sync::watch;
 
 /// A machine as routing sees it.
@@ -80,12 +80,15 @@ pub fn autostop(s: &MachineService) -> Autostop {
     s.autostop.unwrap_or(Autostop::Off)
 }
 
-/// How a public port is handled, across every app that declares it.
+/// How a public port is handled, across every app that declares it (where apps disagree,
+/// the first kind here wins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PortKind {
-    /// `http` (and maybe `tls` before it): routed by `Host`.
+    /// `tls` and `http`: TLS terminated, then the `http` handler (routed by `Host`).
+    TlsHttp,
+    /// `http`: routed by `Host`.
     Http,
-    /// `tls` alone: routed by SNI (served later; TLS termination comes with certificates).
+    /// `tls` alone: TLS terminated, the plaintext passed to the app of the SNI as raw TCP.
     Tls,
     /// No handler: raw TCP, one app per port.
     Raw,
@@ -113,6 +116,8 @@ pub struct Catalog {
     pub apps: HashMap<String, Arc<AppEntry>>,
     /// Machines by id.
     pub machines: HashMap<String, Arc<MachineEntry>>,
+    /// Custom hostnames (the certificates store) by hostname (`*.` for wildcards).
+    pub hostnames: HashMap<String, Arc<CertificateRecord>>,
 }
 
 impl Catalog {
@@ -123,9 +128,14 @@ impl Catalog {
         for m in self.machines.values() {
             for s in &m.services {
                 for mp in &s.ports {
+                    let tls = mp.handlers.iter().any(|h| h == "tls");
                     let kind = if mp.handlers.iter().any(|h| h == "http") {
-                        PortKind::Http
-                    } else if mp.handlers.iter().any(|h| h == "tls") {
+                        if tls {
+                            PortKind::TlsHttp
+                        } else {
+                            PortKind::Http
+                        }
+                    } else if tls {
                         PortKind::Tls
                     } else {
                         PortKind::Raw
@@ -145,6 +155,20 @@ impl Catalog {
             }
         }
         out
+    }
+
+    /// The custom hostname entry for `host` (lowercase, no port): exact, then the wildcard of
+    /// its first label.
+    pub fn hostname(&self, host: &str) -> Option<&Arc<CertificateRecord>> {
+        self.hostnames
+            .get(host)
+            .or_else(|| hangar_domain::tls::wildcard_for(host).and_then(|w| self.hostnames.get(&w)))
+    }
+
+    /// The app a `Host` header names through a custom hostname.
+    pub fn app_for_host(&self, host: &str) -> Option<String> {
+        let h = hangar_domain::tls::normalize_host(host)?;
+        self.hostname(&h).map(|r| r.app.clone())
     }
 
     /// The app owning raw TCP port `port` (the first by name if several claim it).
@@ -195,6 +219,9 @@ impl Catalog {
         }
         for a in store.list_apps(None)? {
             c.rebuild_app(&a.name, store)?;
+        }
+        for h in store.list_certificates(None)? {
+            c.hostnames.insert(h.hostname.clone(), Arc::new(h));
         }
         Ok(c)
     }
@@ -278,11 +305,23 @@ impl CatalogHandle {
                 "app" => {
                     apps.insert(c.key.clone());
                 }
+                "certificate" => match store.get_certificate(&c.key)? {
+                    Some(h) => {
+                        next.hostnames.insert(c.key.clone(), Arc::new(h));
+                    }
+                    None => {
+                        next.hostnames.remove(&c.key);
+                    }
+                },
                 _ => {}
             }
         }
         for a in apps {
             next.rebuild_app(&a, store)?;
+            if !next.apps.contains_key(&a) {
+                // A deleted app's hostnames went with it.
+                next.hostnames.retain(|_, h| h.app != a);
+            }
         }
         self.install(next);
         Ok(true)
@@ -320,5 +359,61 @@ impl CatalogHandle {
                 r = rx.changed() => if r.is_err() { return },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_hostnames_match_exactly_then_by_wildcard() {
+        let mut c = Catalog::default();
+        for (h, app) in [("www.example.com", "a"), ("*.example.com", "b")] {
+            c.hostnames
+                .insert(h.into(), Arc::new(CertificateRecord::new(h, app, 0)));
+        }
+        assert_eq!(c.app_for_host("www.example.com").as_deref(), Some("a"));
+        assert_eq!(c.app_for_host("WWW.Example.com:443").as_deref(), Some("a"));
+        assert_eq!(c.app_for_host("api.example.com.").as_deref(), Some("b"));
+        assert_eq!(c.app_for_host("example.com"), None);
+        assert_eq!(c.app_for_host("a.b.example.com"), None);
+        assert_eq!(c.app_for_host("[::1]:80"), None);
+    }
+
+    #[test]
+    fn tls_and_http_ports_are_told_apart() {
+        let svc: MachineService = serde_json::from_value(serde_json::json!({
+            "protocol": "tcp", "internal_port": 8080,
+            "ports": [
+                {"port": 80, "handlers": ["http"]},
+                {"port": 443, "handlers": ["tls", "http"]},
+                {"port": 5432, "handlers": ["tls"]},
+                {"port": 6000}
+            ]
+        }))
+        .expect("service");
+        let mut c = Catalog::default();
+        c.machines.insert(
+            "m".into(),
+            Arc::new(MachineEntry {
+                id: "m".into(),
+                app: "a".into(),
+                region: "local".into(),
+                state: State::Started,
+                addr: Ipv6Addr::LOCALHOST,
+                cordoned: false,
+                services: vec![svc],
+                primary_region: None,
+                stop_config: None,
+                checks: BTreeMap::new(),
+                revision: 1,
+            }),
+        );
+        let ports = c.ports();
+        assert_eq!(ports.get(&80), Some(&PortKind::Http));
+        assert_eq!(ports.get(&443), Some(&PortKind::TlsHttp));
+        assert_eq!(ports.get(&5432), Some(&PortKind::Tls));
+        assert_eq!(ports.get(&6000), Some(&PortKind::Raw));
     }
 }

@@ -1,6 +1,6 @@
 //! The `http` handler: HTTP/1.1 and h2 from clients, HTTP/1.1 to machines; routing by
-//! `Host`, balancing, autostart, queueing at the hard limit, `fly-replay`, the §3.5 headers,
-//! upgrades (websockets).
+//! `Host` (`<app>.<domain>` or a custom hostname), balancing, autostart, queueing at the hard
+//! limit, `fly-replay`, the §3.5 headers, upgrades (websockets), ACME HTTP-01 responses.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -285,6 +285,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rid = request_id(&proxy.config.region);
+    if let Some(r) = acme_http01(&proxy, &req) {
+        return Ok(r);
+    }
     let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
     let status = resp.status();
     proxy
@@ -297,6 +300,26 @@ pub async fn handle(
         h.insert("fly-request-id", v);
     }
     Ok(resp)
+}
+
+/// The answer to an ACME HTTP-01 validation (`/.well-known/acme-challenge/<token>` for a
+/// token out now, at its hostname), before any routing or redirect.
+fn acme_http01<B>(proxy: &Proxy, req: &Request<B>) -> Option<Response<Body>> {
+    let token = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/acme-challenge/")?;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| header_str(req.headers(), "host"))
+        .and_then(hangar_domain::tls::normalize_host)?;
+    let ka = proxy.challenges.http01(token, &host)?;
+    let mut r = Response::new(full(ka));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    Some(r)
 }
 
 async fn route(
@@ -312,7 +335,8 @@ async fn route(
         .map(|a| a.as_str().to_string())
         .or_else(|| header_str(req.headers(), "host").map(str::to_string))
         .unwrap_or_default();
-    let Some(name) = app_from_host(&host, &cfg.domain) else {
+    let snap = proxy.catalog.snapshot();
+    let Some(name) = app_from_host(&host, &cfg.domain).or_else(|| snap.app_for_host(&host)) else {
         return (
             String::new(),
             error(
@@ -322,7 +346,6 @@ async fn route(
             ),
         );
     };
-    let snap = proxy.catalog.snapshot();
     let Some(mut app) = snap.apps.get(&name).cloned() else {
         return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
     };
@@ -501,7 +524,14 @@ async fn route(
         let internal = u16::try_from(svc.internal_port).unwrap_or(0);
         let target = SocketAddr::new(machine.addr.into(), internal);
         let slot = proxy.loads.acquire(&machine.id);
-        let mut sender = match proxy.pool.get(target, cfg.connect_timeout).await {
+        // h2c to the machine when its service asks for it (never for upgrades: those are
+        // HTTP/1.1).
+        let h2 = !upgrade
+            && svc
+                .ports
+                .iter()
+                .any(|p| p.http_options.as_ref().and_then(|o| o.h2_backend) == Some(true));
+        let mut sender = match proxy.pool.sender(target, h2, cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
                 proxy.log_error(&app.name, Some(&machine.id), e.code(), &format!("{e:?}"));
@@ -567,8 +597,29 @@ async fn route(
             h.insert("fly-replay-src", v);
         }
         *out.headers_mut() = h;
-        let sent = sender.send_request(out).await;
-        proxy.pool.put(target, sender);
+        if sender.is_h2() {
+            // HTTP/2 carries the target in :scheme and :authority.
+            let authority = out
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost")
+                .to_string();
+            let pq = out
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            if let Ok(u) = format!("http://{authority}{pq}").parse() {
+                *out.uri_mut() = u;
+            }
+            *out.version_mut() = Version::HTTP_2;
+            out.headers_mut().remove(header::HOST);
+        }
+        let sent = sender.send(out).await;
+        if let crate::pool::Sender::H1(s) = sender {
+            proxy.pool.put(target, s);
+        }
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {

@@ -1,23 +1,33 @@
 //! `hangar-proxy`: the edge proxy, a role of `hangard` (PLATFORM.md §3).
 //!
 //! Owns the data path from clients to machines: listeners on the public ports the apps'
-//! services declare, the `http` handler (HTTP/1.1 and h2 from clients, HTTP/1.1 to machines),
-//! raw TCP passthrough, routing by `Host` to `<app>.<domain>`, balancing by load against the
-//! services' soft and hard limits nearest region first, a bounded per-app wait queue at the
-//! hard limit, autostart (a request wakes a stopped or suspended machine and is held until
-//! its port accepts), autostop (idle machines stopped or suspended within the interval), and
-//! `fly-replay`, and the services' health checks (run from here; a failing service gets no
-//! traffic). It routes from an in-memory [`catalog`] fed by the store's change log and
-//! keeps serving from its last view if the store is unavailable.
+//! services declare, TLS termination ([`tls`]: the app's automatic certificate from the host
+//! CA, custom hostnames' certificates from the store, SNI, ALPN) with certificates for custom
+//! hostnames issued and renewed over ACME ([`acme`]), the `http` handler (HTTP/1.1 and h2
+//! from clients, HTTP/1.1 to machines), raw TCP passthrough (plain, or the plaintext of a
+//! `tls`-only port), routing by `Host` to `<app>.<domain>` or a custom hostname, balancing by
+//! load against the services' soft and hard limits nearest region first, a bounded per-app
+//! wait queue at the hard limit, autostart (a request wakes a stopped or suspended machine and
+//! is held until its port accepts), autostop (idle machines stopped or suspended within the
+//! interval), and `fly-replay`, and the services' health checks (run from here; a failing
+//! service gets no traffic). It routes from an in-memory [`catalog`] fed by the store's change
+//! log and keeps serving from its last view if the store is unavailable.
 //!
 //! Its only writes are autostart and autostop transitions ([`control`]), recorded like the
 //! API's: through the machine state machine, as pending operations the agent carries out.
 //!
 //! Must not: run containers, serve the Machines API, or depend on another service crate.
 //!
-//! Not yet: TLS termination and ACME, the `proxy_proto` handler, h2c to machines, service
-//! replay caching, UDP.
+//! Services with the `proxy_proto` handler get the PROXY protocol header (v1, or v2 per
+//! `proxy_proto_options`) before the client's bytes ([`proxy_proto`]).
+//!
+//! A port whose `http_options.h2_backend` is set reaches its machines over h2c (one
+//! multiplexed connection per machine).
+//!
+//! Not yet: the `pg_tls` handler, DNS-01 (wildcard ACME certificates), OCSP stapling, replay
+//! caching, UDP.
 
+pub mod acme;
 pub mod autostop;
 pub mod balance;
 pub mod catalog;
@@ -26,8 +36,10 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod pool;
+pub mod proxy_proto;
 pub mod replay;
 pub mod tcp;
+pub mod tls;
 pub mod wake;
 
 use std::collections::HashMap;
@@ -77,6 +89,8 @@ pub struct ProxyConfig {
     pub max_header_bytes: usize,
     /// Client connections open at once; more are closed at once.
     pub max_connections: usize,
+    /// TLS termination, certificates and ACME.
+    pub tls: tls::TlsConfig,
 }
 
 impl Default for ProxyConfig {
@@ -96,6 +110,7 @@ impl Default for ProxyConfig {
             headers_read_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
+            tls: tls::TlsConfig::default(),
         }
     }
 }
@@ -118,6 +133,9 @@ pub struct Proxy {
     pub metrics: ProxyMetrics,
     listening: Mutex<HashMap<u16, SocketAddr>>,
     connections: Arc<AtomicUsize>,
+    pub(crate) tls: tls::TlsState,
+    /// ACME challenge responses out now.
+    pub challenges: Arc<acme::Challenges>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -145,6 +163,15 @@ impl Proxy {
             distances: config.distances.clone(),
         };
         let metrics = ProxyMetrics::new(&config.region);
+        let tls = tls::TlsState::new(&config.tls).unwrap_or_else(|e| {
+            eprintln!("hangar-proxy: {e}; using a host CA in memory");
+            let fallback = tls::TlsConfig {
+                ca_dir: None,
+                ..config.tls.clone()
+            };
+            // A CA in memory needs nothing but randomness.
+            tls::TlsState::new(&fallback).expect("a host CA in memory")
+        });
         Arc::new(Self {
             config,
             store,
@@ -157,7 +184,15 @@ impl Proxy {
             metrics,
             listening: Mutex::new(HashMap::new()),
             connections: Arc::new(AtomicUsize::new(0)),
+            tls,
+            challenges: Arc::default(),
         })
+    }
+
+    /// The host CA's certificate (PEM): clients trusting it verify the automatic
+    /// certificates of `<app>.<domain>`.
+    pub fn ca_certificate_pem(&self) -> String {
+        self.tls.ca.pem().to_string()
     }
 
     /// Where each public service port is listening now.
@@ -213,6 +248,32 @@ impl Proxy {
                 self.loads.get(&m.id).in_flight() as f64,
             );
         }
+        let mut hosts: Vec<_> = snap.hostnames.values().collect();
+        hosts.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        for h in hosts {
+            for (source, c) in [("custom", &h.custom), ("acme", &h.acme)] {
+                if let Some(c) = c {
+                    f.gauge(
+                        "hangar_certificate_expiry_timestamp_seconds",
+                        "When a custom hostname's certificate expires (Unix seconds)",
+                        &[
+                            ("app", h.app.as_str()),
+                            ("hostname", h.hostname.as_str()),
+                            ("source", source),
+                        ],
+                        (c.not_after / 1000) as f64,
+                    );
+                }
+            }
+            if h.acme_requested {
+                f.gauge(
+                    "hangar_acme_consecutive_failures",
+                    "Failed ACME orders in a row for a hostname (0 once one succeeds)",
+                    &[("app", h.app.as_str()), ("hostname", h.hostname.as_str())],
+                    f64::from(h.acme_attempts),
+                );
+            }
+        }
         f.gauge(
             "hangar_proxy_connections",
             "Client connections open",
@@ -242,26 +303,34 @@ impl Proxy {
             return;
         }
         self.metrics.tcp(true);
+        let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
             let _guard = guard;
             match kind {
-                PortKind::Http => serve_http(proxy, stream, peer, port).await,
-                PortKind::Raw => tcp::serve(proxy, stream, port).await,
-                // TLS termination comes with certificates; until then the port refuses.
-                PortKind::Tls => drop(stream),
+                PortKind::Http => serve_http(proxy, stream, peer, port, false).await,
+                PortKind::TlsHttp => tls::serve(proxy, stream, peer, port, true).await,
+                PortKind::Tls => tls::serve(proxy, stream, peer, port, false).await,
+                PortKind::Raw => {
+                    let addrs = stream.local_addr().ok().map(|local| (peer, local));
+                    tcp::serve(proxy, stream, port, None, addrs).await
+                }
             }
         });
     }
 }
 
-async fn serve_http(proxy: Arc<Proxy>, stream: tokio::net::TcpStream, peer: SocketAddr, port: u16) {
-    let _ = stream.set_nodelay(true);
-    let conn = http::Conn {
-        peer,
-        port,
-        tls: false,
-    };
+/// Serves the `http` handler on a client connection (plain, or TLS already terminated).
+pub(crate) async fn serve_http<S>(
+    proxy: Arc<Proxy>,
+    stream: S,
+    peer: SocketAddr,
+    port: u16,
+    tls: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = http::Conn { peer, port, tls };
     let p = Arc::clone(&proxy);
     let svc =
         hyper::service::service_fn(move |req| http::handle(Arc::clone(&p), conn.clone(), req));
@@ -295,6 +364,12 @@ pub async fn run(
     }
     let catalog =
         tokio::spawn(Arc::clone(&proxy.catalog).run(proxy.store.clone(), stopped(stop_rx.clone())));
+    let acme = proxy
+        .config
+        .tls
+        .acme
+        .clone()
+        .map(|cfg| tokio::spawn(acme::run(Arc::clone(&proxy), cfg, stopped(stop_rx.clone()))));
     let mut listeners: HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)> = HashMap::new();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -326,6 +401,9 @@ pub async fn run(
         .unwrap_or_else(|p| p.into_inner())
         .clear();
     let _ = catalog.await;
+    if let Some(a) = acme {
+        let _ = a.await;
+    }
     // In-flight connections get a moment to finish.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while proxy.connections() > 0 && tokio::time::Instant::now() < deadline {

@@ -176,6 +176,44 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// Records a completed TLS handshake.
+    pub fn tls_handshake(&self, version: &str, took: Duration) {
+        self.registry
+            .histogram(
+                "fly_edge_tls_handshake_time_seconds",
+                "Time to complete a client TLS handshake",
+                &[("region", self.region.as_str()), ("version", version)],
+                &LATENCY,
+            )
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a failed TLS handshake (`servername`: a known name, or `unknown`).
+    pub fn tls_handshake_error(&self, servername: &str) {
+        self.registry
+            .counter(
+                "fly_edge_tls_handshake_errors",
+                "Client TLS handshakes that failed (no certificate, bad client, timeout)",
+                &[("region", self.region.as_str()), ("servername", servername)],
+            )
+            .inc();
+    }
+
+    /// Counts an ACME order (`kind` `issue` or `renew`).
+    pub fn acme_order(&self, kind: &str, ok: bool) {
+        self.registry
+            .counter(
+                "hangar_acme_orders_total",
+                "ACME orders for custom hostnames, by kind and result",
+                &[
+                    ("region", self.region.as_str()),
+                    ("kind", kind),
+                    ("result", if ok { "ok" } else { "error" }),
+                ],
+            )
+            .inc();
+    }
+
     /// Renders every metric (plus per-machine concurrency, given by the caller).
     pub fn render_into(&self, out: &mut Families) {
         self.registry.collect(out);

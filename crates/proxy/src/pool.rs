@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::Body;
 
@@ -41,6 +41,35 @@ impl ConnectError {
 #[derive(Debug, Default)]
 pub struct Pool {
     idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    /// HTTP/2 (h2c) connections, one per backend, shared by every request to it.
+    h2: Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>,
+}
+
+/// A connection to send one request on.
+#[derive(Debug)]
+pub enum Sender {
+    /// HTTP/1.1 (checked out; give it back with [`Pool::put`]).
+    H1(SendRequest<Body>),
+    /// h2c (shared).
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+impl Sender {
+    /// Sends a request.
+    pub async fn send(
+        &mut self,
+        req: hyper::Request<Body>,
+    ) -> hyper::Result<hyper::Response<hyper::body::Incoming>> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
+
+    /// Whether it speaks HTTP/2.
+    pub fn is_h2(&self) -> bool {
+        matches!(self, Sender::H2(_))
+    }
 }
 
 impl Pool {
@@ -59,17 +88,7 @@ impl Pool {
                 }
             }
         }
-        let stream =
-            match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await
-            {
-                Err(_) => return Err(ConnectError::Timeout),
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(ConnectError::Refused);
-                }
-                Ok(Err(e)) => return Err(ConnectError::Io(e)),
-                Ok(Ok(s)) => s,
-            };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(addr, connect_timeout).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -78,6 +97,40 @@ impl Pool {
             let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+
+    /// A connection for one request: h2c (shared) when `h2`, else HTTP/1.1.
+    pub async fn sender(
+        &self,
+        addr: SocketAddr,
+        h2: bool,
+        connect_timeout: Duration,
+    ) -> Result<Sender, ConnectError> {
+        if !h2 {
+            return self.get(addr, connect_timeout).await.map(Sender::H1);
+        }
+        {
+            let mut map = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = map.get(&addr) {
+                if !s.is_closed() {
+                    return Ok(Sender::H2(s.clone()));
+                }
+                map.remove(&addr);
+            }
+        }
+        let stream = connect(addr, connect_timeout).await?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ConnectError::Io(std::io::Error::other(e)))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        self.h2
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(addr, sender.clone());
+        Ok(Sender::H2(sender))
     }
 
     /// Gives a connection back after its request was sent (it becomes ready again when the
@@ -101,4 +154,21 @@ impl Pool {
             .unwrap_or_else(|p| p.into_inner())
             .retain(|a, _| live(a));
     }
+}
+
+async fn connect(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<tokio::net::TcpStream, ConnectError> {
+    let stream =
+        match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Err(_) => return Err(ConnectError::Timeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Err(ConnectError::Refused);
+            }
+            Ok(Err(e)) => return Err(ConnectError::Io(e)),
+            Ok(Ok(s)) => s,
+        };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }

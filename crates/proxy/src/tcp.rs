@@ -33,15 +33,27 @@ where
     }
 }
 
-/// Serves one raw TCP connection to public `port`.
-pub async fn serve(proxy: Arc<Proxy>, mut client: TcpStream, port: u16) {
-    let _ = client.set_nodelay(true);
+/// Serves one raw TCP connection to public `port`: to `app` (the SNI's, on a `tls`-only
+/// port) or the port's one raw app.
+pub async fn serve<S>(
+    proxy: Arc<Proxy>,
+    mut client: S,
+    port: u16,
+    app: Option<String>,
+    addrs: Option<(SocketAddr, SocketAddr)>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let cfg = &proxy.config;
     let mut prefs = Prefs::default();
     let mut queued = None::<std::time::Instant>;
     for _attempt in 0..64 {
         let snap = proxy.catalog.snapshot();
-        let Some(app) = snap.raw_app(port).cloned() else {
+        let app = match &app {
+            Some(name) => snap.apps.get(name).cloned(),
+            None => snap.raw_app(port).cloned(),
+        };
+        let Some(app) = app else {
             return;
         };
         let machine =
@@ -117,6 +129,25 @@ pub async fn serve(proxy: Arc<Proxy>, mut client: TcpStream, port: u16) {
             };
         let _ = backend.set_nodelay(true);
         let mut backend = backend;
+        // `proxy_proto`: the client's address goes first.
+        let proto = machine.service_for(port).and_then(|s| {
+            s.ports
+                .iter()
+                .find(|p| p.handlers.iter().any(|h| h == "proxy_proto"))
+                .map(|p| {
+                    crate::proxy_proto::Version::parse(
+                        p.proxy_proto_options
+                            .as_ref()
+                            .and_then(|o| o.version.as_deref()),
+                    )
+                })
+        });
+        if let (Some(v), Some((src, dst))) = (proto, addrs) {
+            let h = crate::proxy_proto::header(v, src, dst);
+            if backend.write_all(&h).await.is_err() {
+                continue;
+            }
+        }
         let load = slot.load().clone();
         let _ = splice(&mut client, &mut backend, &load).await;
         let _ = client.shutdown().await;

@@ -1,7 +1,9 @@
 //! `hangar-store`: durable state, and the only crate that speaks SQL.
 //!
 //! Owns orgs, tokens, apps, machines (config, observed state, versions, events), leases,
-//! and the change log every consumer watches. Every write happens in one transaction that
+//! volumes and their snapshots,
+//! custom hostnames with their certificates and ACME accounts (private keys sealed with a
+//! host key, [`Sealer`]), and the change log every consumer watches. Every write happens in one transaction that
 //! also appends to the change log and bumps the store revision, so a consumer that remembers
 //! a revision can catch up with [`Store::changes_since`] after any gap (principle: push, not
 //! poll; consumers can always resync).
@@ -16,14 +18,21 @@
 
 mod error;
 mod model;
+mod networks;
 mod schema;
+mod seal;
 mod sqlite;
+mod volumes;
 
 pub use error::StoreError;
+pub use model::NetworkRecord;
 pub use model::{
-    AppRecord, Change, CheckRecord, EventRecord, LeaseRecord, MachineRecord, OrgRecord, PendingOp,
-    TokenScope, VersionRecord,
+    AcmeAccountRecord, AppRecord, CertificateRecord, Change, CheckRecord, EventRecord, LeaseRecord,
+    MachineRecord, OrgRecord, PendingOp, SnapshotRecord, StoredCert, TokenScope, VersionRecord,
+    VolumeRecord,
 };
+pub use networks::DEFAULT_NETWORK;
+pub use seal::{SealError, Sealer};
 pub use sqlite::SqliteStore;
 
 /// Result of store operations.
@@ -96,6 +105,58 @@ pub trait Store: Send + Sync + 'static {
     fn clear_checks(&self, machine_id: &str) -> Result<()>;
     /// The latest results of a machine's checks, by name.
     fn checks(&self, machine_id: &str) -> Result<Vec<CheckRecord>>;
+
+    /// Adds a custom hostname to an app (a `certificate` change); `name_taken` when any app
+    /// has it, `NotFound("app")` when the app does not exist. Returns it with its revision.
+    fn create_certificate(&self, c: &CertificateRecord) -> Result<CertificateRecord>;
+    /// A custom hostname by name.
+    fn get_certificate(&self, hostname: &str) -> Result<Option<CertificateRecord>>;
+    /// The custom hostnames of an app (all when `app` is None), by hostname.
+    fn list_certificates(&self, app: Option<&str>) -> Result<Vec<CertificateRecord>>;
+    /// Replaces a hostname's row if its revision still equals `expected_revision` (`Conflict`
+    /// otherwise); the app can not change.
+    fn update_certificate(
+        &self,
+        c: &CertificateRecord,
+        expected_revision: u64,
+    ) -> Result<CertificateRecord>;
+    /// Removes a hostname and its certificates; false if it did not exist.
+    fn delete_certificate(&self, hostname: &str) -> Result<bool>;
+    /// The ACME account at a directory.
+    fn acme_account(&self, directory: &str) -> Result<Option<AcmeAccountRecord>>;
+    /// Records (or replaces) the ACME account at its directory.
+    fn put_acme_account(&self, a: &AcmeAccountRecord) -> Result<()>;
+
+    /// Creates a volume (a `volume` change); `NotFound("app")` when the app does not exist.
+    fn create_volume(&self, v: &VolumeRecord) -> Result<VolumeRecord>;
+    /// A volume by id.
+    fn get_volume(&self, id: &str) -> Result<Option<VolumeRecord>>;
+    /// The volumes of an app (every volume when `app` is None), oldest first.
+    fn list_volumes(&self, app: Option<&str>) -> Result<Vec<VolumeRecord>>;
+    /// Replaces a volume's row if its revision still equals `expected_revision` (`Conflict`
+    /// otherwise; the app can not change). Attaching it to a machine that already has a
+    /// volume is `NameTaken` (one volume per machine). A change of the attached machine also
+    /// logs a `machine` change for each machine concerned. A machine that becomes `destroyed`
+    /// ([`Store::update_machine`]) detaches its volume in the same write.
+    fn update_volume(&self, v: &VolumeRecord, expected_revision: u64) -> Result<VolumeRecord>;
+    /// Removes a volume and its snapshots; false if it did not exist.
+    fn delete_volume(&self, id: &str) -> Result<bool>;
+    /// Records a snapshot (a `volume` change of its volume; `NotFound("volume")` without it).
+    fn create_snapshot(&self, s: &SnapshotRecord) -> Result<()>;
+    /// A snapshot by id.
+    fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>>;
+    /// The snapshots of a volume, newest first.
+    fn list_snapshots(&self, volume_id: &str) -> Result<Vec<SnapshotRecord>>;
+    /// Replaces a snapshot's status, size and digest (a `volume` change of its volume).
+    fn update_snapshot(&self, s: &SnapshotRecord) -> Result<()>;
+    /// Removes a snapshot; false if it did not exist.
+    fn delete_snapshot(&self, id: &str) -> Result<bool>;
+
+    /// The 6PN id of `org`'s network `network` (`default`: the org's numeric id), allocated
+    /// now (a `network` change) if the network has none yet. `NotFound("org")` without the org.
+    fn network_id(&self, org: &str, network: &str, now_ms: i64) -> Result<u32>;
+    /// Every network: each org's `default` and the custom ones, by id.
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>>;
 
     /// The latest revision.
     fn revision(&self) -> u64;

@@ -86,4 +86,85 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (machine_id, name)
     );
     "#,
+    // 3: custom hostnames and their certificates (private keys sealed), ACME accounts.
+    r#"
+    CREATE TABLE certificates (
+        hostname TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        acme_requested INTEGER NOT NULL DEFAULT 0,
+        custom_chain TEXT,
+        custom_key BLOB,
+        custom_not_after INTEGER,
+        custom_issuer TEXT,
+        custom_created_at INTEGER,
+        acme_chain TEXT,
+        acme_key BLOB,
+        acme_not_after INTEGER,
+        acme_issuer TEXT,
+        acme_created_at INTEGER,
+        acme_status TEXT NOT NULL DEFAULT '',
+        acme_challenge TEXT,
+        acme_attempts INTEGER NOT NULL DEFAULT 0,
+        acme_next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        acme_error TEXT,
+        acme_error_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        revision INTEGER NOT NULL
+    );
+    CREATE INDEX certificates_app ON certificates(app);
+    CREATE TABLE acme_accounts (
+        directory TEXT PRIMARY KEY,
+        key BLOB NOT NULL,
+        url TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
+    // 4: volumes (host-local disks, one per machine) and their snapshots.
+    r#"
+    CREATE TABLE volumes (
+        id TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        region TEXT NOT NULL,
+        zone TEXT NOT NULL,
+        host TEXT NOT NULL,
+        size_gb INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        encrypted INTEGER NOT NULL,
+        fstype TEXT NOT NULL,
+        attached_machine_id TEXT,
+        snapshot_retention INTEGER NOT NULL,
+        auto_backup_enabled INTEGER NOT NULL,
+        source_volume_id TEXT,
+        source_snapshot_id TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        revision INTEGER NOT NULL
+    );
+    CREATE INDEX volumes_app ON volumes(app);
+    CREATE UNIQUE INDEX volumes_attached ON volumes(attached_machine_id)
+        WHERE attached_machine_id IS NOT NULL;
+    CREATE TABLE volume_snapshots (
+        id TEXT PRIMARY KEY,
+        volume_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        volume_size INTEGER NOT NULL,
+        digest TEXT NOT NULL,
+        retention_days INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX volume_snapshots_volume ON volume_snapshots(volume_id, created_at);
+    "#,
+    // 5: custom private networks (§4.4); ids share one sequence with org ids, never reused.
+    r#"
+    CREATE TABLE networks (
+        id INTEGER PRIMARY KEY,
+        org_slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        UNIQUE (org_slug, name)
+    );
+    "#,
 ];

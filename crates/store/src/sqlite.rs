@@ -6,9 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::watch;
 
+use crate::model::NetworkRecord;
 use crate::model::{
-    AppRecord, Change, CheckRecord, EventRecord, LeaseRecord, MachineRecord, OrgRecord, TokenScope,
-    VersionRecord,
+    AcmeAccountRecord, AppRecord, CertificateRecord, Change, CheckRecord, EventRecord, LeaseRecord,
+    MachineRecord, OrgRecord, SnapshotRecord, StoredCert, TokenScope, VersionRecord, VolumeRecord,
 };
 use crate::schema::MIGRATIONS;
 use crate::{Result, Store, StoreError};
@@ -80,14 +81,15 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` in a write transaction that logs `(kind, key)` as a change.
-    fn write<T>(
+    /// Runs `f` in a write transaction that logs `(kind, key)` as a change (`f` may log more,
+    /// [`crate::volumes::log_change`]).
+    pub(crate) fn write<T>(
         &self,
         kind: &str,
         key: &str,
@@ -101,6 +103,8 @@ impl SqliteStore {
         )?;
         let rev = tx.last_insert_rowid() as u64;
         let out = f(&tx, rev as i64)?;
+        let last: i64 = tx.query_row("SELECT MAX(revision) FROM changes", [], |r| r.get(0))?;
+        let last = (last as u64).max(rev);
         if rev.is_multiple_of(1000) && rev > CHANGE_LOG_RETAINED {
             tx.execute(
                 "DELETE FROM changes WHERE revision <= ?1",
@@ -109,7 +113,7 @@ impl SqliteStore {
         }
         tx.commit()?;
         drop(conn);
-        self.revision.send_replace(rev);
+        self.revision.send_replace(last);
         Ok(out)
     }
 }
@@ -211,6 +215,66 @@ impl RawMachine {
     }
 }
 
+const CERT_COLS: &str = "hostname, app, acme_requested, custom_chain, custom_key, custom_not_after, custom_issuer, custom_created_at, acme_chain, acme_key, acme_not_after, acme_issuer, acme_created_at, acme_status, acme_challenge, acme_attempts, acme_next_attempt_at, acme_error, acme_error_at, created_at, updated_at, revision";
+
+/// A stored certificate from five columns starting at `i` (all set, or none).
+fn stored_cert(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<StoredCert>> {
+    let chain: Option<String> = r.get(i)?;
+    let key: Option<Vec<u8>> = r.get(i + 1)?;
+    Ok(match (chain, key) {
+        (Some(chain_pem), Some(key_sealed)) => Some(StoredCert {
+            chain_pem,
+            key_sealed,
+            not_after: r.get::<_, Option<i64>>(i + 2)?.unwrap_or(0),
+            issuer: r.get::<_, Option<String>>(i + 3)?.unwrap_or_default(),
+            created_at: r.get::<_, Option<i64>>(i + 4)?.unwrap_or(0),
+        }),
+        _ => None,
+    })
+}
+
+fn cert_row(r: &Row<'_>) -> rusqlite::Result<CertificateRecord> {
+    Ok(CertificateRecord {
+        hostname: r.get(0)?,
+        app: r.get(1)?,
+        acme_requested: r.get(2)?,
+        custom: stored_cert(r, 3)?,
+        acme: stored_cert(r, 8)?,
+        acme_status: r.get(13)?,
+        acme_challenge: r.get(14)?,
+        acme_attempts: r.get::<_, i64>(15)?.clamp(0, i64::from(u32::MAX)) as u32,
+        acme_next_attempt_at: r.get(16)?,
+        acme_error: r.get(17)?,
+        acme_error_at: r.get(18)?,
+        created_at: r.get(19)?,
+        updated_at: r.get(20)?,
+        revision: r.get::<_, i64>(21)? as u64,
+    })
+}
+
+/// Writes every column of `c` (insert or replace) with revision `rev`.
+fn put_cert(tx: &Transaction<'_>, c: &CertificateRecord, rev: i64) -> rusqlite::Result<usize> {
+    let part = |s: &Option<StoredCert>| {
+        (
+            s.as_ref().map(|s| s.chain_pem.clone()),
+            s.as_ref().map(|s| s.key_sealed.clone()),
+            s.as_ref().map(|s| s.not_after),
+            s.as_ref().map(|s| s.issuer.clone()),
+            s.as_ref().map(|s| s.created_at),
+        )
+    };
+    let (cc, ck, cn, ci, cw) = part(&c.custom);
+    let (ac, ak, an, ai, aw) = part(&c.acme);
+    tx.execute(
+        &format!("INSERT OR REPLACE INTO certificates ({CERT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"),
+        params![
+            c.hostname, c.app, c.acme_requested, cc, ck, cn, ci, cw, ac, ak, an, ai, aw,
+            c.acme_status, c.acme_challenge, i64::from(c.acme_attempts), c.acme_next_attempt_at,
+            c.acme_error, c.acme_error_at, c.created_at, c.updated_at, rev
+        ],
+    )
+}
+
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation)
 }
@@ -237,11 +301,8 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn create_org(&self, slug: &str, name: &str, now_ms: i64) -> Result<OrgRecord> {
         self.write("org", slug, |tx, _rev| {
-            let next: i64 = tx.query_row(
-                "SELECT COALESCE(MAX(numeric_id), 0) + 1 FROM orgs",
-                [],
-                |r| r.get(0),
-            )?;
+            // One sequence for org and custom network ids (6PN network ids).
+            let next: i64 = crate::networks::next_id(tx)?;
             tx.execute(
                 "INSERT INTO orgs (slug, name, numeric_id, created_at) VALUES (?1, ?2, ?3, ?4)",
                 params![slug, name, next, now_ms],
@@ -327,6 +388,8 @@ impl Store for SqliteStore {
                 params![app.name, app.id, app.org_slug, app.network, app.created_at],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "app", name: app.name.clone() } } else { e.into() })?;
+            // The app's network exists (with its id) from the app's creation on.
+            crate::networks::ensure(tx, &app.org_slug, &app.network, app.created_at, true)?;
             Ok(())
         })
     }
@@ -367,6 +430,8 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM leases WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
             tx.execute("DELETE FROM machine_checks WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
             tx.execute("DELETE FROM machines WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM certificates WHERE app = ?1", [name])?;
+            crate::volumes::delete_app_volumes(tx, name)?;
             Ok(n > 0)
         })
     }
@@ -433,6 +498,9 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "machine name", name: m.name.clone() } } else { e.into() })?;
+            if m.state == hangar_domain::State::Destroyed {
+                crate::volumes::detach_from(tx, &m.id, rev)?;
+            }
             let mut stored = m.clone();
             stored.revision = rev as u64;
             Ok(stored)
@@ -640,6 +708,165 @@ impl Store for SqliteStore {
                 _ => Err(StoreError::NotFound("lease")),
             }
         })
+    }
+
+    fn create_certificate(&self, c: &CertificateRecord) -> Result<CertificateRecord> {
+        self.write("certificate", &c.hostname, |tx, rev| {
+            let app: Option<String> = tx
+                .query_row("SELECT name FROM apps WHERE name = ?1", [&c.app], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if app.is_none() {
+                return Err(StoreError::NotFound("app"));
+            }
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS(SELECT 1 FROM certificates WHERE hostname = ?1)",
+                [&c.hostname],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(StoreError::NameTaken {
+                    what: "hostname",
+                    name: c.hostname.clone(),
+                });
+            }
+            put_cert(tx, c, rev)?;
+            let mut stored = c.clone();
+            stored.revision = rev as u64;
+            Ok(stored)
+        })
+    }
+
+    fn get_certificate(&self, hostname: &str) -> Result<Option<CertificateRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("SELECT {CERT_COLS} FROM certificates WHERE hostname = ?1"),
+                [hostname],
+                cert_row,
+            )
+            .optional()?)
+    }
+
+    fn list_certificates(&self, app: Option<&str>) -> Result<Vec<CertificateRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CERT_COLS} FROM certificates WHERE ?1 IS NULL OR app = ?1 ORDER BY hostname"
+        ))?;
+        let rows = stmt
+            .query_map([app], cert_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    fn update_certificate(
+        &self,
+        c: &CertificateRecord,
+        expected_revision: u64,
+    ) -> Result<CertificateRecord> {
+        self.write("certificate", &c.hostname, |tx, rev| {
+            let current: Option<(String, i64)> = tx
+                .query_row(
+                    "SELECT app, revision FROM certificates WHERE hostname = ?1",
+                    [&c.hostname],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (app, actual) = current.ok_or(StoreError::NotFound("certificate"))?;
+            if actual as u64 != expected_revision || app != c.app {
+                return Err(StoreError::Conflict {
+                    expected: expected_revision,
+                    actual: actual as u64,
+                });
+            }
+            put_cert(tx, c, rev)?;
+            let mut stored = c.clone();
+            stored.revision = rev as u64;
+            Ok(stored)
+        })
+    }
+
+    fn delete_certificate(&self, hostname: &str) -> Result<bool> {
+        self.write("certificate", hostname, |tx, _rev| {
+            Ok(tx.execute("DELETE FROM certificates WHERE hostname = ?1", [hostname])? > 0)
+        })
+    }
+
+    fn acme_account(&self, directory: &str) -> Result<Option<AcmeAccountRecord>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT directory, key, url, created_at FROM acme_accounts WHERE directory = ?1",
+                [directory],
+                |r| {
+                    Ok(AcmeAccountRecord {
+                        directory: r.get(0)?,
+                        key_sealed: r.get(1)?,
+                        url: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn put_acme_account(&self, a: &AcmeAccountRecord) -> Result<()> {
+        self.write("acme_account", &a.directory, |tx, _rev| {
+            tx.execute(
+                "INSERT OR REPLACE INTO acme_accounts (directory, key, url, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![a.directory, a.key_sealed, a.url, a.created_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn create_volume(&self, v: &VolumeRecord) -> Result<VolumeRecord> {
+        self.volume_create(v)
+    }
+
+    fn get_volume(&self, id: &str) -> Result<Option<VolumeRecord>> {
+        self.volume_get(id)
+    }
+
+    fn list_volumes(&self, app: Option<&str>) -> Result<Vec<VolumeRecord>> {
+        self.volume_list(app)
+    }
+
+    fn update_volume(&self, v: &VolumeRecord, expected_revision: u64) -> Result<VolumeRecord> {
+        self.volume_update(v, expected_revision)
+    }
+
+    fn delete_volume(&self, id: &str) -> Result<bool> {
+        self.volume_delete(id)
+    }
+
+    fn create_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        self.snapshot_create(s)
+    }
+
+    fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRecord>> {
+        self.snapshot_get(id)
+    }
+
+    fn list_snapshots(&self, volume_id: &str) -> Result<Vec<SnapshotRecord>> {
+        self.snapshot_list(volume_id)
+    }
+
+    fn update_snapshot(&self, s: &SnapshotRecord) -> Result<()> {
+        self.snapshot_update(s)
+    }
+
+    fn delete_snapshot(&self, id: &str) -> Result<bool> {
+        self.snapshot_delete(id)
+    }
+
+    fn network_id(&self, org: &str, network: &str, now_ms: i64) -> Result<u32> {
+        self.network_ensure(org, network, now_ms)
+    }
+
+    fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
+        self.network_list()
     }
 
     fn revision(&self) -> u64 {

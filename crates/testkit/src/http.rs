@@ -111,7 +111,7 @@ impl Client {
     }
 }
 
-fn dechunk(mut s: &str) -> String {
+pub(crate) fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

@@ -3,9 +3,12 @@
 //! [`TestCluster::start`] opens a SQLite store in a temp dir, imports the offline busybox test
 //! image, starts the real container driver (its own cgroup parent), the agent and the API on
 //! `127.0.0.1:0`. Dropping the cluster stops the services and removes every container,
-//! namespace, mount and file it made, so tests leave nothing behind even when they fail.
+//! namespace, mount (volumes' loop devices too) and file it made, so tests leave nothing
+//! behind even when they fail.
 
 pub mod http;
+pub mod pebble;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,7 @@ use hangar_domain::{HostFuture, MachineHost};
 use hangar_image::testing::{TempDir, busybox_image, write_oci_archive};
 use hangar_image::{ImageStore, ImportOptions, Puller, PullerConfig};
 use hangar_runtime::{ContainerId, Driver, LinuxDriver, LinuxDriverConfig};
-use hangar_store::{SqliteStore, Store, TokenScope};
+use hangar_store::{Sealer, SqliteStore, Store, TokenScope};
 
 pub use http::{Client, Resp};
 
@@ -36,6 +39,8 @@ pub struct TestCluster {
     pub driver: Arc<LinuxDriver>,
     /// The data dir.
     pub dir: TempDir,
+    /// Seals certificate keys (`DATA/tls/seal.key`), shared by the API and the proxies.
+    pub sealer: Arc<Sealer>,
     host_id: u32,
     cgroup_parent: String,
     images: ImageStore,
@@ -199,14 +204,21 @@ impl TestCluster {
         let api = listener.local_addr().map_err(|e| e.to_string())?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let host = Arc::new(CurrentAgent::default());
+        let sealer =
+            Arc::new(Sealer::load_or_create(&dir.join("tls/seal.key")).map_err(|e| e.to_string())?);
         let state = ApiState::new(
             dyn_store,
             ApiConfig {
                 host_id,
+                // Three regions on one host, for placement and region routing tests.
+                regions: vec!["local".into(), "ams".into(), "fra".into()],
+                // Proxies started by tests may run ACME (against pebble).
+                acme_enabled: true,
                 ..ApiConfig::default()
             },
         )
-        .with_host(host.clone());
+        .with_host(host.clone())
+        .with_sealer(sealer.clone());
         let t1 = tokio::spawn(async move {
             let _ = hangar_api::run(listener, state, stopped(rx)).await;
         });
@@ -215,6 +227,7 @@ impl TestCluster {
             store,
             driver,
             dir,
+            sealer,
             host_id,
             cgroup_parent,
             images,
@@ -250,9 +263,12 @@ impl TestCluster {
             puller,
             AgentConfig {
                 machines_dir: self.dir.join("machines"),
+                volumes_dir: self.dir.join("volumes"),
                 host_id: self.host_id,
                 log_limit_bytes: 1 << 20,
                 egress: Some(self.egress.0.clone()),
+                // The isolation tables are named like the cluster's egress table.
+                isolation: hangar_net::isolation::Isolation::new(self.egress.0.table()).ok(),
             },
         );
         self.host.set(Some(agent.clone()));
@@ -276,9 +292,19 @@ impl TestCluster {
         self.agent_stop = None;
     }
 
-    /// Starts an edge proxy over this cluster's store (stopped with the cluster) and waits
-    /// until it has loaded the catalog.
-    pub fn start_proxy(&mut self, config: hangar_proxy::ProxyConfig) -> Arc<hangar_proxy::Proxy> {
+    /// Starts an edge proxy over this cluster's store (stopped with the cluster). Unless the
+    /// config says otherwise, it opens certificate keys with the cluster's sealer and keeps
+    /// its host CA in `DATA/tls`.
+    pub fn start_proxy(
+        &mut self,
+        mut config: hangar_proxy::ProxyConfig,
+    ) -> Arc<hangar_proxy::Proxy> {
+        if config.tls.sealer.is_none() {
+            config.tls.sealer = Some(self.sealer.clone());
+        }
+        if config.tls.ca_dir.is_none() {
+            config.tls.ca_dir = Some(self.dir.join("tls"));
+        }
         let proxy = hangar_proxy::Proxy::new(self.store.clone(), config);
         let p = proxy.clone();
         let (tx, rx) = tokio::sync::watch::channel(false);
@@ -287,6 +313,51 @@ impl TestCluster {
         }));
         self.proxy_stops.push(tx);
         proxy
+    }
+
+    /// Starts the private DNS over this cluster's store (stopped with the cluster): the
+    /// operators' listener on `127.0.0.1:0` (its address: [`hangar_dns::Dns::operator_addr`]),
+    /// the cluster's networks at their `…::3`, the relay to this cluster's API, forwarding to
+    /// `upstreams` (loopback fakes in tests, never the host's resolvers).
+    pub async fn start_dns(
+        &mut self,
+        upstreams: Vec<SocketAddr>,
+    ) -> Result<Arc<hangar_dns::Dns>, String> {
+        let dns = hangar_dns::Dns::new(
+            self.store.clone(),
+            hangar_dns::DnsConfig {
+                host_id: self.host_id,
+                operator_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+                upstreams,
+                api_upstream: Some(self.api),
+                ..hangar_dns::DnsConfig::default()
+            },
+        );
+        let d = dns.clone();
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        self.tasks.push(tokio::spawn(async move {
+            let _ = hangar_dns::run(d, stopped(rx)).await;
+        }));
+        self.proxy_stops.push(tx);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while dns.operator_addr().is_none() {
+            if std::time::Instant::now() > deadline {
+                return Err("the DNS server did not start".into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        Ok(dns)
+    }
+
+    /// This cluster's host id (6PN addresses, service addresses).
+    pub fn host_id(&self) -> u32 {
+        self.host_id
+    }
+
+    /// The name of this cluster's nftables tables (`ip`: IPv4 NAT; `inet`, `bridge`:
+    /// isolation).
+    pub fn nft_table(&self) -> &str {
+        self.egress.0.table()
     }
 
     /// An admin API client.
@@ -356,12 +427,17 @@ impl Drop for TestCluster {
                 let _ = self.driver.delete(&c.id);
             }
         }
+        // Volume mounts and loop devices (their machines are gone by now).
+        hangar_agent::release_volumes(&self.dir.join("volumes"));
         let _ = self.driver.cgroups().remove(Path::new(&self.cgroup_parent));
-        if let Ok(orgs) = self.store.list_orgs() {
-            for o in orgs {
-                let _ = hangar_net::Network::new(o.numeric_id as u32, self.host_id).remove();
+        if let Ok(networks) = self.store.list_networks() {
+            for n in networks {
+                let _ = hangar_net::Network::new(n.id, self.host_id).remove();
             }
         }
         let _ = self.egress.0.remove();
+        if let Ok(iso) = hangar_net::isolation::Isolation::new(self.egress.0.table()) {
+            let _ = iso.remove();
+        }
     }
 }

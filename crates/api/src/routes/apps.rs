@@ -58,7 +58,7 @@ fn view(s: &ApiState, a: &AppRecord) -> Result<App, ApiError> {
         status: Some("deployed".into()),
         network: Some(a.network.clone()),
         machine_count: Some(counts(s, &a.name)?),
-        volume_count: Some(0),
+        volume_count: Some(super::volumes::count(s, &a.name)?),
         ..App::default()
     })
 }
@@ -89,7 +89,7 @@ pub(crate) async fn list(
                 id: a.id.clone(),
                 name: a.name.clone(),
                 machine_count: Some(counts(&s, &a.name)?),
-                volume_count: Some(0),
+                volume_count: Some(super::volumes::count(&s, &a.name)?),
                 network: Some(a.network.clone()),
             })
         })

@@ -353,11 +353,16 @@ pub(crate) async fn create(
         }
         _ => MachineName::generate(u64::from_le_bytes(random::<8>())),
     };
-    let org = s
-        .store
-        .get_org(&a.org_slug)?
-        .ok_or_else(|| ApiError::not_found("org"))?;
+    // A mounted volume: checked, and the machine goes where the volume is.
+    let volume = super::volumes::mount_target(&s, &a, &req.config, req.region.as_deref(), None)?;
+    if let (Some(v), Some(m)) = (&volume, req.config.mounts.first_mut())
+        && m.name.as_deref().is_none_or(str::is_empty)
+    {
+        m.name = Some(v.name.clone());
+    }
     let now = now_ms();
+    // The app's network: its org's own, or the custom one it was created in (§4.4).
+    let network_id = s.store.network_id(&a.org_slug, &a.network, now)?;
     let id = MachineId::from_bytes(random::<7>());
     let instance = ulid();
     let skip_launch = req.skip_launch.unwrap_or(false);
@@ -368,18 +373,21 @@ pub(crate) async fn create(
         region: req
             .region
             .clone()
+            .or_else(|| volume.as_ref().map(|v| v.region.clone()))
             .unwrap_or_else(|| s.config.region.clone()),
         state: MState::Creating,
         instance_id: instance.to_string(),
         config: req.config.clone(),
         image_ref: None,
         private_ip: sixpn::machine_addr(
-            org.numeric_id as u32,
+            network_id,
             s.config.host_id,
             u32::from_le_bytes(random::<4>()),
         )
         .to_string(),
-        host: s.config.host_name.clone(),
+        host: volume
+            .as_ref()
+            .map_or_else(|| s.config.host_name.clone(), |v| v.host.clone()),
         cordoned: req.skip_service_registration.unwrap_or(false),
         pending: (!skip_launch).then_some(PendingOp::Start),
         restart_count: 0,
@@ -387,7 +395,15 @@ pub(crate) async fn create(
         updated_at: now,
         revision: 0,
     };
-    s.store.insert_machine(&rec)?;
+    if let Some(v) = &volume {
+        super::volumes::attach(&s, v, &rec.id)?;
+    }
+    if let Err(e) = s.store.insert_machine(&rec) {
+        if let Some(v) = &volume {
+            super::volumes::detach(&s, &v.id, &rec.id);
+        }
+        return Err(e.into());
+    }
     s.store
         .add_event(&event(&rec, "launch", "created", "user", None))?;
     let mut nonce_out = None;
@@ -449,16 +465,40 @@ pub(crate) async fn update(
             m.instance_id
         )));
     }
-    let mounts = |c: &hangar_api_types::MachineConfig| {
-        c.mounts
-            .iter()
-            .map(|x| (x.volume.clone(), x.path.clone()))
-            .collect::<Vec<_>>()
-    };
-    if !m.config.mounts.is_empty() && mounts(&m.config) != mounts(&req.config) {
-        return Err(ApiError::bad_request(
-            "mounts can not be changed by an update; destroy and recreate the machine",
-        ));
+    // The volume of a machine stays (its mount path may change); one without a volume may
+    // get one.
+    let mut attach = None;
+    let several = req.config.mounts.len() > 1;
+    match (m.config.mounts.first(), req.config.mounts.first_mut()) {
+        (Some(old), Some(new)) => {
+            if new.volume.as_deref().is_none_or(str::is_empty) {
+                new.volume = old.volume.clone();
+            }
+            if new.volume != old.volume || several {
+                return Err(ApiError::bad_request(
+                    "a machine's volume can not be changed by an update; destroy and recreate the machine",
+                ));
+            }
+            if new.name.as_deref().is_none_or(str::is_empty) {
+                new.name = old.name.clone();
+            }
+            super::volumes::mount_target(&s, &a, &req.config, Some(&m.region), Some(&m.id))?;
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "a machine's volume can not be removed by an update; destroy and recreate the machine",
+            ));
+        }
+        (None, Some(_)) => {
+            attach =
+                super::volumes::mount_target(&s, &a, &req.config, Some(&m.region), Some(&m.id))?;
+            if let (Some(v), Some(new)) = (&attach, req.config.mounts.first_mut())
+                && new.name.as_deref().is_none_or(str::is_empty)
+            {
+                new.name = Some(v.name.clone());
+            }
+        }
+        (None, None) => {}
     }
     let launch = !req.skip_launch.unwrap_or(false);
     let next = m
@@ -484,7 +524,24 @@ pub(crate) async fn update(
             "region can not be changed by an update",
         ));
     }
-    let stored = s.store.update_machine(&rec, m.revision)?;
+    if let Some(v) = &attach {
+        if v.host != m.host {
+            return Err(ApiError::unprocessable(format!(
+                "volume {} lives on host {}; machine {} runs on {}",
+                v.id, v.host, m.id, m.host
+            )));
+        }
+        super::volumes::attach(&s, v, &m.id)?;
+    }
+    let stored = match s.store.update_machine(&rec, m.revision) {
+        Ok(stored) => stored,
+        Err(e) => {
+            if let Some(v) = &attach {
+                super::volumes::detach(&s, &v.id, &m.id);
+            }
+            return Err(e.into());
+        }
+    };
     s.store.add_version(&VersionRecord {
         machine_id: m.id.clone(),
         instance_id: stored.instance_id.clone(),

@@ -1,16 +1,18 @@
 //! Routes, one file per resource.
 
 mod apps;
+mod certs;
 mod host;
 mod images;
 mod leases;
 mod machines;
 mod orgs;
 mod platform;
+mod volumes;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 
 use crate::{ApiError, ApiState};
 
@@ -58,6 +60,44 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route(&format!("{m}/exec"), post(host::exec))
         .route(&format!("{m}/logs"), get(host::logs))
         .route("/v1/apps/{app}/images", post(images::upload))
+        .route("/v1/apps/{app}/certificates", get(certs::list))
+        .route("/v1/apps/{app}/certificates/acme", post(certs::create_acme))
+        .route(
+            "/v1/apps/{app}/certificates/custom",
+            post(certs::import_custom),
+        )
+        .route(
+            "/v1/apps/{app}/certificates/{hostname}",
+            get(certs::show).delete(certs::delete),
+        )
+        .route(
+            "/v1/apps/{app}/certificates/{hostname}/check",
+            post(certs::check),
+        )
+        .route(
+            "/v1/apps/{app}/certificates/{hostname}/acme",
+            delete(certs::delete_acme),
+        )
+        .route(
+            "/v1/apps/{app}/certificates/{hostname}/custom",
+            delete(certs::delete_custom),
+        )
+        .route(
+            "/v1/apps/{app}/volumes",
+            get(volumes::list).post(volumes::create),
+        )
+        .route(
+            "/v1/apps/{app}/volumes/{id}",
+            get(volumes::get)
+                .put(volumes::update)
+                .post(volumes::update)
+                .delete(volumes::delete),
+        )
+        .route("/v1/apps/{app}/volumes/{id}/extend", put(volumes::extend))
+        .route(
+            "/v1/apps/{app}/volumes/{id}/snapshots",
+            get(volumes::snapshots).post(volumes::create_snapshot),
+        )
         .route("/v1/platform/regions", get(platform::regions))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route("/v1/tokens", post(orgs::create_token))

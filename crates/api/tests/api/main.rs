@@ -6,7 +6,9 @@
 mod client;
 
 mod bad_input;
+mod certs;
 mod upload;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -53,6 +55,16 @@ pub(crate) async fn server_full(
     config: ApiConfig,
     host: Option<Arc<dyn hangar_domain::MachineHost>>,
 ) -> Server {
+    server_sealed(tag, config, host, None).await
+}
+
+/// [`server_full`], sealing imported certificate keys with `sealer`.
+pub(crate) async fn server_sealed(
+    tag: &str,
+    config: ApiConfig,
+    host: Option<Arc<dyn hangar_domain::MachineHost>>,
+    sealer: Option<Arc<hangar_store::Sealer>>,
+) -> Server {
     let dir = std::env::temp_dir().join(format!("hangar-api-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -76,6 +88,9 @@ pub(crate) async fn server_full(
     let mut state = ApiState::new(store.clone(), config);
     if let Some(host) = host {
         state = state.with_host(host);
+    }
+    if let Some(sealer) = sealer {
+        state = state.with_sealer(sealer);
     }
     tokio::spawn(async move {
         let _ = hangar_api::run(listener, state, async {

@@ -9,6 +9,7 @@ mod logs;
 mod machine;
 mod scale;
 mod target;
+mod volumes;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,9 @@ enum Command {
     /// Change how many machines run.
     #[command(subcommand)]
     Scale(scale::ScaleCommand),
+    /// Volumes: persistent disks, one per machine, with snapshots.
+    #[command(subcommand, alias = "volume", alias = "vol")]
+    Volumes(volumes::VolumesCommand),
     /// Build images without a container engine.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -63,6 +67,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Logs(a) => logs::run(a, &cli.api),
         Command::Machine(c) => machine::run(c, &cli.api),
         Command::Image(c) => image::run(c),
+        Command::Volumes(c) => volumes::run(c, &cli.api),
         Command::Scale(c) => scale::run(c, &cli.api),
         Command::Platform(c) => apps::platform(c, &cli.api),
         Command::Tokens(c) => apps::tokens(c, &cli.api),

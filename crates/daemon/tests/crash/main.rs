@@ -36,8 +36,11 @@ impl Daemon {
                 cgroup,
             ])
             .args(["--host-id", &host_id.to_string()])
-            // IPv6 only: parallel tests must not share the host's IPv4 pool and NAT table.
+            // IPv6 only: parallel tests must not share the host's IPv4 pool and NAT table;
+            // isolation tables of this test's own name; no operators' DNS listener.
             .args(["--ipv4-pool", "none"])
+            .args(["--nft-table", &nft_table(host_id)])
+            .args(["--dns-listen", "none"])
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -76,6 +79,11 @@ impl Drop for Daemon {
     }
 }
 
+/// The nftables tables of the test's hangard.
+fn nft_table(host_id: u32) -> String {
+    format!("hgcrash_{host_id}")
+}
+
 /// Removes whatever the test's machines left, even after a failure.
 struct HostCleanup {
     data: PathBuf,
@@ -105,6 +113,9 @@ impl Drop for HostCleanup {
         }
         for net in 1..4 {
             let _ = hangar_net::Network::new(net, self.host_id).remove();
+        }
+        if let Ok(iso) = hangar_net::isolation::Isolation::new(&nft_table(self.host_id)) {
+            let _ = iso.remove();
         }
     }
 }

@@ -162,3 +162,5 @@ fn a_half_made_machine_is_repaired() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+mod isolation;

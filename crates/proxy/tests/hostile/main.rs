@@ -22,8 +22,8 @@ impl Drop for TempDir {
     }
 }
 
-/// A backend recording the request lines it saw.
-async fn backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+/// A backend recording the request lines (and HTTP versions) it saw; h2c only when `h2`.
+async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("[::1]:0")
         .await
@@ -41,18 +41,30 @@ async fn backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let s = s.clone();
                         async move {
-                            s.lock()
-                                .expect("lock")
-                                .push(format!("{} {}", req.method(), req.uri()));
+                            s.lock().expect("lock").push(format!(
+                                "{} {} {:?}",
+                                req.method(),
+                                req.uri(),
+                                req.version()
+                            ));
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(
                                 http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
                             ))
                         }
                     },
                 );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, svc)
                     .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
             });
         }
     });
@@ -67,6 +79,10 @@ struct Setup {
 }
 
 async fn setup(tag: &str) -> Setup {
+    setup_with(tag, false).await
+}
+
+async fn setup_with(tag: &str, h2: bool) -> Setup {
     let dir =
         std::env::temp_dir().join(format!("hangar-proxy-hostile-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -82,7 +98,7 @@ async fn setup(tag: &str) -> Setup {
             created_at: 1,
         })
         .expect("app");
-    let (backend, seen) = backend().await;
+    let (backend, seen) = backend_with(h2).await;
     store
         .insert_machine(&MachineRecord {
             id: "0123456789abcd".into(),
@@ -98,6 +114,10 @@ async fn setup(tag: &str) -> Setup {
                     ports: vec![MachinePort {
                         port: Some(80),
                         handlers: vec!["http".into()],
+                        http_options: h2.then(|| hangar_api_types::HttpOptions {
+                            h2_backend: Some(true),
+                            ..Default::default()
+                        }),
                         ..MachinePort::default()
                     }],
                     ..MachineService::default()
@@ -320,4 +340,19 @@ async fn h2_rapid_reset_closes_the_connection() {
     );
     conn.abort();
     still_serves(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_backend_speaks_h2c_to_the_machine() {
+    let s = setup_with("h2c", true).await;
+    for i in 0..5 {
+        let req =
+            format!("GET /h2c/{i} HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n");
+        let r = raw(s.addr, req.as_bytes()).await;
+        assert_eq!(status(&r), 200, "{r}");
+    }
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(seen.iter().all(|l| l.ends_with("HTTP/2.0")), "{seen:?}");
+    assert!(seen[0].contains("/h2c/0"), "{seen:?}");
 }

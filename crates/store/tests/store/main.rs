@@ -6,8 +6,9 @@ use std::sync::Arc;
 use hangar_api_types::MachineConfig;
 use hangar_domain::State;
 use hangar_store::{
-    AppRecord, EventRecord, LeaseRecord, MachineRecord, PendingOp, SqliteStore, Store, StoreError,
-    TokenScope,
+    AcmeAccountRecord, AppRecord, CertificateRecord, EventRecord, LeaseRecord, MachineRecord,
+    PendingOp, Sealer, SnapshotRecord, SqliteStore, Store, StoreError, StoredCert, TokenScope,
+    VolumeRecord,
 };
 
 struct TempDb(PathBuf);
@@ -291,4 +292,354 @@ fn check_results_are_kept_per_machine_and_announced() {
     s.set_check("m1", &rec("alive", "passing")).expect("set");
     s.delete_app("a").expect("delete");
     assert!(s.checks("m1").expect("checks").is_empty());
+}
+
+#[test]
+fn certificates_are_unique_per_host_follow_revisions_and_go_with_their_app() {
+    let db = TempDb::new("certs");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    setup(&s);
+    s.create_app(&app("api", "acme")).expect("app");
+    let sealer = Sealer::load_or_create(&db.0.join("tls/seal.key")).expect("sealer");
+    let before = s.revision();
+    let mut rec = CertificateRecord::new("www.example.com", "web", 5);
+    rec.acme_requested = true;
+    rec.acme_status = "pending".into();
+    let stored = s.create_certificate(&rec).expect("create");
+    assert!(stored.revision > before);
+    let changes = s.changes_since(before, 10).expect("changes");
+    assert_eq!(
+        (changes[0].kind.as_str(), changes[0].key.as_str()),
+        ("certificate", "www.example.com")
+    );
+    // One app per hostname, and only for apps that exist.
+    assert!(matches!(
+        s.create_certificate(&CertificateRecord::new("www.example.com", "api", 6)),
+        Err(StoreError::NameTaken { .. })
+    ));
+    assert!(matches!(
+        s.create_certificate(&CertificateRecord::new("x.example.com", "nope", 6)),
+        Err(StoreError::NotFound("app"))
+    ));
+    // A certificate with its key sealed; stale writers lose.
+    let ctx = CertificateRecord::key_context("www.example.com", "custom");
+    let mut next = stored.clone();
+    next.custom = Some(StoredCert {
+        chain_pem: "-----BEGIN CERTIFICATE-----\n...".into(),
+        key_sealed: sealer.seal(&ctx, b"pkcs8 bytes").expect("seal"),
+        not_after: 9_000,
+        issuer: "Test CA".into(),
+        created_at: 7,
+    });
+    next.acme_attempts = 2;
+    next.acme_error = Some("timeout".into());
+    next.acme_error_at = Some(8);
+    let updated = s
+        .update_certificate(&next, stored.revision)
+        .expect("update");
+    assert!(matches!(
+        s.update_certificate(&next, stored.revision),
+        Err(StoreError::Conflict { .. })
+    ));
+    let mut moved = updated.clone();
+    moved.app = "api".into();
+    assert!(
+        s.update_certificate(&moved, updated.revision).is_err(),
+        "a hostname does not move between apps by update"
+    );
+    let got = s
+        .get_certificate("www.example.com")
+        .expect("get")
+        .expect("exists");
+    assert_eq!(got, updated);
+    let custom = got.custom.as_ref().expect("custom");
+    assert_eq!(
+        sealer.open(&ctx, &custom.key_sealed).expect("open"),
+        b"pkcs8 bytes"
+    );
+    assert!(got.acme.is_none());
+    // Survives reopening; the key file is 0600 and reloads to the same key.
+    drop(s);
+    let s = SqliteStore::open(&db.path()).expect("reopen");
+    let sealer2 = Sealer::load_or_create(&db.0.join("tls/seal.key")).expect("sealer");
+    let again = s.get_certificate("www.example.com").expect("get");
+    let again = again.expect("exists");
+    let key = &again.custom.as_ref().expect("custom").key_sealed;
+    assert_eq!(sealer2.open(&ctx, key).expect("open"), b"pkcs8 bytes");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(db.0.join("tls/seal.key"))
+            .expect("key file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        std::fs::set_permissions(
+            db.0.join("tls/seal.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        assert!(
+            Sealer::load_or_create(&db.0.join("tls/seal.key")).is_err(),
+            "a key file others can read is refused"
+        );
+    }
+    s.create_certificate(&CertificateRecord::new("api.example.com", "api", 9))
+        .expect("create");
+    assert_eq!(s.list_certificates(None).expect("list").len(), 2);
+    assert_eq!(s.list_certificates(Some("api")).expect("list").len(), 1);
+    assert!(s.delete_certificate("api.example.com").expect("delete"));
+    assert!(!s.delete_certificate("api.example.com").expect("delete"));
+    // Deleting the app takes its hostnames.
+    assert!(s.delete_app("web").expect("delete"));
+    assert!(s.get_certificate("www.example.com").expect("get").is_none());
+    // ACME accounts by directory.
+    let dir = "https://acme.test/dir";
+    assert!(s.acme_account(dir).expect("get").is_none());
+    let acct = AcmeAccountRecord {
+        directory: dir.into(),
+        key_sealed: sealer
+            .seal(&AcmeAccountRecord::key_context(dir), b"account key")
+            .expect("seal"),
+        url: "https://acme.test/acct/1".into(),
+        created_at: 1,
+    };
+    s.put_acme_account(&acct).expect("put");
+    assert_eq!(s.acme_account(dir).expect("get"), Some(acct));
+}
+
+fn volume(id: &str, app: &str, name: &str) -> VolumeRecord {
+    VolumeRecord {
+        id: id.into(),
+        app: app.into(),
+        name: name.into(),
+        region: "local".into(),
+        zone: "h1".into(),
+        host: "h1".into(),
+        size_gb: 1,
+        state: "creating".into(),
+        encrypted: true,
+        fstype: "ext4".into(),
+        attached_machine_id: None,
+        snapshot_retention: 5,
+        auto_backup_enabled: true,
+        source_volume_id: None,
+        source_snapshot_id: None,
+        created_at: 10,
+        updated_at: 10,
+        revision: 0,
+    }
+}
+
+fn snapshot(id: &str, volume: &str, at: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.into(),
+        volume_id: volume.into(),
+        status: "running".into(),
+        size: 0,
+        volume_size: 1 << 30,
+        digest: String::new(),
+        retention_days: 5,
+        created_at: at,
+    }
+}
+
+const VOL_A: &str = "vol_aaaaaaaaaaaaaaaa";
+const VOL_B: &str = "vol_bbbbbbbbbbbbbbbb";
+
+#[test]
+fn volumes_attach_once_detach_with_their_machine_and_log_changes() {
+    let db = TempDb::new("volumes");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    setup(&s);
+    assert!(matches!(
+        s.create_volume(&volume(VOL_A, "nope", "data")),
+        Err(StoreError::NotFound("app"))
+    ));
+    let a = s.create_volume(&volume(VOL_A, "web", "data")).expect("a");
+    let b = s.create_volume(&volume(VOL_B, "web", "data")).expect("b");
+    assert!(matches!(
+        s.create_volume(&volume(VOL_A, "web", "again")),
+        Err(StoreError::NameTaken { .. })
+    ));
+    assert_eq!(s.list_volumes(Some("web")).expect("list").len(), 2);
+    assert_eq!(s.list_volumes(None).expect("list").len(), 2);
+    assert!(s.list_volumes(Some("other")).expect("list").is_empty());
+
+    // Attaching logs the volume and the machine; a stale revision is refused.
+    s.insert_machine(&machine("aaaaaaaaaaaaaa", "web", "one"))
+        .expect("machine");
+    let before = s.revision();
+    let mut attach = a.clone();
+    attach.attached_machine_id = Some("aaaaaaaaaaaaaa".into());
+    let a = s.update_volume(&attach, a.revision).expect("attach");
+    let changes = s.changes_since(before, 10).expect("changes");
+    let kinds: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.kind.as_str(), c.key.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("volume", VOL_A), ("machine", "aaaaaaaaaaaaaa")],
+        "{changes:?}"
+    );
+    assert_eq!(s.revision(), changes.last().expect("last").revision);
+    assert!(matches!(
+        s.update_volume(&attach, attach.revision),
+        Err(StoreError::Conflict { .. })
+    ));
+    // One volume per machine.
+    let mut second = b.clone();
+    second.attached_machine_id = Some("aaaaaaaaaaaaaa".into());
+    assert!(matches!(
+        s.update_volume(&second, b.revision),
+        Err(StoreError::NameTaken { .. })
+    ));
+
+    // The machine is destroyed: its volume is free, and the agent hears of it.
+    let m = s
+        .get_machine("web", "aaaaaaaaaaaaaa")
+        .expect("get")
+        .expect("m");
+    let mut gone = m.clone();
+    gone.state = State::Destroyed;
+    gone.pending = None;
+    let before = s.revision();
+    s.update_machine(&gone, m.revision).expect("destroyed");
+    let freed = s.get_volume(VOL_A).expect("get").expect("a");
+    assert_eq!(freed.attached_machine_id, None);
+    assert!(freed.revision > a.revision);
+    let kinds: Vec<String> = s
+        .changes_since(before, 10)
+        .expect("changes")
+        .iter()
+        .map(|c| format!("{}:{}", c.kind, c.key))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "machine:aaaaaaaaaaaaaa".to_string(),
+            format!("volume:{VOL_A}")
+        ]
+    );
+
+    // Snapshots: newest first, updated in place, deleted with their volume.
+    assert!(matches!(
+        s.create_snapshot(&snapshot("vs_1", "vol_nope", 1)),
+        Err(StoreError::NotFound("volume"))
+    ));
+    s.create_snapshot(&snapshot("vs_1", VOL_A, 100))
+        .expect("snap");
+    s.create_snapshot(&snapshot("vs_2", VOL_A, 200))
+        .expect("snap");
+    s.create_snapshot(&snapshot("vs_3", VOL_B, 300))
+        .expect("snap");
+    let ids: Vec<String> = s
+        .list_snapshots(VOL_A)
+        .expect("list")
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(ids, vec!["vs_2", "vs_1"]);
+    let mut done = snapshot("vs_1", VOL_A, 100);
+    done.status = "created".into();
+    done.size = 42;
+    done.digest = "sha256:00".into();
+    let before = s.revision();
+    s.update_snapshot(&done).expect("update");
+    assert_eq!(s.get_snapshot("vs_1").expect("get"), Some(done));
+    assert_eq!(
+        s.changes_since(before, 10).expect("changes")[0].key,
+        VOL_A,
+        "a snapshot change is a change of its volume"
+    );
+    assert!(s.delete_snapshot("vs_2").expect("delete"));
+    assert!(!s.delete_snapshot("vs_2").expect("delete"));
+    assert!(s.delete_volume(VOL_A).expect("delete"));
+    assert!(!s.delete_volume(VOL_A).expect("delete"));
+    assert_eq!(s.get_snapshot("vs_1").expect("get"), None);
+    assert!(matches!(
+        s.update_snapshot(&snapshot("vs_1", VOL_A, 100)),
+        Err(StoreError::NotFound("snapshot"))
+    ));
+
+    // An app takes its volumes and their snapshots with it.
+    assert!(s.delete_app("web").expect("delete app"));
+    assert_eq!(s.get_volume(VOL_B).expect("get"), None);
+    assert_eq!(s.get_snapshot("vs_3").expect("get"), None);
+}
+
+#[test]
+fn volumes_survive_a_reopen() {
+    let db = TempDb::new("volumes-reopen");
+    {
+        let s = SqliteStore::open(&db.path()).expect("open");
+        setup(&s);
+        let mut v = volume(VOL_A, "web", "data");
+        v.source_snapshot_id = Some("vs_1".into());
+        v.auto_backup_enabled = false;
+        s.create_volume(&v).expect("create");
+    }
+    let s = SqliteStore::open(&db.path()).expect("reopen");
+    let v = s.get_volume(VOL_A).expect("get").expect("there");
+    assert_eq!(v.source_snapshot_id.as_deref(), Some("vs_1"));
+    assert!(!v.auto_backup_enabled);
+    assert!(v.encrypted);
+    assert_eq!(v.fstype, "ext4");
+}
+
+#[test]
+fn networks_get_ids_of_their_own_never_reused() {
+    let db = TempDb::new("networks");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    setup(&s);
+    let acme = s.get_org("acme").expect("q").expect("org").numeric_id as u32;
+    assert_eq!(s.network_id("acme", "default", 1).expect("default"), acme);
+    // A custom network gets its id with its first app, from the org sequence.
+    let before = s.revision();
+    let mut blue = app("blue-a", "acme");
+    blue.network = "blue".into();
+    s.create_app(&blue).expect("app");
+    let changes = s.changes_since(before, 10).expect("changes");
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.kind == "network" && c.key == "acme/blue"),
+        "{changes:?}"
+    );
+    let blue_id = s.network_id("acme", "blue", 2).expect("blue");
+    assert_ne!(blue_id, acme);
+    let mut blue2 = app("blue-b", "acme");
+    blue2.network = "blue".into();
+    s.create_app(&blue2).expect("app");
+    assert_eq!(s.network_id("acme", "blue", 3).expect("same"), blue_id);
+    // Later orgs never take a network's id; the same name in another org is another network.
+    let other = s.create_org("other", "Other", 4).expect("org");
+    assert!(other.numeric_id as u32 > blue_id);
+    let other_blue = s.network_id("other", "blue", 5).expect("other blue");
+    assert!(![acme, blue_id, other.numeric_id as u32].contains(&other_blue));
+    // Apps go, networks (and their ids) stay.
+    assert!(s.delete_app("blue-a").expect("delete"));
+    assert!(s.delete_app("blue-b").expect("delete"));
+    assert_eq!(s.network_id("acme", "blue", 6).expect("kept"), blue_id);
+    assert!(matches!(
+        s.network_id("nobody", "default", 7),
+        Err(StoreError::NotFound("org"))
+    ));
+    let all = s.list_networks().expect("list");
+    let names: Vec<(String, String, u32)> = all
+        .iter()
+        .map(|n| (n.org_slug.clone(), n.name.clone(), n.id))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("acme".into(), "default".into(), acme),
+            ("acme".into(), "blue".into(), blue_id),
+            ("other".into(), "default".into(), other.numeric_id as u32),
+            ("other".into(), "blue".into(), other_blue),
+        ]
+    );
+    drop(s);
+    let s = SqliteStore::open(&db.path()).expect("reopen");
+    assert_eq!(s.list_networks().expect("list").len(), 4);
 }

@@ -270,3 +270,53 @@ async fn deploys_keep_the_app_serving_and_failures_roll_back() {
     assert_eq!(before, after);
     assert_eq!(get(addr).await.expect("get"), (200, "v4\n".to_string()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_count_places_machines_per_region_and_scales_down() {
+    let cluster = TestCluster::start().await.expect("cluster");
+    let client = ApiClient::new(&format!("http://{}", cluster.api), ADMIN_TOKEN).expect("client");
+    let manifest = hangar_manifest::parse(FLY_TOML, hangar_manifest::Format::Toml, "fly.toml")
+        .expect("fly.toml");
+    let mut opts = options(Strategy::Immediate, "s");
+    opts.ha = false;
+    // No proxy here, so no check results: do not wait for health.
+    opts.detach = true;
+    run(&client, &manifest.config, &opts).await.expect("deploy");
+    let by_region = |ms: &[hangar_api_types::Machine]| {
+        let mut out: BTreeMap<String, usize> = BTreeMap::new();
+        for m in ms
+            .iter()
+            .filter(|m| !matches!(m.state.as_str(), "destroyed" | "destroying"))
+        {
+            *out.entry(m.region.clone()).or_insert(0) += 1;
+        }
+        out
+    };
+    // 2 per region in ams and fra.
+    let machines = client.machines("dep").await.expect("machines");
+    let regions = vec!["ams".to_string(), "fra".to_string()];
+    let targets = hangar_client::scale::targets(2, &regions, &[], "local", None);
+    let plan = hangar_client::scale::plan(&machines, "web", &targets);
+    hangar_client::scale::apply(&client, "dep", "web", &machines, &plan)
+        .await
+        .expect("scale up");
+    let machines = client.machines("dep").await.expect("machines");
+    assert_eq!(
+        by_region(&machines),
+        BTreeMap::from([("ams".into(), 2), ("fra".into(), 2), ("local".into(), 1)])
+    );
+    // The new machines run the group's config.
+    for m in machines.iter().filter(|m| m.region != "local") {
+        let env = &m.config.as_ref().expect("config").env;
+        assert_eq!(env.get("GREETING").map(String::as_str), Some("s"));
+    }
+    // Down to 1 in fra.
+    let targets = hangar_client::scale::targets(1, &["fra".to_string()], &[], "local", None);
+    let plan = hangar_client::scale::plan(&machines, "web", &targets);
+    assert_eq!(plan.destroy.len(), 1);
+    hangar_client::scale::apply(&client, "dep", "web", &machines, &plan)
+        .await
+        .expect("scale down");
+    let machines = client.machines("dep").await.expect("machines");
+    assert_eq!(by_region(&machines).get("fra"), Some(&1));
+}

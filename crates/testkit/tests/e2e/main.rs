@@ -6,9 +6,12 @@ mod deploy;
 mod egress;
 mod host;
 mod metrics;
+mod network;
 mod proxy;
 mod registry;
 mod supervision;
+mod tls;
+mod volumes;
 
 use std::time::Duration;
 

@@ -91,7 +91,7 @@ pub(crate) async fn machine(c: &Client, app: &str, config: Value) -> String {
 
 fn config() -> ProxyConfig {
     ProxyConfig {
-        port_map: HashMap::from([(80, 0), (15000, 0)]),
+        port_map: HashMap::from([(80, 0), (15000, 0), (15001, 0)]),
         autostop_interval: Duration::from_secs(3600),
         ..ProxyConfig::default()
     }
@@ -788,4 +788,52 @@ async fn a_burst_at_a_cold_app_is_bounded_and_never_hangs() {
         "the steady app failed requests"
     );
     assert_eq!(state(&c, "px-burst", &cold).await, "started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_proto_tells_the_app_who_connected() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-pp").await;
+    let id = machine(
+        &c,
+        "px-pp",
+        json!({
+            "image": TEST_IMAGE,
+            "init": {"cmd": ["nc", "-ll", "-p", "7000", "-e", "sh", "-c", "head -n 1 > /tmp/first; echo got-it"]},
+            "services": [{"protocol": "tcp", "internal_port": 7000,
+                "ports": [{"port": 15001, "handlers": ["proxy_proto"], "proxy_proto_options": {"version": "v1"}}]}],
+        }),
+    )
+    .await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 15001).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mine = s.local_addr().expect("local");
+    s.write_all(b"hello\n").await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert_eq!(String::from_utf8_lossy(&buf), "got-it\n");
+    let out = c
+        .post(
+            &format!("/v1/apps/px-pp/machines/{id}/exec"),
+            &json!({"command": ["cat", "/tmp/first"]}),
+        )
+        .await
+        .json();
+    let line = out["stdout"].as_str().unwrap_or_default().to_string();
+    assert_eq!(
+        line,
+        format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            mine.ip(),
+            addr.ip(),
+            mine.port(),
+            addr.port()
+        ),
+        "{out}"
+    );
 }

@@ -1,0 +1,308 @@
+//! Isolation of private networks, enforced by the kernel (nftables).
+//!
+//! What a machine may do, and what it may not:
+//! - reach the machines of its own network over IPv6 (same bridge: plain L2 switching; where
+//!   `br_netfilter` makes bridged packets pass the `inet` hooks too, as Docker hosts do, the
+//!   `within` set lets a bridge's own traffic through);
+//! - reach nothing of another network: no packet is forwarded from a Hangar bridge to any
+//!   Hangar bridge, IPv4 or IPv6, of this host or of another Hangar host on this machine;
+//! - reach the host only at its network's service address `fdaa:<net>:<host>::3`
+//!   ([`crate::Network::service_addr`]) on [`SERVICE_PORTS`] (DNS on 53, the Machines API
+//!   relay on 4280) and with ICMPv6 neighbour discovery (and echo to the service address);
+//!   replies to connections the host opened (the proxy, health checks, scrapes) pass;
+//! - reach the outside world over IPv4 (NATed by [`crate::egress`]); nothing from outside
+//!   enters a network unless it answers a connection a machine opened;
+//! - not spoof: every frame from a machine's port must carry its MAC
+//!   ([`crate::MachineNet::mac`]), its 6PN address or a link-local (or `::` for duplicate
+//!   address detection) as IPv6 source, its own IPv4 address as IPv4 and ARP sender; its
+//!   neighbour advertisements may only claim its own addresses, and it may not send router
+//!   advertisements or redirects. A machine with `NET_ADMIN` can change its addresses inside
+//!   its namespace, but what it sends then is dropped at the bridge port.
+//!
+//! Two tables per host, both named like the egress table (one name per Hangar host, so
+//! parallel hosts, e.g. test clusters, never touch each other's rules), in two families:
+//! - `inet <table>`, for routed traffic: sets `bridges` (this host's bridges), `within`
+//!   (`bridge . bridge`), `services` (`bridge . service address . protocol . port`) and
+//!   `service_addrs`; base chains `input` and `forward` (with `out_of_network` and
+//!   `into_network`) whose rules only ever match packets from or to this host's bridges, so a
+//!   host's rules never decide for another host's machines;
+//! - `bridge <table>`, for L2 anti-spoofing: a verdict map `ports` from each machine's host
+//!   veth to its own chain `m_<veth>` (the literal MAC and addresses), jumped to from the
+//!   `prerouting` base chain.
+//!
+//! [`Isolation::rebuild`] replaces both tables with exactly the given networks and machines
+//! in one transaction (at agent start: whatever was stale is gone, there is no moment without
+//! rules); [`Isolation::add`] adds a machine (and its network) and [`Isolation::remove_machine`]
+//! removes one, each atomic and idempotent, so a crash between steps is repaired by doing the
+//! step again. [`Isolation::remove`] deletes both tables.
+//!
+//! Drops in a machine's chain are counted (`nft list table bridge <table>` shows who tried
+//! what). The host does not forward IPv6 (Hangar never turns `net.ipv6.conf.all.forwarding`
+//! on); if something else does, the `forward` rules still keep networks apart (the net tests
+//! check exactly that, in a namespace with forwarding on). IPv4 between machines, even of one
+//! network, is no path at all (they meet over 6PN; the egress table drops bridge to bridge).
+
+use std::net::Ipv6Addr;
+
+use crate::egress::nft;
+use crate::{MachineNet, NetError, Network, Result};
+
+/// The ports machines may reach on their network's service address: DNS (UDP and TCP) and
+/// the Machines API relay (`_api.internal:4280`).
+pub const SERVICE_PORTS: &[(&str, u16)] = &[("udp", 53), ("tcp", 53), ("tcp", 4280)];
+
+/// The isolation tables of one Hangar host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Isolation {
+    table: String,
+}
+
+fn hex(a: Ipv6Addr) -> String {
+    format!("0x{:032x}", u128::from(a))
+}
+
+impl Isolation {
+    /// Tables named `table` (letters, digits, `_`; at most 32) in the `inet` and `bridge`
+    /// families.
+    pub fn new(table: &str) -> Result<Self> {
+        if table.is_empty()
+            || table.len() > 32
+            || !table
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(NetError::BadName(table.to_string()));
+        }
+        Ok(Self {
+            table: table.to_string(),
+        })
+    }
+
+    /// The tables' name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The script that replaces both tables with these networks and machines.
+    pub fn rebuild_script(&self, networks: &[Network], machines: &[MachineNet]) -> String {
+        let t = &self.table;
+        let mut s = format!(
+            "table inet {t} {{}}\n\
+             delete table inet {t}\n\
+             table bridge {t} {{}}\n\
+             delete table bridge {t}\n\
+             table inet {t} {{\n\
+               set bridges {{ type ifname; }}\n\
+               set services {{ type ifname . ipv6_addr . inet_proto . inet_service; }}\n\
+               set service_addrs {{ type ifname . ipv6_addr; }}\n\
+               set within {{ type ifname . ifname; }}\n\
+               chain input {{\n\
+                 type filter hook input priority filter; policy accept;\n\
+                 iifname != @bridges accept\n\
+                 ct state established,related accept\n\
+                 iifname . ip6 daddr . meta l4proto . th dport @services accept\n\
+                 icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n\
+                 icmpv6 type echo-request iifname . ip6 daddr @service_addrs accept\n\
+                 drop\n\
+               }}\n\
+               chain forward {{\n\
+                 type filter hook forward priority filter; policy accept;\n\
+                 iifname @bridges jump out_of_network\n\
+                 oifname @bridges jump into_network\n\
+               }}\n\
+               chain out_of_network {{\n\
+                 iifname . oifname @within accept\n\
+                 oifname \"hgrb*\" drop\n\
+                 meta nfproto ipv4 accept\n\
+                 drop\n\
+               }}\n\
+               chain into_network {{\n\
+                 ct state established,related accept\n\
+                 drop\n\
+               }}\n\
+             }}\n\
+             table bridge {t} {{\n\
+               map ports {{ type ifname : verdict; }}\n\
+               chain prerouting {{\n\
+                 type filter hook prerouting priority filter; policy accept;\n\
+                 iifname vmap @ports\n\
+               }}\n\
+             }}\n"
+        );
+        let mut seen = std::collections::HashSet::new();
+        for n in networks {
+            if seen.insert(n.bridge.clone()) {
+                s.push_str(&self.network_lines(n));
+            }
+        }
+        for m in machines {
+            s.push_str(&self.machine_lines(m));
+        }
+        s
+    }
+
+    fn network_lines(&self, n: &Network) -> String {
+        let t = &self.table;
+        let b = &n.bridge;
+        let svc = n.service_addr();
+        let mut s = format!(
+            "add element inet {t} bridges {{ \"{b}\" }}\n\
+             add element inet {t} service_addrs {{ \"{b}\" . {svc} }}\n\
+             add element inet {t} within {{ \"{b}\" . \"{b}\" }}\n"
+        );
+        for (proto, port) in SERVICE_PORTS {
+            s.push_str(&format!(
+                "add element inet {t} services {{ \"{b}\" . {svc} . {proto} . {port} }}\n"
+            ));
+        }
+        s
+    }
+
+    fn chain(m: &MachineNet) -> String {
+        format!("m_{}", m.host_veth)
+    }
+
+    fn machine_lines(&self, m: &MachineNet) -> String {
+        let t = &self.table;
+        let c = Self::chain(m);
+        let port = &m.host_veth;
+        let mac = m.mac();
+        let addr = m.addr;
+        let mut s = format!(
+            "add chain bridge {t} {c}\n\
+             flush chain bridge {t} {c}\n\
+             add rule bridge {t} {c} ether saddr != {mac} counter drop\n\
+             add rule bridge {t} {c} ether type != {{ ip, ip6, arp }} counter drop\n\
+             add rule bridge {t} {c} ip6 saddr != {{ {addr}, fe80::/64, :: }} counter drop\n\
+             add rule bridge {t} {c} icmpv6 type {{ nd-router-advert, nd-redirect }} counter drop\n\
+             add rule bridge {t} {c} icmpv6 type nd-neighbor-advert @th,64,128 != {{ {}, {}-{} }} counter drop\n",
+            hex(addr),
+            hex(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0)),
+            hex(Ipv6Addr::new(
+                0xfe80, 0, 0, 0, 0xffff, 0xffff, 0xffff, 0xffff
+            )),
+        );
+        match m.ipv4 {
+            Some(v4) => s.push_str(&format!(
+                "add rule bridge {t} {c} ip saddr != {v4} counter drop\n\
+                 add rule bridge {t} {c} arp saddr ip != {v4} counter drop\n\
+                 add rule bridge {t} {c} arp saddr ether != {mac} counter drop\n"
+            )),
+            None => s.push_str(&format!(
+                "add rule bridge {t} {c} ether type {{ ip, arp }} counter drop\n"
+            )),
+        }
+        s.push_str(&format!(
+            "add element bridge {t} ports {{ \"{port}\" : jump {c} }}\n"
+        ));
+        s
+    }
+
+    /// Replaces both tables with exactly these networks and machines, atomically.
+    pub fn rebuild(&self, networks: &[Network], machines: &[MachineNet]) -> Result<()> {
+        for m in machines {
+            crate::safe(&m.host_veth)?;
+        }
+        for n in networks {
+            crate::safe(&n.bridge)?;
+        }
+        nft(&self.rebuild_script(networks, machines))
+    }
+
+    /// Adds (or refreshes) the rules of a machine and its network. Idempotent; the tables must
+    /// exist ([`Isolation::rebuild`] at start).
+    pub fn add(&self, network: &Network, machine: &MachineNet) -> Result<()> {
+        crate::safe(&network.bridge)?;
+        crate::safe(&machine.host_veth)?;
+        nft(&format!(
+            "{}{}",
+            self.network_lines(network),
+            self.machine_lines(machine)
+        ))
+    }
+
+    /// Removes a machine's rules (found by its host veth name alone). Idempotent; nothing to
+    /// do when the tables are gone.
+    pub fn remove_machine(&self, machine: &MachineNet) -> Result<()> {
+        crate::safe(&machine.host_veth)?;
+        let t = &self.table;
+        let c = Self::chain(machine);
+        let port = &machine.host_veth;
+        let script = format!(
+            "add chain bridge {t} {c}\n\
+             flush chain bridge {t} {c}\n\
+             add element bridge {t} ports {{ \"{port}\" : jump {c} }}\n\
+             delete element bridge {t} ports {{ \"{port}\" }}\n\
+             delete chain bridge {t} {c}\n"
+        );
+        match nft(&script) {
+            Err(_) if !self.exists() => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Removes a network's rules (its bridge is going away). Idempotent.
+    pub fn remove_network(&self, network: &Network) -> Result<()> {
+        crate::safe(&network.bridge)?;
+        let add = self.network_lines(network);
+        let delete = add.replace("add element", "delete element");
+        match nft(&format!("{add}{delete}")) {
+            Err(_) if !self.exists() => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Whether the tables exist.
+    pub fn exists(&self) -> bool {
+        let t = &self.table;
+        std::process::Command::new("nft")
+            .args(["list", "table", "inet", t])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Deletes both tables.
+    pub fn remove(&self) -> Result<()> {
+        let t = &self.table;
+        nft(&format!(
+            "table inet {t} {{}}\ndelete table inet {t}\ntable bridge {t} {{}}\ndelete table bridge {t}\n"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_name_only_this_hosts_objects() {
+        let iso = Isolation::new("hangar_t").expect("name");
+        let net = Network::new(7, 9);
+        let m = MachineNet::new(
+            "3d8d413b29d089",
+            "fdaa:0:7:0:9:1:2:2".parse().expect("addr"),
+        )
+        .with_ipv4(Some("172.19.0.5".parse().expect("v4")));
+        let s = iso.rebuild_script(std::slice::from_ref(&net), std::slice::from_ref(&m));
+        assert!(s.contains(&format!(
+            "add element inet hangar_t services {{ \"{}\" . fdaa:0:7:0:9::3 . udp . 53 }}",
+            net.bridge
+        )));
+        assert!(s.contains("ip6 saddr != { fdaa:0:7:0:9:1:2:2, fe80::/64, :: } counter drop"));
+        assert!(s.contains("0xfdaa0000000700000009000100020002"));
+        assert!(s.contains("ip saddr != 172.19.0.5 counter drop"));
+        assert!(s.contains(&format!("ether saddr != {} counter drop", m.mac())));
+        assert!(s.contains("ports { \"hgv3d8d413b29d\" : jump m_hgv3d8d413b29d }"));
+        // A machine without IPv4 sends none.
+        let v6 = MachineNet::new("3d8d413b29d089", m.addr);
+        assert!(
+            iso.rebuild_script(&[], &[v6])
+                .contains("ether type { ip, arp } counter drop")
+        );
+        for bad in ["", "a b", "a;b", "t\"", &"t".repeat(33)] {
+            assert!(Isolation::new(bad).is_err(), "{bad}");
+        }
+    }
+}
