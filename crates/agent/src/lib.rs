@@ -58,6 +58,8 @@ pub struct AgentConfig {
     /// added when its network is made and removed with it. `None`: no isolation (tests of
     /// the agent's logic only).
     pub isolation: Option<hangar_net::isolation::Isolation>,
+    /// Opens app secrets (sealed by the API with the same host key); `None`: no secrets.
+    pub sealer: Option<Arc<hangar_store::Sealer>>,
 }
 
 /// The agent. Generic over the runtime driver so logic can be tested with the fake driver.

@@ -43,6 +43,29 @@ impl<D: Driver> Agent<D> {
         Ok((image, image_ref))
     }
 
+    /// The app's secrets, opened. A value that does not open (another key) fails the
+    /// machine's preparation rather than starting it without the secret.
+    pub(crate) fn app_secrets(&self, app: &str) -> Result<Vec<(String, String)>, AgentError> {
+        let (records, _) = self.store.secrets(app)?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let Some(sealer) = &self.config.sealer else {
+            return Err(AgentError::Invalid(
+                "the app has secrets but this host has no key to open them".into(),
+            ));
+        };
+        records
+            .into_iter()
+            .map(|r| {
+                let v = sealer
+                    .open(&hangar_store::secret_context(app, &r.name), &r.sealed)
+                    .map_err(|e| AgentError::Host(format!("secret {}: {e}", r.name)))?;
+                Ok((r.name, String::from_utf8_lossy(&v).into_owned()))
+            })
+            .collect()
+    }
+
     /// Network of a machine, from its 6PN address (`fdaa:<net>:<host>:<machine>:2`).
     pub(crate) fn network_of(
         &self,
@@ -119,7 +142,7 @@ impl<D: Driver> Agent<D> {
         }
         let mut mounts = write_files(&dir, m)?;
         mounts.extend(self.volume_binds(m).await?);
-        let spec = spec(
+        let mut spec = spec(
             m,
             &image,
             &image_ref,
@@ -129,6 +152,15 @@ impl<D: Driver> Agent<D> {
             mounts,
             self.config.log_limit_bytes,
         )?;
+        // App secrets as environment variables (over the config's env; the platform's
+        // `FLY_*` variables stay the platform's).
+        for (k, v) in self.app_secrets(&m.app)? {
+            if k.starts_with("FLY_") {
+                continue;
+            }
+            spec.env.retain(|(x, _)| *x != k);
+            spec.env.push((k, v));
+        }
         let driver = self.driver.clone();
         let id = spec.id.clone();
         tokio::task::spawn_blocking(move || {

@@ -523,4 +523,24 @@ impl Client {
         self.post(&format!("{}/snapshots", Self::vol(app, id)), &json!({}))
             .await
     }
+
+    /// `GET /v1/apps/{app}/secrets` (names and digests).
+    pub async fn secrets(&self, app: &str) -> Result<hangar_api_types::SecretsListResponse> {
+        self.get(&format!("/v1/apps/{}/secrets", enc(app))).await
+    }
+
+    /// `POST /v1/apps/{app}/secrets`: `Some` sets, `None` removes; returns the new version.
+    pub async fn set_secrets(
+        &self,
+        app: &str,
+        values: std::collections::BTreeMap<String, Option<String>>,
+    ) -> Result<u64> {
+        let r: hangar_api_types::SetSecretsResponse = self
+            .post(
+                &format!("/v1/apps/{}/secrets", enc(app)),
+                &hangar_api_types::SetSecretsRequest { values },
+            )
+            .await?;
+        Ok(r.version)
+    }
 }

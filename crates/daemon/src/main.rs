@@ -372,6 +372,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             isolation: Some(
                 hangar_net::isolation::Isolation::new(&args.nft_table).context("--nft-table")?,
             ),
+            sealer: Some(sealer.clone()),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.api_listen)

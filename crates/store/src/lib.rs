@@ -26,6 +26,7 @@ mod volumes;
 
 pub use error::StoreError;
 pub use model::NetworkRecord;
+pub use model::SecretRecord;
 pub use model::{
     AcmeAccountRecord, AppRecord, CertificateRecord, Change, CheckRecord, EventRecord, LeaseRecord,
     MachineRecord, OrgRecord, PendingOp, SnapshotRecord, StoredCert, TokenScope, VersionRecord,
@@ -33,6 +34,15 @@ pub use model::{
 };
 pub use networks::DEFAULT_NETWORK;
 pub use seal::{SealError, Sealer};
+
+/// One change to an app's secrets: the name, and the sealed value with its digest (or `None`
+/// to remove it).
+pub type SecretChange = (String, Option<(Vec<u8>, String)>);
+
+/// The seal context of an app secret: a sealed value opens only for its app and name.
+pub fn secret_context(app: &str, name: &str) -> Vec<u8> {
+    format!("secret:{app}:{name}").into_bytes()
+}
 pub use sqlite::SqliteStore;
 
 /// Result of store operations.
@@ -157,6 +167,12 @@ pub trait Store: Send + Sync + 'static {
     fn network_id(&self, org: &str, network: &str, now_ms: i64) -> Result<u32>;
     /// Every network: each org's `default` and the custom ones, by id.
     fn list_networks(&self) -> Result<Vec<NetworkRecord>>;
+
+    /// Sets (`Some`) and removes (`None`) an app's secrets in one write; returns the app's new
+    /// secrets version (a `secret` change keyed by the app).
+    fn set_secrets(&self, app: &str, changes: &[SecretChange], now_ms: i64) -> Result<u64>;
+    /// An app's secrets, by name, and its secrets version.
+    fn secrets(&self, app: &str) -> Result<(Vec<SecretRecord>, u64)>;
 
     /// The latest revision.
     fn revision(&self) -> u64;

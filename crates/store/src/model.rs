@@ -357,3 +357,18 @@ pub struct SnapshotRecord {
     /// Creation time (ms epoch).
     pub created_at: i64,
 }
+
+/// One app secret; the value is sealed by whoever writes it (the store never sees it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// Env var name.
+    pub name: String,
+    /// The sealed value.
+    pub sealed: Vec<u8>,
+    /// sha256 of the value, hex (shown instead of the value).
+    pub digest: String,
+    /// ms epoch.
+    pub created_at: i64,
+    /// ms epoch.
+    pub updated_at: i64,
+}

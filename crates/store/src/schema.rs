@@ -167,4 +167,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         UNIQUE (org_slug, name)
     );
     "#,
+    // 6: app secrets, sealed by the caller; one version counter per app.
+    r#"
+    CREATE TABLE app_secrets (
+        app TEXT NOT NULL,
+        name TEXT NOT NULL,
+        sealed BLOB NOT NULL,
+        digest TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (app, name)
+    );
+    CREATE TABLE app_secrets_version (
+        app TEXT PRIMARY KEY,
+        version INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use crate::model::NetworkRecord;
 use crate::model::{
     AcmeAccountRecord, AppRecord, CertificateRecord, Change, CheckRecord, EventRecord, LeaseRecord,
-    MachineRecord, OrgRecord, SnapshotRecord, StoredCert, TokenScope, VersionRecord, VolumeRecord,
+    MachineRecord, OrgRecord, SecretRecord, SnapshotRecord, StoredCert, TokenScope, VersionRecord,
+    VolumeRecord,
 };
 use crate::schema::MIGRATIONS;
 use crate::{Result, Store, StoreError};
@@ -429,6 +430,8 @@ impl Store for SqliteStore {
             )?;
             tx.execute("DELETE FROM leases WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
             tx.execute("DELETE FROM machine_checks WHERE machine_id IN (SELECT id FROM machines WHERE app = ?1)", [name])?;
+            tx.execute("DELETE FROM app_secrets WHERE app = ?1", [name])?;
+            tx.execute("DELETE FROM app_secrets_version WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM machines WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM certificates WHERE app = ?1", [name])?;
             crate::volumes::delete_app_volumes(tx, name)?;
@@ -867,6 +870,66 @@ impl Store for SqliteStore {
 
     fn list_networks(&self) -> Result<Vec<NetworkRecord>> {
         self.network_list()
+    }
+
+    fn set_secrets(&self, app: &str, changes: &[crate::SecretChange], now_ms: i64) -> Result<u64> {
+        self.write("secret", app, |tx, _rev| {
+            for (name, value) in changes {
+                match value {
+                    Some((sealed, digest)) => {
+                        tx.execute(
+                            "INSERT INTO app_secrets (app, name, sealed, digest, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)
+                             ON CONFLICT (app, name) DO UPDATE SET sealed = excluded.sealed, digest = excluded.digest, updated_at = excluded.updated_at",
+                            params![app, name, sealed, digest, now_ms],
+                        )?;
+                    }
+                    None => {
+                        tx.execute(
+                            "DELETE FROM app_secrets WHERE app = ?1 AND name = ?2",
+                            params![app, name],
+                        )?;
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO app_secrets_version (app, version) VALUES (?1, 1)
+                 ON CONFLICT (app) DO UPDATE SET version = version + 1",
+                params![app],
+            )?;
+            let v: i64 = tx.query_row(
+                "SELECT version FROM app_secrets_version WHERE app = ?1",
+                params![app],
+                |r| r.get(0),
+            )?;
+            Ok(v.max(0) as u64)
+        })
+    }
+
+    fn secrets(&self, app: &str) -> Result<(Vec<SecretRecord>, u64)> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, sealed, digest, created_at, updated_at FROM app_secrets WHERE app = ?1 ORDER BY name",
+        )?;
+        let rows = stmt
+            .query_map(params![app], |r| {
+                Ok(SecretRecord {
+                    name: r.get(0)?,
+                    sealed: r.get(1)?,
+                    digest: r.get(2)?,
+                    created_at: r.get(3)?,
+                    updated_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let version: i64 = conn
+            .query_row(
+                "SELECT version FROM app_secrets_version WHERE app = ?1",
+                params![app],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        Ok((rows, version.max(0) as u64))
     }
 
     fn revision(&self) -> u64 {

@@ -269,6 +269,7 @@ impl TestCluster {
                 egress: Some(self.egress.0.clone()),
                 // The isolation tables are named like the cluster's egress table.
                 isolation: hangar_net::isolation::Isolation::new(self.egress.0.table()).ok(),
+                sealer: Some(self.sealer.clone()),
             },
         );
         self.host.set(Some(agent.clone()));

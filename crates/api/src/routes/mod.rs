@@ -8,6 +8,7 @@ mod leases;
 mod machines;
 mod orgs;
 mod platform;
+mod secrets;
 mod volumes;
 
 use axum::Router;
@@ -97,6 +98,16 @@ pub(crate) fn router(state: ApiState) -> Router {
         .route(
             "/v1/apps/{app}/volumes/{id}/snapshots",
             get(volumes::snapshots).post(volumes::create_snapshot),
+        )
+        .route(
+            "/v1/apps/{app}/secrets",
+            get(secrets::list).post(secrets::set_many),
+        )
+        .route(
+            "/v1/apps/{app}/secrets/{name}",
+            get(secrets::get_one)
+                .post(secrets::set_one)
+                .delete(secrets::delete_one),
         )
         .route("/v1/platform/regions", get(platform::regions))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))

@@ -8,6 +8,7 @@ mod image;
 mod logs;
 mod machine;
 mod scale;
+mod secrets;
 mod target;
 mod volumes;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Work with individual machines.
     #[command(subcommand, alias = "m")]
     Machine(machine::MachineCommand),
+    /// App secrets, given to machines as environment variables.
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
     /// Change how many machines run.
     #[command(subcommand)]
     Scale(scale::ScaleCommand),
@@ -69,6 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Image(c) => image::run(c),
         Command::Volumes(c) => volumes::run(c, &cli.api),
         Command::Scale(c) => scale::run(c, &cli.api),
+        Command::Secrets(c) => secrets::run(c, &cli.api),
         Command::Platform(c) => apps::platform(c, &cli.api),
         Command::Tokens(c) => apps::tokens(c, &cli.api),
     }

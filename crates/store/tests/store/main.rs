@@ -643,3 +643,43 @@ fn networks_get_ids_of_their_own_never_reused() {
     let s = SqliteStore::open(&db.path()).expect("reopen");
     assert_eq!(s.list_networks().expect("list").len(), 4);
 }
+
+#[test]
+fn secrets_are_versioned_per_app_and_go_with_it() {
+    let db = TempDb::new("secrets");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    s.create_org("o", "O", 1).expect("org");
+    s.create_app(&app("a", "o")).expect("app");
+    let v = s
+        .set_secrets(
+            "a",
+            &[
+                ("A".into(), Some((b"sealed-a".to_vec(), "da".into()))),
+                ("B".into(), Some((b"sealed-b".to_vec(), "db".into()))),
+            ],
+            5,
+        )
+        .expect("set");
+    assert_eq!(v, 1);
+    let v = s
+        .set_secrets(
+            "a",
+            &[
+                ("A".into(), None),
+                ("C".into(), Some((vec![1], "dc".into()))),
+            ],
+            6,
+        )
+        .expect("set");
+    assert_eq!(v, 2);
+    let (list, version) = s.secrets("a").expect("list");
+    assert_eq!(version, 2);
+    assert_eq!(
+        list.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["B", "C"]
+    );
+    assert_eq!(list[0].sealed, b"sealed-b");
+    assert_eq!(s.secrets("other").expect("none"), (Vec::new(), 0));
+    s.delete_app("a").expect("delete");
+    assert_eq!(s.secrets("a").expect("gone"), (Vec::new(), 0));
+}

@@ -9,6 +9,7 @@ mod metrics;
 mod network;
 mod proxy;
 mod registry;
+mod secrets;
 mod supervision;
 mod tls;
 mod volumes;
