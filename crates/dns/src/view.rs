@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hangar_domain::{State, sixpn};
 use hangar_store::{AppRecord, MachineRecord, NetworkRecord, Store, StoreError};
@@ -330,37 +329,12 @@ impl ViewHandle {
         Ok(true)
     }
 
-    /// Follows the store until `shutdown` resolves. Store errors are retried with a bounded
-    /// backoff while queries keep using the last view.
+    /// Follows the store until `shutdown` resolves; while the store fails, queries keep using the last view.
     pub async fn run(
         self: Arc<Self>,
         store: Arc<dyn Store>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut rx = store.subscribe();
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.catch_up(store.as_ref()) {
-                Ok(true) => {
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
-                Ok(false) => backoff = Duration::from_millis(50),
-                Err(e) => {
-                    eprintln!("hangar-dns: view update failed (answering from the last view): {e}");
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                r = rx.changed() => if r.is_err() { return },
-            }
-        }
+        hangar_store::follow(store, "hangar-dns: view", |s| self.catch_up(s), shutdown).await;
     }
 }

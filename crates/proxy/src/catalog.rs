@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use hangar_api_types::{Autostop, MachineService, StopConfig};
 use hangar_domain::State;
@@ -327,38 +326,19 @@ impl CatalogHandle {
         Ok(true)
     }
 
-    /// Follows the store until `shutdown` resolves. Store errors are retried with a bounded
-    /// backoff while routing keeps using the last snapshot.
+    /// Follows the store until `shutdown` resolves; while the store fails, routing keeps using the last snapshot.
     pub async fn run(
         self: Arc<Self>,
         store: Arc<dyn Store>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut rx = store.subscribe();
-        tokio::pin!(shutdown);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match self.catch_up(store.as_ref()) {
-                Ok(true) => {
-                    backoff = Duration::from_millis(50);
-                    continue;
-                }
-                Ok(false) => backoff = Duration::from_millis(50),
-                Err(e) => {
-                    eprintln!("hangar-proxy: catalog update failed (serving the last view): {e}");
-                    tokio::select! {
-                        () = &mut shutdown => return,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                    continue;
-                }
-            }
-            tokio::select! {
-                () = &mut shutdown => return,
-                r = rx.changed() => if r.is_err() { return },
-            }
-        }
+        hangar_store::follow(
+            store,
+            "hangar-proxy: catalog",
+            |s| self.catch_up(s),
+            shutdown,
+        )
+        .await;
     }
 }
 

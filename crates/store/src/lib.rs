@@ -17,6 +17,7 @@
 //! `hangar-domain` before they write).
 
 mod error;
+mod follow;
 mod model;
 mod networks;
 mod schema;
@@ -25,6 +26,7 @@ mod sqlite;
 mod volumes;
 
 pub use error::StoreError;
+pub use follow::follow;
 pub use model::NetworkRecord;
 pub use model::SecretRecord;
 pub use model::{
