@@ -183,4 +183,33 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         version INTEGER NOT NULL
     );
     "#,
+    // 7: IP assignments (§2.10): Flycast addresses (`private_v6`) and public ones; a Flycast
+    // address is reachable from `network_id` only.
+    r#"
+    CREATE TABLE ip_assignments (
+        ip TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        region TEXT NOT NULL,
+        network_id INTEGER,
+        service_name TEXT,
+        shared INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX ip_assignments_app ON ip_assignments(app);
+    "#,
+    // 8: WireGuard peers (§4.5): one /120 per peer in its org's network; the private key is
+    // never stored.
+    r#"
+    CREATE TABLE wireguard_peers (
+        org_slug TEXT NOT NULL,
+        name TEXT NOT NULL,
+        network_id INTEGER NOT NULL,
+        region TEXT NOT NULL,
+        public_key TEXT NOT NULL UNIQUE,
+        peer_ip TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (org_slug, name)
+    );
+    "#,
 ];
