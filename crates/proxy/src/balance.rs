@@ -28,6 +28,10 @@ pub struct Load {
     /// Set while autostop stops it: no new traffic.
     pub draining: AtomicBool,
     freed: Arc<Notify>,
+    /// Bumped when the machine goes away (leaves `started`, or the proxy stops): its
+    /// websockets get a close frame ([`crate::ws`]).
+    away: tokio::sync::watch::Sender<u64>,
+    going_away: AtomicBool,
 }
 
 impl Load {
@@ -44,6 +48,27 @@ impl Load {
     /// Marks activity now (e.g. bytes moving on a long-lived connection).
     pub fn touch(&self) {
         self.last_active_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// The machine is going away: long-lived connections on it should end gracefully.
+    pub fn go_away(&self) {
+        self.going_away.store(true, Ordering::Release);
+        self.away.send_modify(|n| *n += 1);
+    }
+
+    /// The machine serves again (started once more).
+    pub fn came_back(&self) {
+        self.going_away.store(false, Ordering::Release);
+    }
+
+    /// Whether the machine is going away now.
+    pub fn is_going_away(&self) -> bool {
+        self.going_away.load(Ordering::Acquire)
+    }
+
+    /// Changes when the machine goes away from now on.
+    pub fn away(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.away.subscribe()
     }
 }
 
@@ -117,6 +142,27 @@ impl Loads {
             .values()
             .map(|l| l.in_flight())
             .sum()
+    }
+
+    /// The load record of a machine, if it has one.
+    pub fn peek(&self, id: &str) -> Option<Arc<Load>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Tells every machine's long-lived connections to end (the proxy is stopping).
+    pub fn all_go_away(&self) {
+        for l in self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            l.go_away();
+        }
     }
 
     /// Forgets machines that are gone.

@@ -757,12 +757,21 @@ async fn route(
         {
             let backend = hyper::upgrade::on(&mut resp);
             let load = slot.load().clone();
+            let websocket = resp
+                .headers()
+                .get(header::UPGRADE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"));
             tokio::spawn(async move {
                 let _slot = slot;
                 if let (Ok(c), Ok(b)) = (client.await, backend.await) {
                     let mut c = hyper_util::rt::TokioIo::new(c);
                     let mut b = hyper_util::rt::TokioIo::new(b);
-                    let _ = crate::tcp::splice(&mut c, &mut b, &load).await;
+                    let _ = if websocket {
+                        crate::ws::splice(c, b, &load).await
+                    } else {
+                        crate::tcp::splice(&mut c, &mut b, &load).await
+                    };
                 }
             });
             let (mut p, _) = resp.into_parts();

@@ -41,6 +41,7 @@ pub mod replay;
 pub mod tcp;
 pub mod tls;
 pub mod wake;
+pub mod ws;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -375,8 +376,10 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut started = std::collections::HashSet::new();
     loop {
         sync_listeners(&proxy, &mut listeners).await;
+        going_away(&proxy, &mut started);
         proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);
         tokio::select! {
             () = &mut shutdown => break,
@@ -391,6 +394,7 @@ pub async fn run(
         }
     }
     let _ = stop_tx.send(true);
+    proxy.loads.all_go_away();
     proxy.health.stop();
     for (_, (_, h)) in listeners.drain() {
         h.abort();
@@ -410,6 +414,30 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// Machines that left `started` since the last look (or vanished) go away: their websockets
+/// are closed with a close frame; machines started again come back.
+fn going_away(proxy: &Proxy, started: &mut std::collections::HashSet<String>) {
+    let snap = proxy.catalog.snapshot();
+    started.retain(|id| {
+        let still = snap
+            .machines
+            .get(id)
+            .is_some_and(|m| m.state == hangar_domain::State::Started);
+        if !still && let Some(l) = proxy.loads.peek(id) {
+            l.go_away();
+        }
+        still
+    });
+    for m in snap.machines.values() {
+        if m.state == hangar_domain::State::Started
+            && started.insert(m.id.clone())
+            && let Some(l) = proxy.loads.peek(&m.id)
+        {
+            l.came_back();
+        }
+    }
 }
 
 async fn sync_listeners(

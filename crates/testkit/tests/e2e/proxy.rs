@@ -837,3 +837,76 @@ async fn proxy_proto_tells_the_app_who_connected() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_gets_a_close_frame_when_its_machine_stops() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-wsclose").await;
+    // A websocket echo whose processes ignore the stop signal, so the machine stays until its
+    // kill timeout: the close frame must come from the proxy, not from the connection dying.
+    let upgrade = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat";
+    let id = machine(
+        &c,
+        "px-wsclose",
+        json!({
+            "image": TEST_IMAGE,
+            "init": {"cmd": ["sh", "-c", "trap '' INT TERM; exec nc -ll -p 8080 -e sh -c \"$0\"", upgrade]},
+            "services": [http_service(json!({}))],
+            "stop_config": {"signal": "SIGINT", "timeout": "30s"},
+        }),
+    )
+    .await;
+    let proxy = cluster.start_proxy(config());
+    let http = listening(&proxy, 80).await;
+    let mut s = tokio::net::TcpStream::connect(http).await.expect("connect");
+    s.write_all(b"GET /ws HTTP/1.1\r\nhost: px-wsclose.localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    // A masked text frame "hello" (the echo sends it back as it is).
+    let key = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x85];
+    frame.extend(key);
+    frame.extend(b"hello".iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+    s.write_all(&frame).await.expect("write");
+    let mut echo = [0u8; 11];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut echo))
+        .await
+        .expect("echo in time")
+        .expect("read");
+    assert_eq!(echo[..], frame[..]);
+
+    let r = c
+        .post(
+            &format!("/v1/apps/px-wsclose/machines/{id}/stop"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut close = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(20), s.read_exact(&mut close))
+        .await
+        .expect("a close frame before the kill timeout")
+        .expect("read");
+    assert_eq!(close, hangar_proxy::ws::GOING_AWAY, "1001 going away");
+    // The client answers; then the proxy ends the connection.
+    s.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe9])
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert_eq!(state(&c, "px-wsclose", &id).await, "stopping");
+}
