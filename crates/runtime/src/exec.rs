@@ -76,6 +76,22 @@ pub fn run(args: &[OsString]) -> i32 {
         eprintln!("hangar-init {EXEC_ARG}: the command is empty or not UTF-8");
         return 2;
     };
+    // A program that is not there fails at once (127, as a shell says it), instead of
+    // leaving libcontainer's tenant waiting until the deadline.
+    if let Some(pid) = container_pid(Path::new(root), id)
+        && !program_exists(pid, &argv[0])
+    {
+        eprintln!("exec: {}: not found", argv[0]);
+        let record = ExitRecord {
+            code: 127,
+            signal: None,
+        };
+        if let Err(e) = record.write_to(Path::new(result)) {
+            eprintln!("hangar-init {EXEC_ARG}: writing the result: {e}");
+            return HELPER_FAILED;
+        }
+        return 0;
+    }
     let built = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(PathBuf::from(root))
         .and_then(|b| b.validate_id())
@@ -120,6 +136,62 @@ pub fn run(args: &[OsString]) -> i32 {
         return HELPER_FAILED;
     }
     if killed { 124 } else { 0 }
+}
+
+/// The host pid of a container's init, from libcontainer's state.
+fn container_pid(root: &Path, id: &str) -> Option<i32> {
+    libcontainer::container::Container::load(root.join(id))
+        .ok()?
+        .pid()
+        .map(|p| p.as_raw())
+}
+
+/// The default `PATH` when a machine's init has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether `prog` names an executable file in the container whose init is `pid`: an absolute
+/// path, or a bare name looked up in the init's `PATH`. Resolved inside the container's root
+/// (`openat2` with `RESOLVE_IN_ROOT`, so its symlinks mean what they mean in there). Other
+/// forms (relative paths) and anything that cannot be looked at count as present: the
+/// tenant's own exec then decides.
+fn program_exists(pid: i32, prog: &str) -> bool {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let Ok(root) = rustix::fs::open(
+        format!("/proc/{pid}/root"),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return true;
+    };
+    let candidates: Vec<String> = if prog.starts_with('/') {
+        vec![prog.to_string()]
+    } else if prog.contains('/') {
+        return true;
+    } else {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let path = environ
+            .split(|&b| b == 0)
+            .find_map(|kv| kv.strip_prefix(b"PATH="))
+            .map_or_else(|| DEFAULT_PATH.to_string(), |p| String::from_utf8_lossy(p).into());
+        path.split(':')
+            .filter(|d| !d.is_empty())
+            .map(|d| format!("{}/{prog}", d.trim_end_matches('/')))
+            .collect()
+    };
+    candidates.iter().any(|c| {
+        rustix::fs::openat2(
+            &root,
+            c.as_str(),
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT,
+        )
+        .and_then(|fd| rustix::fs::fstat(&fd))
+        .is_ok_and(|st| {
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+                && st.st_mode & 0o111 != 0
+        })
+    })
 }
 
 /// One process of a machine, as `GET …/ps` reports it.

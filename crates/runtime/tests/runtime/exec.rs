@@ -93,14 +93,30 @@ fn exec_runs_inside_the_machine_with_its_env_and_limits() {
     assert!(app.rss > 0 && app.run_ms < 600_000, "{app:?}");
     assert!(procs.iter().all(|p| p.directory == "/"), "{procs:?}");
 
-    // A missing program is the command's failure, not the driver's. Last: libcontainer's
-    // tenant init for it lingers until the helper's deadline, and would show in ps above.
-    let out = rt.block_on(h.driver.exec(&spec.id, cmd(&["/no/such/program"])));
-    match out {
-        Ok(o) => assert_ne!(o.code, 0),
-        Err(Error::Runtime(msg)) => assert!(msg.contains("no/such"), "{msg}"),
-        Err(e) => panic!("unexpected {e}"),
+    // A missing program is the command's failure, not the driver's: 127 at once, as a shell
+    // says it, for a path and for a name looked up in PATH (well before the deadline).
+    for prog in ["/no/such/program", "no-such-program"] {
+        let mut c = cmd(&[prog]);
+        c.timeout = Duration::from_secs(120);
+        let started = std::time::Instant::now();
+        let out = rt
+            .block_on(h.driver.exec(&spec.id, c))
+            .expect("exec of a missing program");
+        assert_eq!(out.code, 127, "{prog}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not found"),
+            "{prog}: {out:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{prog} waited for the deadline"
+        );
     }
+    // Names found in PATH (a busybox symlink, resolved inside the machine) still run.
+    let out = rt
+        .block_on(h.driver.exec(&spec.id, cmd(&["true"])))
+        .expect("exec true");
+    assert_eq!(out.code, 0, "{out:?}");
 }
 
 #[test]
