@@ -172,7 +172,10 @@ fn program_exists(pid: i32, prog: &str) -> bool {
         let path = environ
             .split(|&b| b == 0)
             .find_map(|kv| kv.strip_prefix(b"PATH="))
-            .map_or_else(|| DEFAULT_PATH.to_string(), |p| String::from_utf8_lossy(p).into());
+            .map_or_else(
+                || DEFAULT_PATH.to_string(),
+                |p| String::from_utf8_lossy(p).into(),
+            );
         path.split(':')
             .filter(|d| !d.is_empty())
             .map(|d| format!("{}/{prog}", d.trim_end_matches('/')))
