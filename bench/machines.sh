@@ -152,7 +152,7 @@ step "starting hangard"
 PORT="$(free_port)"
 MPORT="$(free_port)"
 "$HANGARD" --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" \
-  --host-id "$HOST_ID" --cgroup-parent "$PARENT/hangard" --init-binary "$INIT" \
+  --host-id "$HOST_ID" --cgroup-parent "$PARENT/hangard" --init-binary "$INIT" --no-wireguard \
   > "$WORK/hangard.log" 2>&1 &
 HPID=$!
 for _ in $(seq 300); do

@@ -10,7 +10,8 @@
 #
 # Environment: DURATION (seconds per dnsperf run, 10), ROUNDS (3; servers alternate), CHANGES
 # (stop/start cycles, 100), DNS_MACHINES (machines of the DNS app, 10), NET_SECONDS (per
-# iperf3/rr run, 5), SKIP_BUILD=1, RESULTS (/tmp/hangar-bench-network-results).
+# iperf3/rr run, 5), SKIP_BUILD=1, HOLD=SECONDS (set up, keep it up that long for a look by
+# hand, measure nothing), RESULTS (/tmp/hangar-bench-network-results).
 # Hangar's DNS is asked on its operators' listener (127.0.0.1), which answers every network
 # with the same code path machines reach at their `…::3`. Needs root; installs dnsperf,
 # unbound, iperf3 (Debian) if missing. Everything it makes is removed on exit, also
@@ -187,6 +188,15 @@ for _ in $(seq 100); do
   kill -0 "$UPID" 2>/dev/null || { cat "$WORK/unbound.out" "$WORK/unbound.log" >&2; exit 1; }
   sleep 0.1
 done
+
+if [ -n "${HOLD:-}" ]; then
+  # Investigation: everything up for HOLD seconds (the environment in $WORK/env.sh), no
+  # measurement; then the usual cleanup.
+  export -p | grep -E " (HANGAR_|DNS_PORT|UNBOUND_PORT|WORK|RR)" > "$WORK/env.sh"
+  echo "HOLD: up for $HOLD s; source $WORK/env.sh; setup in $OUT/setup.json" >&2
+  sleep "$HOLD"
+  exit 0
+fi
 
 step "measuring"
 export LO_IPERF_PORT="$(free_port)" LO_RR_PORT="$(free_port)"

@@ -177,7 +177,7 @@ MPORT="$(free_port)"
 export PROXY_PORT="$(free_port)" PROXY_TLS_PORT="$(free_port)"
 "$HANGARD" --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" \
   --host-id "$HOST_ID" --cgroup-parent "$PARENT/hangard" --init-binary "$INIT" \
-  --ipv4-pool none --nft-table "$NFT" "${NO_DNS[@]}" --proxy-bind 127.0.0.1 \
+  --ipv4-pool none --nft-table "$NFT" --no-wireguard "${NO_DNS[@]}" --proxy-bind 127.0.0.1 \
   --proxy-port "80=$PROXY_PORT,443=$PROXY_TLS_PORT" --autostop-interval 1h \
   > "$WORK/hangard.log" 2>&1 &
 HPID=$!

@@ -68,7 +68,7 @@ machine_ids="$work/machine-ids"
 
 start_hangard() {
   "$hangard" --data-dir "$data" --api-listen "127.0.0.1:$port" --cgroup-parent "$cgroup_parent" \
-    --host-id "$host_id" --init-binary "$init" --nft-table "$nft_table" --dns-listen none \
+    --host-id "$host_id" --init-binary "$init" --nft-table "$nft_table" --dns-listen none --no-wireguard \
     >> "$work/hangard.log" 2>&1 &
   hangard_pid=$!
   for _ in $(seq 1 100); do

@@ -10,9 +10,17 @@ ensure_rust
 ensure_nextest
 # Real parts the tests use: namespaces and bridges (iproute2), a static busybox to build test
 # images offline, libseccomp for the container runtime, skopeo and Debian's registry for pulls,
-# pebble (a test ACME CA) for certificate issuance, dig (bind9-dnsutils) for the DNS tests.
+# pebble (a test ACME CA) for certificate issuance, dig (bind9-dnsutils) for the DNS tests,
+# wg and wg-quick (wireguard-tools; no kernel module needed) for the WireGuard tests.
 apt_install iproute2 nftables busybox-static pkg-config libseccomp-dev skopeo docker-registry pebble \
   bind9-dnsutils
+# wireguard-tools without what it recommends (a kernel module through dkms): userspace is enough.
+if ! dpkg -s wireguard-tools >/dev/null 2>&1; then
+  step "apt-get install --no-install-recommends wireguard-tools"
+  sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
+  $sudo_ apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_ apt-get install -y -qq --no-install-recommends wireguard-tools
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,6 +1,6 @@
 //! The proxy's parsers of untrusted input: `Host` → app name, the `fly-replay` header and its
-//! JSON form (written by apps), and the routing request headers. None may panic; what they
-//! accept must be well-formed.
+//! JSON form (written by apps), the routing request headers, and the PROXY protocol header (sent
+//! by a load balancer in front). None may panic; what they accept must be well-formed.
 #![no_main]
 
 use hangar_proxy::http::app_from_host;
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 3 {
+    match which % 4 {
         0 => {
             if let Ok(s) = std::str::from_utf8(rest)
                 && let Some(app) = app_from_host(s, "localhost")
@@ -28,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!id.is_empty() && id.len() <= 64);
                 }
                 assert!(r.state.as_ref().is_none_or(|s| s.len() <= 1024));
+            }
+        }
+        3 => {
+            if let Ok(Some((_, n))) = hangar_proxy::proxy_proto::parse(rest) {
+                assert!(n <= rest.len());
+                assert!(n <= hangar_proxy::proxy_proto::V2_MAX);
             }
         }
         _ => {

@@ -169,6 +169,14 @@ impl<D: Driver> MachineHost for Agent<D> {
         })
     }
 
+    fn app_logs<'a>(
+        &'a self,
+        app: &'a str,
+        query: hangar_domain::AppLogQuery,
+    ) -> HostFuture<'a, hangar_domain::AppLogs> {
+        Box::pin(self.read_app_logs(app, query))
+    }
+
     fn logs<'a>(&'a self, machine_id: &'a str, n: usize, follow: bool) -> HostFuture<'a, Logs> {
         Box::pin(async move {
             if self

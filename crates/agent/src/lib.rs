@@ -8,7 +8,9 @@
 //! redoes interrupted operations (every step is idempotent) and removes whatever on the host
 //! belongs to no live machine. Each machine's network isolation rules (`hangar_net::isolation`)
 //! are added with its network and removed with it, and rebuilt from the live machines at
-//! start; its `/etc/resolv.conf` names the platform DNS at its network's `…::3`. It keeps the
+//! start; its `/etc/resolv.conf` names the platform DNS at its network's `…::3`. Flycast
+//! addresses allocated for its networks sit on their bridges, open to those networks'
+//! machines on the apps' Flycast ports (`flycast`). It keeps the
 //! host's volumes (`volumes`): sparse ext4 images,
 //! loop-mounted while a machine uses them, grown, forked, snapshotted and removed as the
 //! store asks.
@@ -16,10 +18,13 @@
 //! Must not: serve HTTP, or own facts the store owns (desired config); it only writes
 //! observed state, events, resolved image refs, volume states and snapshot results.
 
+mod app_logs;
+mod flycast;
 mod host;
 mod ipv4;
 mod logs;
 mod metrics;
+mod platform_log;
 mod prepare;
 mod reconcile;
 mod volumes;
@@ -35,8 +40,12 @@ use hangar_runtime::{Driver, ExitStatus};
 use hangar_store::{Store, StoreError};
 use tokio::sync::mpsc;
 
+pub use app_logs::{MAX_APP_FOLLOWERS, MAX_SCAN};
 pub use host::{EXEC_OUTPUT_LIMIT, MAX_EXECS, MAX_FOLLOWERS};
 pub use metrics::{ScraperConfig, run_scraper};
+pub use platform_log::{
+    DEFAULT_FILE_LIMIT as PLATFORM_LOG_FILE_LIMIT, PlatformLogs, QUEUE as PLATFORM_LOG_QUEUE,
+};
 pub use reconcile::AgentError;
 pub use volumes::release_volumes;
 
@@ -60,6 +69,9 @@ pub struct AgentConfig {
     pub isolation: Option<hangar_net::isolation::Isolation>,
     /// Opens app secrets (sealed by the API with the same host key); `None`: no secrets.
     pub sealer: Option<Arc<hangar_store::Sealer>>,
+    /// Where apps' platform lines are kept (the agent writes `runner` lines there, the proxy
+    /// `proxy` lines; app streams read them); `None`: app streams hold machines' output only.
+    pub platform_logs: Option<Arc<PlatformLogs>>,
 }
 
 /// The agent. Generic over the runtime driver so logic can be tested with the fake driver.
@@ -70,6 +82,9 @@ pub struct Agent<D: Driver> {
     pub(crate) puller: Puller,
     pub(crate) config: AgentConfig,
     workers: Mutex<HashMap<String, mpsc::Sender<()>>>,
+    /// Held by whoever acts on a machine's host state (its worker, garbage collection), so
+    /// that a collection never races a create or start of the same machine.
+    machine_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) exits: Mutex<HashMap<String, ExitStatus>>,
     pub(crate) watching: Mutex<HashMap<String, (u64, tokio::task::AbortHandle)>>,
     pub(crate) restarts: Mutex<HashMap<String, RestartTracker>>,
@@ -78,9 +93,12 @@ pub struct Agent<D: Driver> {
     /// True while the agent is stopped; log followers end when it turns true.
     pub(crate) stop: tokio::sync::watch::Sender<bool>,
     pub(crate) followers: Arc<std::sync::atomic::AtomicUsize>,
+    pub(crate) app_followers: Arc<std::sync::atomic::AtomicUsize>,
     pub(crate) ipv4_used: Mutex<Option<std::collections::HashSet<std::net::Ipv4Addr>>>,
     pub(crate) execs: Arc<tokio::sync::Semaphore>,
     pub(crate) volumes: volumes::Volumes,
+    /// The Flycast addresses and rules applied on this host (`None`: not yet since start).
+    pub(crate) flycast: Mutex<Option<flycast::Applied>>,
 }
 
 impl<D: Driver> std::fmt::Debug for Agent<D> {
@@ -111,8 +129,10 @@ impl<D: Driver> Agent<D> {
             images,
             puller,
             volumes: volumes::Volumes::new(config.volumes_dir.clone()),
+            flycast: Mutex::new(None),
             config,
             workers: Mutex::new(HashMap::new()),
+            machine_locks: Mutex::new(HashMap::new()),
             exits: Mutex::new(HashMap::new()),
             watching: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
@@ -120,6 +140,7 @@ impl<D: Driver> Agent<D> {
             metrics: metrics::AgentMetrics::default(),
             stop: tokio::sync::watch::channel(false).0,
             followers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            app_followers: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             ipv4_used: Mutex::new(None),
             execs: Arc::new(tokio::sync::Semaphore::new(host::MAX_EXECS)),
         })
@@ -141,6 +162,24 @@ impl<D: Driver> Agent<D> {
             tx
         });
         let _ = tx.try_send(());
+    }
+
+    /// The lock of a machine's host state (see `machine_locks`).
+    pub(crate) fn machine_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.machine_locks)
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Drops a machine's lock once nobody holds or waits for it and it has no worker.
+    pub(crate) fn release_machine_lock(&self, id: &str, held: Arc<tokio::sync::Mutex<()>>) {
+        drop(held);
+        let workers = lock(&self.workers);
+        let mut locks = lock(&self.machine_locks);
+        if !workers.contains_key(id) && locks.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(id);
+        }
     }
 
     /// Remembers a spawned task so that stopping the agent stops it too.
@@ -190,8 +229,14 @@ pub async fn run<D: Driver>(
             .ensure()
             .map_err(|e| AgentError::Host(format!("IPv4 egress: {e}")))?;
     }
-    agent.collect_garbage().await?;
+    if let Err(e) = agent.collect_garbage().await {
+        eprintln!("hangar-agent: garbage collection at start: {e} (tried again later)");
+    }
+    agent.collect_platform_logs();
     agent.rebuild_isolation()?;
+    // The rebuild emptied the Flycast rules: applied again in full.
+    agent.reset_flycast();
+    agent.sync_flycast_logged();
     agent.kick_all()?;
     agent.kick_volumes()?;
     // Daily snapshots and snapshot retention are looked at on this beat.
@@ -208,6 +253,9 @@ pub async fn run<D: Driver>(
             }
             _ = volume_beat.tick() => {
                 agent.kick_volumes()?;
+                if let Err(e) = agent.collect_garbage().await {
+                    eprintln!("hangar-agent: garbage collection: {e}");
+                }
                 continue;
             }
         }
@@ -217,6 +265,10 @@ pub async fn run<D: Driver>(
                     let Some(tail) = changes.last() else { break };
                     last = tail.revision;
                     let mut app_gone = false;
+                    // Addresses, services and networks here may have changed.
+                    let flycast = changes
+                        .iter()
+                        .any(|c| matches!(c.kind.as_str(), "machine" | "ip_assignment"));
                     for c in &changes {
                         match c.kind.as_str() {
                             "machine" => agent.kick(&c.key),
@@ -228,7 +280,13 @@ pub async fn run<D: Driver>(
                         }
                     }
                     if app_gone {
-                        agent.collect_garbage().await?;
+                        if let Err(e) = agent.collect_garbage().await {
+                            eprintln!("hangar-agent: garbage collection: {e} (tried again later)");
+                        }
+                        agent.collect_platform_logs();
+                    }
+                    if flycast {
+                        agent.sync_flycast_logged();
                     }
                     if changes.len() < CHANGE_BATCH {
                         break;
@@ -237,6 +295,7 @@ pub async fn run<D: Driver>(
                 Err(StoreError::Compacted { .. }) => {
                     last = agent.store.revision();
                     agent.kick_all()?;
+                    agent.sync_flycast_logged();
                     break;
                 }
                 Err(e) => return Err(e.into()),

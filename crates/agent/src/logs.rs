@@ -71,10 +71,16 @@ fn last_lines(file: &mut File, end: u64, n: usize) -> std::io::Result<Vec<Vec<u8
 /// The last `n` lines of a machine's log and where the current file ended when read (the
 /// follower starts there: nothing lost, nothing twice).
 pub(crate) fn tail(machine_dir: &Path, n: usize) -> (Vec<LogLine>, Option<(File, u64)>) {
+    let (records, current) = tail_records(&log_path(machine_dir), n);
+    (records.iter().map(|l| to_line(l)).collect(), current)
+}
+
+/// The last `n` records (lines) of a rotated log file (`path` and `path.1`), oldest first,
+/// and where the current file ended when read.
+pub(crate) fn tail_records(path: &Path, n: usize) -> (Vec<Vec<u8>>, Option<(File, u64)>) {
     let n = n.min(MAX_TAIL);
-    let path = log_path(machine_dir);
     let mut out: Vec<Vec<u8>> = Vec::new();
-    let current = File::open(&path).ok().and_then(|mut f| {
+    let current = File::open(path).ok().and_then(|mut f| {
         let len = f.metadata().ok()?.len();
         let end = complete_end(&mut f, len);
         if n > 0 {
@@ -83,7 +89,7 @@ pub(crate) fn tail(machine_dir: &Path, n: usize) -> (Vec<LogLine>, Option<(File,
         Some((f, end))
     });
     if out.len() < n {
-        let old = logger::rotated_path(&path);
+        let old = logger::rotated_path(path);
         if let Ok(mut f) = File::open(&old)
             && let Ok(meta) = f.metadata()
         {
@@ -92,7 +98,79 @@ pub(crate) fn tail(machine_dir: &Path, n: usize) -> (Vec<LogLine>, Option<(File,
             out = older;
         }
     }
-    (out.iter().map(|l| to_line(l)).collect(), current)
+    (out, current)
+}
+
+/// The current file of a log and the offset just after its last whole record.
+pub(crate) fn open_end(path: &Path) -> Option<(File, u64)> {
+    let mut f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let end = complete_end(&mut f, len);
+    Some((f, end))
+}
+
+/// Records of a rotated log read from the newest back: the current file up to its given end
+/// (from [`open_end`]), then `path.1`, until `stop` says so for one (that one excluded) or
+/// `max` are in hand; oldest first.
+pub(crate) fn read_back(
+    path: &Path,
+    current: Option<&mut (File, u64)>,
+    max: usize,
+    mut stop: impl FnMut(&[u8]) -> bool,
+) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut done = false;
+    if let Some((f, end)) = current {
+        done = scan_back(f, *end, max, &mut stop, &mut out).unwrap_or(true);
+    }
+    if !done
+        && let Ok(mut f) = File::open(logger::rotated_path(path))
+        && let Ok(len) = f.metadata().map(|m| m.len())
+    {
+        let _ = scan_back(&mut f, len, max, &mut stop, &mut out);
+    }
+    out.reverse();
+    out
+}
+
+/// Lines of `file` before `end`, newest first, into `out` until `stop` or `max`; true when
+/// it stopped before the file's start.
+fn scan_back(
+    file: &mut File,
+    end: u64,
+    max: usize,
+    stop: &mut impl FnMut(&[u8]) -> bool,
+    out: &mut Vec<Vec<u8>>,
+) -> std::io::Result<bool> {
+    let mut pos = end;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut emit = |line: Vec<u8>, out: &mut Vec<Vec<u8>>| -> bool {
+        if line.is_empty() {
+            return false;
+        }
+        if out.len() >= max || stop(&line) {
+            return true;
+        }
+        out.push(line);
+        out.len() >= max
+    };
+    while pos > 0 {
+        let step = (pos as usize).min(CHUNK);
+        pos -= step as u64;
+        let mut buf = vec![0u8; step];
+        file.seek(SeekFrom::Start(pos))?;
+        file.read_exact(&mut buf)?;
+        buf.extend_from_slice(&carry);
+        while let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
+            let line = buf.split_off(i + 1);
+            buf.truncate(i);
+            if emit(line, out) {
+                return Ok(true);
+            }
+        }
+        carry = buf;
+    }
+    Ok(emit(carry, out))
 }
 
 /// Offset just after the last newline before `len`.
@@ -112,14 +190,112 @@ fn complete_end(f: &mut File, len: u64) -> u64 {
     0
 }
 
-/// Follows a machine's log file from an offset, across rotations, until the machine's
-/// directory goes away or the host stops.
-pub(crate) struct Follower {
+/// Reads what is appended to a log file from an offset, across rotations (the file renamed
+/// to `<name>.1` and a new one started), one record (line) at a time. The log is gone for
+/// good when the directory above the log's directory is removed (a machine's directory for
+/// `<machine>/logs/machine.log`).
+pub(crate) struct FileTail {
     path: PathBuf,
     file: Option<File>,
     pos: u64,
     partial: Vec<u8>,
-    ready: VecDeque<LogLine>,
+    ready: VecDeque<Vec<u8>>,
+}
+
+impl FileTail {
+    /// Follows `path` from `start` (a file and offset from a tail), or from the start of
+    /// whatever file appears there.
+    pub(crate) fn new(path: PathBuf, start: Option<(File, u64)>) -> Self {
+        let (file, pos) = match start {
+            Some((f, p)) => (Some(f), p),
+            None => (None, 0),
+        };
+        Self {
+            path,
+            file,
+            pos,
+            partial: Vec::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// The next whole record read so far.
+    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    fn owner_exists(&self) -> bool {
+        self.path
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(Path::exists)
+    }
+
+    /// Reads what was appended; moves to the new file after a rotation. Returns false when
+    /// the log is gone for good.
+    pub(crate) fn poll(&mut self) -> bool {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.pos = 0;
+                }
+                Err(_) => return self.owner_exists(),
+            }
+        }
+        self.drain();
+        // Rotated: the path now names a different file. What the old one got before the
+        // rename was drained above; continue with the new one from its start.
+        let rotated = match (
+            std::fs::metadata(&self.path),
+            self.file.as_ref().and_then(|f| f.metadata().ok()),
+        ) {
+            (Ok(now), Some(ours)) => now.ino() != ours.ino() || now.dev() != ours.dev(),
+            (Err(_), _) => return self.owner_exists(),
+            _ => false,
+        };
+        if rotated {
+            self.drain();
+            self.file = None;
+            self.pos = 0;
+            self.partial.clear();
+            return self.poll();
+        }
+        true
+    }
+
+    fn drain(&mut self) {
+        let Some(f) = self.file.as_mut() else { return };
+        if f.seek(SeekFrom::Start(self.pos)).is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; CHUNK];
+        // Bounded per poll so one chatty machine can not hold a follower forever.
+        for _ in 0..64 {
+            let n = match f.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            self.pos += n as u64;
+            let mut rest = &buf[..n];
+            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
+                self.partial.extend_from_slice(&rest[..i]);
+                self.ready.push_back(std::mem::take(&mut self.partial));
+                rest = &rest[i + 1..];
+            }
+            self.partial.extend_from_slice(rest);
+            if self.partial.len() > logger::MAX_LINE * 2 {
+                // Not records (someone else writes this file): emit as is.
+                self.ready.push_back(std::mem::take(&mut self.partial));
+            }
+        }
+    }
+}
+
+/// Follows a machine's log file from an offset, across rotations, until the machine's
+/// directory goes away or the host stops.
+pub(crate) struct Follower {
+    tail: FileTail,
     stop: tokio::sync::watch::Receiver<bool>,
     _slot: FollowSlot,
 }
@@ -152,92 +328,10 @@ impl Follower {
         stop: tokio::sync::watch::Receiver<bool>,
         slot: FollowSlot,
     ) -> Self {
-        let (file, pos) = match start {
-            Some((f, p)) => (Some(f), p),
-            None => (None, 0),
-        };
         Self {
-            path: log_path(machine_dir),
-            file,
-            pos,
-            partial: Vec::new(),
-            ready: VecDeque::new(),
+            tail: FileTail::new(log_path(machine_dir), start),
             stop,
             _slot: slot,
-        }
-    }
-
-    /// Reads what was appended; moves to the new file after a rotation. Returns false when
-    /// the log is gone for good (the machine directory was removed).
-    fn poll_file(&mut self) -> bool {
-        if self.file.is_none() {
-            match File::open(&self.path) {
-                Ok(f) => {
-                    self.file = Some(f);
-                    self.pos = 0;
-                }
-                Err(_) => {
-                    return self
-                        .path
-                        .parent()
-                        .and_then(Path::parent)
-                        .is_some_and(Path::exists);
-                }
-            }
-        }
-        self.drain();
-        // Rotated: the path now names a different file. What the old one got before the
-        // rename was drained above; continue with the new one from its start.
-        let rotated = match (
-            std::fs::metadata(&self.path),
-            self.file.as_ref().and_then(|f| f.metadata().ok()),
-        ) {
-            (Ok(now), Some(ours)) => now.ino() != ours.ino() || now.dev() != ours.dev(),
-            (Err(_), _) => {
-                return self
-                    .path
-                    .parent()
-                    .and_then(Path::parent)
-                    .is_some_and(Path::exists);
-            }
-            _ => false,
-        };
-        if rotated {
-            self.drain();
-            self.file = None;
-            self.pos = 0;
-            self.partial.clear();
-            return self.poll_file();
-        }
-        true
-    }
-
-    fn drain(&mut self) {
-        let Some(f) = self.file.as_mut() else { return };
-        if f.seek(SeekFrom::Start(self.pos)).is_err() {
-            return;
-        }
-        let mut buf = vec![0u8; CHUNK];
-        // Bounded per poll so one chatty machine can not hold a follower forever.
-        for _ in 0..64 {
-            let n = match f.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n,
-            };
-            self.pos += n as u64;
-            let mut rest = &buf[..n];
-            while let Some(i) = rest.iter().position(|&b| b == b'\n') {
-                self.partial.extend_from_slice(&rest[..i]);
-                self.ready.push_back(to_line(&self.partial));
-                self.partial.clear();
-                rest = &rest[i + 1..];
-            }
-            self.partial.extend_from_slice(rest);
-            if self.partial.len() > logger::MAX_LINE * 2 {
-                // Not records (someone else writes this file): emit as is.
-                self.ready.push_back(to_line(&self.partial));
-                self.partial.clear();
-            }
         }
     }
 }
@@ -248,14 +342,14 @@ impl LogFollow for Follower {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<LogLine>> + Send + '_>> {
         Box::pin(async move {
             loop {
-                if let Some(l) = self.ready.pop_front() {
-                    return Some(l);
+                if let Some(l) = self.tail.pop() {
+                    return Some(to_line(&l));
                 }
-                if *self.stop.borrow() || !self.poll_file() {
+                if *self.stop.borrow() || !self.tail.poll() {
                     return None;
                 }
-                if let Some(l) = self.ready.pop_front() {
-                    return Some(l);
+                if let Some(l) = self.tail.pop() {
+                    return Some(to_line(&l));
                 }
                 tokio::select! {
                     () = tokio::time::sleep(POLL) => {}
@@ -337,6 +431,42 @@ mod tests {
         let (lines, _) = tail(&d, 5000);
         assert_eq!(lines.len(), 3003);
         assert_eq!(lines[1].message.len(), CHUNK * 2);
+        std::fs::remove_dir_all(&d).expect("cleanup");
+    }
+
+    #[test]
+    fn reads_back_across_rotation_until_told_to_stop() {
+        let d = dir();
+        let path = log_path(&d);
+        let old: String = (0..5).map(record).collect();
+        std::fs::write(logger::rotated_path(&path), old).expect("old");
+        // Lines longer than a chunk too, and an unfinished last record.
+        let long = format!("2026-01-01T00:00:00Z stdout F {}\n", "y".repeat(CHUNK + 7));
+        let cur: String = (5..8).map(record).collect();
+        std::fs::write(
+            &path,
+            format!("{long}{cur}2026-01-01T00:00:00Z stdout F half"),
+        )
+        .expect("cur");
+        let msg = |r: &Vec<u8>| String::from_utf8_lossy(logger::parse_record(r).text).into_owned();
+        let mut current = open_end(&path);
+        let all = read_back(&path, current.as_mut(), 100, |_| false);
+        assert_eq!(all.len(), 9);
+        assert_eq!(msg(&all[0]), "line 0");
+        assert_eq!(msg(&all[5]).len(), CHUNK + 7);
+        assert_eq!(msg(&all[8]), "line 7");
+        // Stops at the first record it is told to (excluded), or at the bound.
+        let mut current = open_end(&path);
+        let some = read_back(&path, current.as_mut(), 100, |r| {
+            msg(&r.to_vec()) == "line 3"
+        });
+        let got: Vec<String> = some.iter().map(msg).collect();
+        assert_eq!(got[0], "line 4");
+        assert_eq!(got.len(), 5);
+        let mut current = open_end(&path);
+        assert_eq!(read_back(&path, current.as_mut(), 2, |_| false).len(), 2);
+        // Without a current file, the rotated one is read.
+        assert_eq!(read_back(&path, None, 100, |_| false).len(), 5);
         std::fs::remove_dir_all(&d).expect("cleanup");
     }
 

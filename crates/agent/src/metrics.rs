@@ -306,6 +306,26 @@ impl<D: Driver> Agent<D> {
         for (name, help, n) in gauges {
             out.gauge(name, help, &[("host", host)], n as f64);
         }
+        for (kind, n, max) in [
+            ("machine", self.log_followers(), crate::MAX_FOLLOWERS),
+            ("app", self.app_log_followers(), crate::MAX_APP_FOLLOWERS),
+        ] {
+            out.gauge(
+                "hangar_logs_followers",
+                "Log streams followed now: one machine's, or an app's (all its machines).",
+                &[("kind", kind), ("host", host)],
+                n as f64,
+            );
+            out.gauge(
+                "hangar_logs_followers_max",
+                "Log streams that can be followed at once; more get 429.",
+                &[("kind", kind), ("host", host)],
+                max as f64,
+            );
+        }
+        if let Some(p) = &self.config.platform_logs {
+            p.collect_metrics(out, host);
+        }
     }
 
     /// The scraped samples of machines still started (a machine that stopped or was

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use hangar_api_types::StopConfig;
-use hangar_domain::{Action, ExitInfo, RestartDecision, State};
+use hangar_domain::{Action, ExitInfo, Level, RestartDecision, State};
 use hangar_runtime::{ContainerId, ContainerState, Driver, ExitStatus, Signal};
 use hangar_store::{EventRecord, MachineRecord, PendingOp, StoreError};
 use serde_json::json;
 use thiserror::Error;
 
+use crate::platform_log::{exit_lines, started_in};
 use crate::{Agent, lock};
 
 /// Why an agent step failed.
@@ -132,17 +133,21 @@ impl<D: Driver> Agent<D> {
 
     /// One reconcile pass for machine `id` (kicked by a store change, an exit, or start-up).
     pub(crate) async fn reconcile(self: &Arc<Self>, id: &str) {
+        let held = self.machine_lock(id);
+        let guard = held.lock().await;
         // Bounded: each pass either makes progress (a state write) or stops.
         for _ in 0..16 {
             match self.step(id).await {
                 Ok(true) => continue,
-                Ok(false) => return,
+                Ok(false) => break,
                 Err(e) => {
                     self.fail(id, &e).await;
-                    return;
+                    break;
                 }
             }
         }
+        drop(guard);
+        self.release_machine_lock(id, held);
     }
 
     async fn fail(&self, id: &str, e: &AgentError) {
@@ -161,6 +166,7 @@ impl<D: Driver> Agent<D> {
             "failed",
             Some(json!({"error": e.to_string()})),
         );
+        self.runner_line(&m, Level::Error, format!("machine failed to start: {e}"));
         if let Ok(Some(m)) = self.report(&m, action, None)
             && m.state == State::LaunchFailed
         {
@@ -176,7 +182,9 @@ impl<D: Driver> Agent<D> {
     /// step may follow.
     async fn step(self: &Arc<Self>, id: &str) -> Result<bool, AgentError> {
         let Some(m) = self.store.find_machine(id)? else {
-            self.forget(id);
+            // Gone from the store (its app deleted): what it left here goes now. The worker
+            // holds the machine's lock, which garbage collection skips.
+            self.collect_machine(id, None).await?;
             return Ok(false);
         };
         let exit = lock(&self.exits).remove(id);
@@ -204,9 +212,11 @@ impl<D: Driver> Agent<D> {
                     Err(e) => return Err(e.into()),
                 }
                 self.event(&rec, "launch", "created", None);
+                self.runner_line(&rec, Level::Info, "Machine created");
                 Ok(true)
             }
             (State::Starting, _) => {
+                self.runner_line(&m, Level::Info, "Starting machine");
                 let state = self.driver.state(&cid).ok();
                 match state {
                     Some(ContainerState::Running) => {}
@@ -224,10 +234,12 @@ impl<D: Driver> Agent<D> {
                 self.watch(&m);
                 if self.report(&m, Action::Running, None)?.is_some() {
                     self.event(&m, "start", "started", None);
+                    self.runner_line(&m, Level::Info, started_in(now_ms() - m.updated_at));
                 }
                 Ok(true)
             }
             (State::Restarting, pending) => {
+                self.runner_line(&m, Level::Info, "Restarting machine");
                 if let Some(PendingOp::Restart { stop }) = pending {
                     let (sig, timeout) = signal_of(&stop);
                     if let Ok(exit) = self.driver.stop(&cid, sig, timeout).await {
@@ -245,6 +257,7 @@ impl<D: Driver> Agent<D> {
                 self.watch(&m);
                 if self.report(&m, Action::Running, None)?.is_some() {
                     self.event(&m, "restart", "started", None);
+                    self.runner_line(&m, Level::Info, started_in(now_ms() - m.updated_at));
                 }
                 Ok(true)
             }
@@ -254,6 +267,7 @@ impl<D: Driver> Agent<D> {
                     _ => m.config.stop_config.clone().unwrap_or_default(),
                 };
                 let (sig, timeout) = signal_of(&stop);
+                self.runner_line(&m, Level::Info, "Stopping machine");
                 self.unwatch(&m.id);
                 let exit = match self.driver.state(&cid) {
                     Ok(_) => Some(self.driver.stop(&cid, sig, timeout).await?),
@@ -269,15 +283,18 @@ impl<D: Driver> Agent<D> {
                 }
                 if self.report(&m, Action::Halted, None)?.is_some() {
                     self.event(&m, "stop", "stopped", None);
+                    self.runner_line(&m, Level::Info, "Machine stopped");
                     // A stopped machine is made ready again now, so its next start is only an exec.
                     self.fresh_container_quiet(&m).await;
                 }
                 Ok(true)
             }
             (State::Suspending, _) => {
+                self.runner_line(&m, Level::Info, "Suspending machine");
                 self.driver.freeze(&cid)?;
                 if self.report(&m, Action::Frozen, None)?.is_some() {
                     self.event(&m, "suspend", "suspended", None);
+                    self.runner_line(&m, Level::Info, "Machine suspended");
                 }
                 Ok(true)
             }
@@ -306,6 +323,7 @@ impl<D: Driver> Agent<D> {
                     Err(e) => return Err(e.into()),
                 }
                 self.event(&rec, "update", rec.state.as_str(), None);
+                self.runner_line(&rec, Level::Info, "Machine updated");
                 Ok(true)
             }
             (State::Destroying, _) => {
@@ -313,6 +331,7 @@ impl<D: Driver> Agent<D> {
                 self.teardown(&m).await?;
                 if self.report(&m, Action::Removed, None)?.is_some() {
                     self.event(&m, "destroy", "destroyed", None);
+                    self.runner_line(&m, Level::Info, "Machine destroyed");
                 }
                 self.forget(&m.id);
                 Ok(false)
@@ -387,6 +406,9 @@ impl<D: Driver> Agent<D> {
             );
         let restarting = decision == RestartDecision::Restart;
         let count = m.restart_count + i64::from(restarting);
+        for line in exit_lines(&exit, &restart, decision, count, info.is_success()) {
+            self.runner_line(m, Level::Info, line);
+        }
         self.event(
             m,
             "exit",
@@ -543,34 +565,71 @@ impl<D: Driver> Agent<D> {
         let containers = tokio::task::spawn_blocking(move || driver.list())
             .await
             .map_err(|e| AgentError::Host(e.to_string()))??;
-        for c in containers {
-            if !live.contains(c.id.as_str()) {
-                self.delete_container(&c.id).await?;
+        let mut gone: std::collections::BTreeSet<String> = containers
+            .iter()
+            .map(|c| c.id.as_str().to_string())
+            .filter(|id| !live.contains(id))
+            .collect();
+        if let Ok(dir) = std::fs::read_dir(&self.config.machines_dir) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !live.contains(&name) && hangar_domain::MachineId::parse(&name).is_ok() {
+                    gone.insert(name);
+                }
             }
         }
         let namespaces: std::collections::HashSet<String> =
             hangar_net::list_machine_namespaces().into_iter().collect();
-        if let Ok(dir) = std::fs::read_dir(&self.config.machines_dir) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if live.contains(&name) || hangar_domain::MachineId::parse(&name).is_err() {
-                    continue;
-                }
-                let _ = hangar_image::remove_rootfs(&e.path());
-                let v4 = self.machine_ipv4(&name);
-                if namespaces.contains(&name) || v4.is_some() {
-                    let _ = hangar_net::MachineNet::new(&name, std::net::Ipv6Addr::UNSPECIFIED)
-                        .with_ipv4(v4)
-                        .remove();
-                }
-                if let Some(v4) = v4 {
-                    self.release_ipv4(v4);
-                }
-                self.forget(&name);
-                let _ = std::fs::remove_dir_all(e.path());
+        // One failure does not stop the rest; the first is returned (collection runs again
+        // on the next deleted app and on the volume beat).
+        let mut failed = None;
+        for id in gone {
+            let held = self.machine_lock(&id);
+            // A machine whose worker is busy is collected by that worker, when it finds the
+            // machine gone from the store.
+            let Ok(guard) = held.try_lock() else {
+                continue;
+            };
+            if let Err(e) = self.collect_machine(&id, Some(&namespaces)).await {
+                eprintln!("hangar-agent: collecting machine {id}: {e}");
+                failed.get_or_insert(e);
             }
+            drop(guard);
+            self.release_machine_lock(&id, held);
         }
         // Volumes last: the containers that mounted them are gone by now.
-        self.collect_volume_garbage().await
+        self.collect_volume_garbage().await?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Removes what a machine that is no longer in the store left on this host: its container,
+    /// root filesystem, network namespace, IPv4 address and directory. The caller holds the
+    /// machine's lock. `namespaces`: the machine namespaces that exist, when already listed.
+    pub(crate) async fn collect_machine(
+        &self,
+        id: &str,
+        namespaces: Option<&std::collections::HashSet<String>>,
+    ) -> Result<(), AgentError> {
+        let mut failed = None;
+        if let Ok(cid) = ContainerId::parse(id)
+            && self.driver.state(&cid).is_ok()
+            && let Err(e) = self.delete_container(&cid).await
+        {
+            failed = Some(e);
+        }
+        let dir = self.config.machines_dir.join(id);
+        let _ = hangar_image::remove_rootfs(&dir);
+        let v4 = self.machine_ipv4(id);
+        let net = hangar_net::MachineNet::new(id, std::net::Ipv6Addr::UNSPECIFIED).with_ipv4(v4);
+        let has_ns = namespaces.map_or_else(|| net.netns_path().exists(), |n| n.contains(id));
+        if has_ns || v4.is_some() {
+            let _ = net.remove();
+        }
+        if let Some(v4) = v4 {
+            self.release_ipv4(v4);
+        }
+        self.forget(id);
+        let _ = std::fs::remove_dir_all(&dir);
+        failed.map_or(Ok(()), Err)
     }
 }

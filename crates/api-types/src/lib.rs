@@ -39,6 +39,7 @@ pub mod requests;
 pub mod secrets;
 pub mod service;
 pub mod volume;
+pub mod wireguard;
 
 pub use app::*;
 pub use certificates::*;
@@ -54,6 +55,7 @@ pub use requests::*;
 pub use secrets::*;
 pub use service::*;
 pub use volume::*;
+pub use wireguard::*;
 
 /// serde, for use by [`wire_enum!`] expansions in other crates.
 #[doc(hidden)]

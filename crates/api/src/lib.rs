@@ -50,6 +50,21 @@ pub struct ApiConfig {
     /// Whether the proxy issues certificates over ACME (otherwise ACME requests are kept and
     /// reported as waiting for it).
     pub acme_enabled: bool,
+    /// The WireGuard gateway peers use (`None`: WireGuard is off; creating a peer is 501).
+    pub wireguard: Option<WireguardGateway>,
+    /// The host's public addresses (where the proxy answers), recorded by `v6` and
+    /// `shared_v4` IP assignments; without one of a family, allocating it is refused with
+    /// how to configure it.
+    pub public_ips: Vec<std::net::IpAddr>,
+}
+
+/// The host's WireGuard gateway, as peers' configs name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireguardGateway {
+    /// `host:port` peers connect to (`Endpoint =`).
+    pub endpoint: String,
+    /// The gateway's public key (base64).
+    pub public_key: String,
 }
 
 impl Default for ApiConfig {
@@ -64,6 +79,8 @@ impl Default for ApiConfig {
             rate_limit: None,
             domain: "localhost".into(),
             acme_enabled: false,
+            wireguard: None,
+            public_ips: Vec::new(),
         }
     }
 }

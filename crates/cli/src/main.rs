@@ -25,6 +25,17 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {e:#}");
+            let status = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<hangar_client::ClientError>())
+                .and_then(hangar_client::ClientError::status);
+            if status == Some(401) {
+                eprintln!(
+                    "The API did not accept the token: pass a valid one with --access-token or \
+                     HANGAR_API_TOKEN (`hangar tokens create -o ORG`, run with the admin token, \
+                     makes one)."
+                );
+            }
             let api = e.chain().any(|c| c.is::<hangar_client::ClientError>())
                 || e.downcast_ref::<hangar_client::deploy::DeployError>()
                     .is_some();

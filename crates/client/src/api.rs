@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use hangar_api_types::{
-    App, CreateMachineRequest, ExecRequest, ExecResponse, Lease, ListAppsResponse, LogEntry,
-    Machine, MachineEvent, ProcessStat, RegionsResponse, StopRequest,
+    App, AppLogsPage, CreateMachineRequest, ExecRequest, ExecResponse, Lease, ListAppsResponse,
+    LogEntry, Machine, MachineEvent, ProcessStat, RegionsResponse, StopRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -63,7 +63,7 @@ pub struct Client {
     http: reqwest::Client,
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -75,11 +75,37 @@ fn enc(s: &str) -> String {
     out
 }
 
+/// Which lines of an app's log stream to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Only lines about this machine.
+    pub instance: Option<String>,
+    /// Only lines of this region.
+    pub region: Option<String>,
+}
+
+impl LogFilter {
+    /// `&instance=…&region=…` for the set filters.
+    fn query(&self) -> String {
+        let mut q = String::new();
+        if let Some(i) = &self.instance {
+            q.push_str(&format!("&instance={}", enc(i)));
+        }
+        if let Some(r) = &self.region {
+            q.push_str(&format!("&region={}", enc(r)));
+        }
+        q
+    }
+}
+
 impl Client {
     /// A client of the API at `base` (e.g. `http://127.0.0.1:4280`) with `token`.
     pub fn new(base: &str, token: &str) -> Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // Over plain http no certificate is checked: not loading the system's roots
+            // (~150 files) saves every CLI command several milliseconds.
+            .tls_built_in_root_certs(!base.starts_with("http://"))
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_string(),
@@ -149,11 +175,15 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.json(self.http.get(self.url(path))).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let body = serde_json::to_vec(body).map_err(|e| ClientError::Decode(e.to_string()))?;
         self.json(
             self.http
@@ -164,7 +194,7 @@ impl Client {
         .await
     }
 
-    async fn delete(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete(&self, path: &str) -> Result<()> {
         self.send(self.http.delete(self.url(path)))
             .await
             .map(|_| ())
@@ -392,6 +422,77 @@ impl Client {
         Ok(())
     }
 
+    /// `GET /v1/apps/{app}/logs?tail=N`: the app's newest lines across its machines, with
+    /// the platform's (`runner`, `proxy`), oldest first.
+    pub async fn app_logs(
+        &self,
+        app: &str,
+        filter: &LogFilter,
+        tail: usize,
+    ) -> Result<Vec<LogEntry>> {
+        self.get(&format!(
+            "/v1/apps/{}/logs?tail={tail}{}",
+            enc(app),
+            filter.query()
+        ))
+        .await
+    }
+
+    /// `GET /v1/apps/{app}/logs?follow=true`: the newest `tail` lines, then every line as it
+    /// comes (from machines started later too); calls `each` until the stream ends (the app
+    /// was deleted, the server stopped) or `each` returns false.
+    pub async fn follow_app_logs(
+        &self,
+        app: &str,
+        filter: &LogFilter,
+        tail: usize,
+        mut each: impl FnMut(LogEntry) -> bool,
+    ) -> Result<()> {
+        let mut resp = self
+            .send(self.http.get(self.url(&format!(
+                "/v1/apps/{}/logs?tail={tail}&follow=true{}",
+                enc(app),
+                filter.query()
+            ))))
+            .await?;
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| ClientError::Transport {
+            url: self.base.clone(),
+            source: e,
+        })? {
+            buf.extend_from_slice(&chunk);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                if let Ok(e) = serde_json::from_slice::<LogEntry>(&line)
+                    && !each(e)
+                {
+                    return Ok(());
+                }
+            }
+            if buf.len() > 1 << 20 {
+                buf.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /api/v1/apps/{app}/logs?next_token=`: one page of the app's stream from the
+    /// reference's polling endpoint (empty token: the newest lines).
+    pub async fn poll_app_logs(
+        &self,
+        app: &str,
+        filter: &LogFilter,
+        next_token: &str,
+    ) -> Result<AppLogsPage> {
+        self.get(&format!(
+            "/api/v1/apps/{}/logs?next_token={}{}",
+            enc(app),
+            enc(next_token),
+            filter.query()
+        ))
+        .await
+    }
+
     /// `POST /v1/apps/{app}/images?tag=` with a `docker save` / OCI archive file; returns the
     /// reference machines use.
     pub async fn upload_image(
@@ -542,5 +643,31 @@ impl Client {
             )
             .await?;
         Ok(r.version)
+    }
+
+    // IP assignments.
+
+    /// `GET /v1/apps/{app}/ip_assignments`.
+    pub async fn ip_assignments(&self, app: &str) -> Result<Vec<hangar_api_types::IpAssignment>> {
+        let r: hangar_api_types::ListIpAssignmentsResponse = self
+            .get(&format!("/v1/apps/{}/ip_assignments", enc(app)))
+            .await?;
+        Ok(r.ips)
+    }
+
+    /// `POST /v1/apps/{app}/ip_assignments`.
+    pub async fn allocate_ip(
+        &self,
+        app: &str,
+        req: &hangar_api_types::AllocateIpRequest,
+    ) -> Result<hangar_api_types::IpAssignment> {
+        self.post(&format!("/v1/apps/{}/ip_assignments", enc(app)), req)
+            .await
+    }
+
+    /// `DELETE /v1/apps/{app}/ip_assignments/{ip}`.
+    pub async fn release_ip(&self, app: &str, ip: &str) -> Result<()> {
+        self.delete(&format!("/v1/apps/{}/ip_assignments/{}", enc(app), enc(ip)))
+            .await
     }
 }

@@ -86,6 +86,10 @@ pub struct DeployOptions {
     pub start_stopped: bool,
     /// Do not wait for machines (only `immediate`-like changes are made).
     pub detach: bool,
+    /// Machines are created and updated only once the app's secrets are at least this
+    /// version (§2.10 `min_secrets_version`): a deploy that follows `secrets set` passes the
+    /// version that write returned, so no machine starts with older secrets.
+    pub min_secrets_version: Option<u64>,
 }
 
 /// Something worth telling the user.
@@ -198,7 +202,8 @@ pub async fn deploy(
     on: &mut (dyn FnMut(Event) + Send),
 ) -> Result<Report, DeployError> {
     let mut report = Report::default();
-    if client.app(&opts.app).await?.is_none() {
+    let new_app = client.app(&opts.app).await?.is_none();
+    if new_app {
         on(Event::Step(format!("creating app {}", opts.app)));
         client.create_app(&opts.app, &opts.org, None).await?;
     }
@@ -216,9 +221,13 @@ pub async fn deploy(
             .unwrap_or_default();
         release_command(client, opts, base, &cmd, on).await?;
     }
-    let existing: Vec<Machine> = client
-        .machines(&opts.app)
-        .await?
+    // A new app has no machines yet (one request less on a first deploy).
+    let listed = if new_app {
+        Vec::new()
+    } else {
+        client.machines(&opts.app).await?
+    };
+    let existing: Vec<Machine> = listed
         .into_iter()
         .filter(live)
         .filter(|m| {
@@ -257,8 +266,15 @@ pub async fn deploy(
                 });
                 report.created.push(m.id.clone());
                 if !opts.detach
-                    && let Err(why) =
-                        healthy(client, &opts.app, &m.id, None, opts.wait_timeout).await?
+                    && let Err(why) = healthy(
+                        client,
+                        &opts.app,
+                        &m.id,
+                        None,
+                        checks_of(m.config.as_ref()),
+                        opts.wait_timeout,
+                    )
+                    .await?
                 {
                     return Err(DeployError::Unhealthy {
                         id: m.id,
@@ -302,7 +318,15 @@ pub async fn deploy(
                 on(Event::Step("starting a canary machine".into()));
                 let region = mine.first().map(|m| m.region.clone());
                 let canary = create(client, opts, cfg.clone(), region, false).await?;
-                let verdict = healthy(client, &opts.app, &canary.id, None, opts.wait_timeout).await;
+                let verdict = healthy(
+                    client,
+                    &opts.app,
+                    &canary.id,
+                    None,
+                    checks_of(canary.config.as_ref()),
+                    opts.wait_timeout,
+                )
+                .await;
                 let _ = client.destroy(&opts.app, &canary.id, true).await;
                 on(Event::Machine {
                     id: canary.id.clone(),
@@ -334,20 +358,63 @@ pub async fn deploy(
     Ok(report)
 }
 
+/// After a secrets change (`secrets set` without `--stage`): every started machine of the app
+/// is updated to its own config, one at a time, like a rolling deploy (cordoned, leased,
+/// waited for until healthy, uncordoned; a failing machine is rolled back and stops the roll),
+/// asking for `min_secrets_version` so none starts with older secrets. Returns the machines
+/// updated.
+pub async fn roll_secrets(
+    client: &Client,
+    app: &str,
+    min_secrets_version: u64,
+    wait_timeout: Duration,
+    on: &mut (dyn FnMut(Event) + Send),
+) -> Result<Vec<String>, DeployError> {
+    let opts = DeployOptions {
+        app: app.to_string(),
+        org: String::new(),
+        image: String::new(),
+        strategy: Strategy::Rolling,
+        max_unavailable: 1.0,
+        wait_timeout,
+        env: BTreeMap::new(),
+        regions: Vec::new(),
+        ha: false,
+        start_stopped: false,
+        detach: false,
+        min_secrets_version: Some(min_secrets_version),
+    };
+    let mut report = Report::default();
+    let machines: Vec<Machine> = client
+        .machines(app)
+        .await?
+        .into_iter()
+        .filter(|m| m.state == MachineState::Started)
+        .collect();
+    for m in &machines {
+        let Some(cfg) = m.config.clone() else {
+            continue;
+        };
+        rolling(client, &opts, &[m], &cfg, on, &mut report).await?;
+    }
+    Ok(report.updated)
+}
+
 async fn create(
     client: &Client,
-    _opts: &DeployOptions,
+    opts: &DeployOptions,
     config: MachineConfig,
     region: Option<String>,
     skip_launch: bool,
 ) -> Result<Machine, ClientError> {
     client
         .create_machine(
-            &_opts.app,
+            &opts.app,
             &CreateMachineRequest {
                 config,
                 region,
                 skip_launch: skip_launch.then_some(true),
+                min_secrets_version: opts.min_secrets_version,
                 ..CreateMachineRequest::default()
             },
         )
@@ -375,6 +442,7 @@ async fn update(
     let req = CreateMachineRequest {
         config,
         skip_launch: (stopped && !opts.start_stopped).then_some(true),
+        min_secrets_version: opts.min_secrets_version,
         ..CreateMachineRequest::default()
     };
     let out = client
@@ -390,19 +458,49 @@ async fn update(
     Ok(None)
 }
 
-/// Waits until the machine (of `instance`, if given) is started and every check passes.
+/// How many check results a machine of `config` reports (`None`: not known).
+fn checks_of(config: Option<&MachineConfig>) -> Option<usize> {
+    config.map(|c| c.checks.len() + c.services.iter().map(|s| s.checks.len()).sum::<usize>())
+}
+
+/// Waits until the machine (of `instance`, if given) is started and every check passes
+/// (`checks`: how many it has, when the caller knows; with none, started is healthy).
 /// `Ok(Err(why))` when it exits, is stopped, fails or does not get there in time.
 async fn healthy(
     client: &Client,
     app: &str,
     id: &str,
     instance: Option<&str>,
+    checks: Option<usize>,
     timeout: Duration,
 ) -> Result<Result<(), String>, ClientError> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut started = false;
     loop {
+        if !started {
+            // The API's wait returns the moment the machine is started (no polling delay on
+            // every machine of a deploy); one that exits instead is seen by the look below
+            // at most a second later, so failures still stop the deploy at once.
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match client
+                .wait(
+                    app,
+                    id,
+                    "started",
+                    instance,
+                    left.min(Duration::from_secs(1)),
+                )
+                .await
+            {
+                // Started, and nothing to check: healthy without another look.
+                Ok(()) if checks == Some(0) => return Ok(Ok(())),
+                Ok(()) | Err(ClientError::Api { status: 408, .. }) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
         let m = client.machine(app, id).await?;
         let current = instance.is_none_or(|i| m.instance_id == i);
+        started = m.state == MachineState::Started && current;
         match m.state {
             MachineState::Started if current => {
                 let failing: Vec<String> = m
@@ -411,13 +509,7 @@ async fn healthy(
                     .filter(|c| c.status.as_str() != "passing")
                     .map(|c| format!("{}: {}", c.name, c.output))
                     .collect();
-                let expected = m
-                    .config
-                    .as_ref()
-                    .map(|c| {
-                        c.checks.len() + c.services.iter().map(|s| s.checks.len()).sum::<usize>()
-                    })
-                    .unwrap_or(0);
+                let expected = checks_of(m.config.as_ref()).unwrap_or(0);
                 if failing.is_empty() && m.checks.len() >= expected {
                     return Ok(Ok(()));
                 }
@@ -455,7 +547,10 @@ async fn healthy(
                 }
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started {
+            // Started, checks pending: look again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 
@@ -495,8 +590,15 @@ async fn rolling(
         }
         for (m, instance, running) in waiting {
             let Some(instance) = instance else { continue };
-            if let Err(why) =
-                healthy(client, &opts.app, &m.id, Some(&instance), opts.wait_timeout).await?
+            if let Err(why) = healthy(
+                client,
+                &opts.app,
+                &m.id,
+                Some(&instance),
+                checks_of(Some(cfg)),
+                opts.wait_timeout,
+            )
+            .await?
             {
                 on(Event::Step(format!("machine {} {why}; rolling back", m.id)));
                 let rolled = rollback(client, opts, &done).await;
@@ -533,7 +635,8 @@ async fn rollback(client: &Client, opts: &DeployOptions, machines: &[&Machine]) 
         match update(client, &restore, m, old, true).await {
             Ok(instance) => {
                 if let Some(i) = instance {
-                    let _ = healthy(client, &opts.app, &m.id, Some(&i), opts.wait_timeout).await;
+                    let _ =
+                        healthy(client, &opts.app, &m.id, Some(&i), None, opts.wait_timeout).await;
                 }
                 let _ = client.cordon(&opts.app, &m.id, false).await;
                 ok += 1;
@@ -584,7 +687,16 @@ async fn bluegreen(
         green.push(m);
     }
     for g in &green {
-        if let Err(why) = healthy(client, &opts.app, &g.id, None, opts.wait_timeout).await? {
+        if let Err(why) = healthy(
+            client,
+            &opts.app,
+            &g.id,
+            None,
+            checks_of(g.config.as_ref()),
+            opts.wait_timeout,
+        )
+        .await?
+        {
             failure = Some((g.id.clone(), why));
             break;
         }
@@ -733,7 +845,7 @@ fn volume_plan(config: &Config, cfg: &MachineConfig) -> Option<VolumePlan> {
 
 /// A volume a new machine may take: the name, not attached, not going away, in `region`
 /// (any region when the machine's is left to the API: it then runs where its volume is).
-fn free_volume(v: &hangar_api_types::Volume, name: &str, region: Option<&str>) -> bool {
+pub(crate) fn free_volume(v: &hangar_api_types::Volume, name: &str, region: Option<&str>) -> bool {
     v.name == name
         && v.attached_machine_id.as_deref().is_none_or(str::is_empty)
         && !matches!(
@@ -967,6 +1079,7 @@ processes = ["web"]
             ha: true,
             start_stopped: false,
             detach: false,
+            min_secrets_version: None,
         };
         let groups = group_configs(&config, &opts, None).expect("groups");
         assert_eq!(

@@ -9,8 +9,10 @@
 //! or talk to the store or the host directly.
 
 pub mod api;
+pub mod certs;
 pub mod deploy;
 pub mod pack;
 pub mod scale;
+pub mod wireguard;
 
-pub use api::{Client, ClientError};
+pub use api::{Client, ClientError, LogFilter};

@@ -4,12 +4,20 @@
 //! With regions given, `count` is per region (the reference's `fly scale count 3 --region
 //! a,b` makes three in each); without, `count` is the group's total, spread over the regions
 //! it runs in (or the primary region), round robin. `max_per_region` caps every region.
+//!
+//! Groups whose machines mount a volume (`[mounts]`): every new machine gets a volume of its
+//! own, named like the group's (the mount's `source`), in its region: an unattached one of
+//! that name there, else a new one (the reference's `--with-new-volumes`; `always_new` skips
+//! the unattached ones). Its size is the fly.toml's `initial_size` when known, else the size
+//! of the group's newest machine's volume. Destroying machines keeps their volumes (as the
+//! reference does); [`Applied::volumes_kept`] says which, so the caller can tell the user.
 
 use std::collections::BTreeMap;
 
-use hangar_api_types::{CreateMachineRequest, Machine, MachineState};
+use hangar_api_types::{CreateMachineRequest, CreateVolumeRequest, Machine, MachineState, Volume};
 
 use crate::api::{Client, ClientError};
+use crate::deploy::free_volume;
 
 /// What to change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +95,52 @@ pub fn plan(machines: &[Machine], group: &str, targets: &BTreeMap<String, usize>
     p
 }
 
+/// How new machines of a group that mounts a volume get theirs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VolumeOptions {
+    /// Size of new volumes in GB (fly.toml's `initial_size`); `None`: the size of the volume
+    /// of the machine the new ones are copied from (1 when that is unknown).
+    pub size_gb: Option<i64>,
+    /// `snapshot_retention` of new volumes (days); `None`: the copied machine's volume's.
+    pub snapshot_retention: Option<i64>,
+    /// `scheduled_snapshots` of new volumes; `None`: the copied machine's volume's.
+    pub scheduled_snapshots: Option<bool>,
+    /// Make a new volume for every new machine even where unattached ones of the name exist.
+    pub always_new: bool,
+}
+
+/// What the fly.toml's `[mounts]` entry for volumes named `name` says about new ones.
+pub fn volume_options(config: &hangar_manifest::Config, name: &str) -> VolumeOptions {
+    let entry = config
+        .mounts
+        .iter()
+        .find(|m| m.source.as_deref() == Some(name));
+    VolumeOptions {
+        size_gb: entry
+            .and_then(|e| e.initial_size.as_deref())
+            .and_then(|s| hangar_manifest::units::volume_gb(s).ok())
+            .map(|g| g.max(1)),
+        snapshot_retention: entry.and_then(|e| e.snapshot_retention),
+        scheduled_snapshots: entry.and_then(|e| e.scheduled_snapshots),
+        always_new: false,
+    }
+}
+
+/// What [`apply_with`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Machines created.
+    pub created: Vec<String>,
+    /// Machines destroyed.
+    pub destroyed: Vec<String>,
+    /// Volumes made for new machines.
+    pub volumes_created: Vec<Volume>,
+    /// Unattached volumes new machines took.
+    pub volumes_reused: Vec<String>,
+    /// `(machine, volume)`: volumes of destroyed machines, kept (now unattached).
+    pub volumes_kept: Vec<(String, String)>,
+}
+
 /// Carries out a plan; the new machines get the group's newest config.
 pub async fn apply(
     client: &Client,
@@ -95,34 +149,135 @@ pub async fn apply(
     machines: &[Machine],
     p: &Plan,
 ) -> Result<(Vec<String>, Vec<String>), ClientError> {
+    let a = apply_with(client, app, group, machines, p, &VolumeOptions::default()).await?;
+    Ok((a.created, a.destroyed))
+}
+
+/// [`apply`], with volumes for new machines of a group that mounts one made as `vols` says.
+pub async fn apply_with(
+    client: &Client,
+    app: &str,
+    group: &str,
+    machines: &[Machine],
+    p: &Plan,
+    vols: &VolumeOptions,
+) -> Result<Applied, ClientError> {
+    let mut out = Applied::default();
     let template = machines
         .iter()
         .filter(|m| group_of(m).as_deref() == Some(group))
+        .filter(|m| !matches!(m.state, MachineState::Destroyed | MachineState::Destroying))
         .max_by_key(|m| m.updated_at.clone())
+        .or_else(|| {
+            machines
+                .iter()
+                .filter(|m| group_of(m).as_deref() == Some(group))
+                .max_by_key(|m| m.updated_at.clone())
+        })
         .and_then(|m| m.config.clone())
         .ok_or_else(|| ClientError::Api {
             status: 404,
             message: format!("no machine of group '{group}' to copy: deploy first"),
             code: None,
         })?;
-    let mut created = Vec::new();
+    let mount = template.mounts.first().cloned();
+    let mut volumes: Vec<Volume> = Vec::new();
+    let mut base = VolumeOptions::default();
+    if let Some(m) = &mount
+        && p.create.iter().any(|(_, n)| *n > 0)
+    {
+        volumes = client.volumes(app).await?;
+        // The copied machine's volume: where size and snapshot settings default from.
+        if let Some(v) = m
+            .volume
+            .as_deref()
+            .and_then(|id| volumes.iter().find(|v| v.id == id))
+        {
+            base = VolumeOptions {
+                size_gb: Some(v.size_gb),
+                snapshot_retention: v.snapshot_retention,
+                scheduled_snapshots: v.auto_backup_enabled,
+                always_new: false,
+            };
+        }
+    }
+    let mut taken = std::collections::HashSet::new();
     for (region, n) in &p.create {
         for _ in 0..*n {
+            let mut config = template.clone();
+            if let Some(m) = &mount {
+                let name = m
+                    .name
+                    .clone()
+                    .filter(|n| !n.is_empty())
+                    .or_else(|| {
+                        let id = m.volume.as_deref()?;
+                        volumes.iter().find(|v| v.id == id).map(|v| v.name.clone())
+                    })
+                    .ok_or_else(|| ClientError::Api {
+                        status: 422,
+                        message: format!(
+                            "group '{group}' mounts a volume without a name: can not tell which volumes new machines take"
+                        ),
+                        code: None,
+                    })?;
+                let free = (!vols.always_new)
+                    .then(|| {
+                        volumes
+                            .iter()
+                            .find(|v| !taken.contains(&v.id) && free_volume(v, &name, Some(region)))
+                    })
+                    .flatten()
+                    .map(|v| v.id.clone());
+                let id = match free {
+                    Some(id) => {
+                        out.volumes_reused.push(id.clone());
+                        id
+                    }
+                    None => {
+                        let v = client
+                            .create_volume(
+                                app,
+                                &CreateVolumeRequest {
+                                    name: name.clone(),
+                                    region: region.clone(),
+                                    size_gb: Some(vols.size_gb.or(base.size_gb).unwrap_or(1)),
+                                    snapshot_retention: vols
+                                        .snapshot_retention
+                                        .or(base.snapshot_retention),
+                                    auto_backup_enabled: vols
+                                        .scheduled_snapshots
+                                        .or(base.scheduled_snapshots),
+                                    ..CreateVolumeRequest::default()
+                                },
+                            )
+                            .await?;
+                        let id = v.id.clone();
+                        out.volumes_created.push(v);
+                        id
+                    }
+                };
+                taken.insert(id.clone());
+                let mut mine = m.clone();
+                mine.volume = Some(id);
+                mine.name = Some(name);
+                config.mounts = vec![mine];
+            }
             let m = client
                 .create_machine(
                     app,
                     &CreateMachineRequest {
-                        config: template.clone(),
+                        config,
                         region: Some(region.clone()),
                         ..CreateMachineRequest::default()
                     },
                 )
                 .await?;
-            created.push(m.id);
+            out.created.push(m.id);
         }
     }
     // Up before anything goes (a machine still being made can not be destroyed either).
-    for id in &created {
+    for id in &out.created {
         client
             .wait(
                 app,
@@ -133,12 +288,18 @@ pub async fn apply(
             )
             .await?;
     }
-    let mut destroyed = Vec::new();
     for id in &p.destroy {
         client.destroy(app, id, true).await?;
-        destroyed.push(id.clone());
+        out.destroyed.push(id.clone());
+        if let Some(v) = machines
+            .iter()
+            .find(|m| m.id == *id)
+            .and_then(|m| m.config.as_ref()?.mounts.first()?.volume.clone())
+        {
+            out.volumes_kept.push((id.clone(), v));
+        }
     }
-    Ok((created, destroyed))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -5,6 +5,11 @@ mod checks;
 mod metrics;
 mod token;
 
+/// The proxy's hot path allocates per request (headers, bodies, futures); mimalloc's
+/// thread-local free lists make that cheaper than glibc's arenas (BENCHMARKS.md, the proxy).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -72,6 +77,11 @@ struct Args {
     /// or comma-separated. Other service ports listen on themselves.
     #[arg(long, value_delimiter = ',')]
     proxy_port: Vec<String>,
+    /// This host's public addresses (where its proxy is reached), recorded for apps by
+    /// `hangar ips allocate-v6` and `allocate-v4 --shared`; repeatable or comma-separated.
+    /// Default: --proxy-bind, when that is one specific public address.
+    #[arg(long, value_delimiter = ',')]
+    public_ip: Vec<std::net::IpAddr>,
     /// Apps answer at <app>.<domain>.
     #[arg(long, default_value = "localhost")]
     domain: String,
@@ -84,6 +94,10 @@ struct Args {
     /// Run without the edge proxy.
     #[arg(long)]
     no_proxy: bool,
+    /// Public connections from these networks (your load balancers, IP/LEN, comma-separated)
+    /// must start with a PROXY protocol header (v1 or v2); its source is then the client.
+    #[arg(long, value_delimiter = ',')]
+    proxy_protocol_from: Vec<String>,
     /// Operators' address of the private DNS (`.internal` names of every network, other
     /// names forwarded), or `none`. Machines find it at their network's `…::3` (port 53).
     #[arg(long, default_value = "127.0.0.1:53")]
@@ -95,6 +109,20 @@ struct Args {
     /// Run without the private DNS (machines then have no resolver).
     #[arg(long)]
     no_dns: bool,
+    /// UDP address of the WireGuard gateway that peers (`hangar wireguard create`) connect
+    /// to (`[::]`: every address, IPv4 too; port 0: any).
+    #[arg(long, default_value = "[::]:51820")]
+    wireguard_listen: SocketAddr,
+    /// The gateway as peers' configs name it, HOST:PORT (default: this host's name and the
+    /// listen port).
+    #[arg(long)]
+    wireguard_endpoint: Option<String>,
+    /// The gateway's interface (hgrwg…, at most 15 characters).
+    #[arg(long, default_value = "hgrwg0")]
+    wireguard_interface: String,
+    /// Run without the WireGuard gateway (creating peers is then refused).
+    #[arg(long)]
+    no_wireguard: bool,
     /// A client must finish its TLS handshake within this (Go duration).
     #[arg(long, default_value = "10s")]
     tls_handshake_timeout: String,
@@ -194,6 +222,14 @@ fn proxy_config(
         distances,
         autostop_interval: interval,
         tls: tls_config(args, sealer)?,
+        proxy_protocol_from: args
+            .proxy_protocol_from
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| anyhow::anyhow!("--proxy-protocol-from {e}"))
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..hangar_proxy::ProxyConfig::default()
     })
 }
@@ -293,7 +329,61 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--public-ip`, or the proxy's bind address when it is a public one.
+fn public_ips(args: &Args) -> Vec<std::net::IpAddr> {
+    if !args.public_ip.is_empty() {
+        return args.public_ip.clone();
+    }
+    let b = args.proxy_bind;
+    let private = match b {
+        std::net::IpAddr::V4(a) => a.is_private() || a.is_link_local(),
+        std::net::IpAddr::V6(a) => a.is_unique_local() || a.is_unicast_link_local(),
+    };
+    if b.is_unspecified() || b.is_loopback() || private || args.no_proxy {
+        Vec::new()
+    } else {
+        vec![b]
+    }
+}
+
+/// The WireGuard gateway (PLATFORM.md §4.5), unless `--no-wireguard`. A host that can not
+/// run one (no /dev/net/tun, the port taken) runs without it and says why.
+fn wireguard(args: &Args) -> Option<Arc<hangar_wireguard::Gateway>> {
+    if args.no_wireguard {
+        return None;
+    }
+    let mut config = hangar_wireguard::GatewayConfig::new(
+        &args.wireguard_interface,
+        args.wireguard_listen,
+        args.data_dir.join("wireguard/private.key"),
+        args.host_id,
+    );
+    config.nft_table = Some(args.nft_table.clone());
+    match hangar_wireguard::Gateway::start(config) {
+        Ok(g) => {
+            eprintln!(
+                "hangard: wireguard gateway {} ({}) on udp {}, public key {}",
+                g.iface(),
+                if g.is_kernel() { "kernel" } else { "userspace" },
+                g.listen_addr(),
+                g.public_key().to_base64()
+            );
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!("hangard: warning: no WireGuard gateway: {e}");
+            None
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Flycast addresses (and WireGuard peers) have host field 0: no host may have that id.
+    anyhow::ensure!(
+        args.host_id != 0,
+        "--host-id 0 is reserved (the host field of Flycast and WireGuard peer addresses); \
+         use any other 32-bit number"
+    );
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = Arc::new(
@@ -310,7 +400,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         args.regions.clone()
     };
+    let gateway = wireguard(&args);
     let config = ApiConfig {
+        wireguard: gateway.as_ref().map(|g| hangar_api::WireguardGateway {
+            endpoint: args
+                .wireguard_endpoint
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", hostname(), g.listen_addr().port())),
+            public_key: g.public_key().to_base64(),
+        }),
         region: args.region.clone(),
         regions,
         host_id: args.host_id,
@@ -320,6 +418,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
         acme_enabled: args.acme_directory.is_some() && !args.no_proxy,
+        public_ips: public_ips(&args),
     };
     // Private keys of certificates and ACME accounts are stored sealed with this key.
     let sealer = Arc::new(
@@ -358,6 +457,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
     let dyn_store: Arc<dyn Store> = store.clone();
+    // Apps' platform lines (runner, proxy): per app, rotated, under DATA/logs.
+    let platform_logs = hangar_agent::PlatformLogs::open(
+        args.data_dir.join("logs"),
+        hangar_agent::PLATFORM_LOG_FILE_LIMIT,
+    )
+    .context("opening DATA/logs")?;
     let agent = Agent::new(
         dyn_store.clone(),
         driver,
@@ -373,6 +478,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 hangar_net::isolation::Isolation::new(&args.nft_table).context("--nft-table")?,
             ),
             sealer: Some(sealer.clone()),
+            platform_logs: Some(platform_logs.clone()),
         },
     );
     let listener = tokio::net::TcpListener::bind(args.api_listen)
@@ -402,7 +508,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Some(hangar_proxy::Proxy::new(
             store.clone(),
-            proxy_config(&args, sealer)?,
+            hangar_proxy::ProxyConfig {
+                platform_log: Some(platform_logs.clone()),
+                ..proxy_config(&args, sealer)?
+            },
         ))
     };
     let proxy_task = proxy
@@ -419,12 +528,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let dns_task = dns
         .clone()
         .map(|d| tokio::spawn(hangar_dns::run(d, stopped(stop_rx.clone()))));
+    let wireguard_task = gateway
+        .clone()
+        .map(|g| tokio::spawn(g.run(store.clone(), stopped(stop_rx.clone()))));
     let metrics_task = metrics::bind(args.metrics_listen).await.map(|l| {
         tokio::spawn(metrics::serve(
             l,
             agent.clone(),
             proxy.clone(),
             dns.clone(),
+            gateway.clone(),
             stopped(stop_rx.clone()),
         ))
     });
@@ -448,6 +561,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(t) = dns_task {
         t.await.context("dns task")??;
     }
+    if let Some(t) = wireguard_task {
+        t.await.context("wireguard task")?;
+    }
+    // Platform lines still queued reach their files.
+    platform_logs.flush();
     eprintln!("hangard: stopped (machines keep running; they are re-adopted on the next start)");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics` (Prometheus text format 0.0.4) on `--metrics-listen`: the agent's
 //! `fly_instance_*` metrics of this host's machines, the apps' scraped metrics, the edge
-//! proxy's `fly_edge_*`/`fly_app_*`, the DNS server's `hangar_dns_*`, the agent's
+//! proxy's `fly_edge_*`/`fly_app_*`, the DNS server's `hangar_dns_*`, the WireGuard
+//! gateway's `hangar_wireguard_*`, the agent's
 //! and scraper's health, and hangard's own process figures.
 
 use std::future::Future;
@@ -28,6 +29,7 @@ struct Server {
     agent: Arc<Agent<LinuxDriver>>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
     dns: Option<Arc<hangar_dns::Dns>>,
+    wireguard: Option<Arc<hangar_wireguard::Gateway>>,
     renders: Semaphore,
     registry: Registry,
 }
@@ -67,12 +69,14 @@ pub(crate) async fn serve(
     agent: Arc<Agent<LinuxDriver>>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
     dns: Option<Arc<hangar_dns::Dns>>,
+    wireguard: Option<Arc<hangar_wireguard::Gateway>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
         agent,
         proxy,
         dns,
+        wireguard,
         renders: Semaphore::new(MAX_RENDERS),
         registry: Registry::new(),
     });
@@ -107,6 +111,9 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
     }
     if let Some(d) = &s.dns {
         d.collect_metrics(&mut families);
+    }
+    if let Some(w) = &s.wireguard {
+        w.collect_metrics(&mut families);
     }
     process(&mut families);
     s.request("200");

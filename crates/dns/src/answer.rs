@@ -17,7 +17,8 @@
 //! | `regions.<app>.internal`, `all.regions.…` | TXT | `<region>,…` with started / any machines |
 //! | `_apps.internal` | TXT | the network's apps |
 //! | `_instances.internal`, `all._instances.internal` | TXT | `instance=<id>,app=<app>,ip=<6pn>,region=<r>;…` |
-//! | `_peer.internal` | TXT | WireGuard peers (none yet) |
+//! | `_peer.internal` | TXT | the network's WireGuard peers (`interactive-*` ones hidden) |
+//! | `<peer>._peer.internal` | AAAA | a WireGuard peer's address |
 //!
 //! A name exists when its app exists in the asker's network and its selector matches a
 //! registered machine in any state (a region, group, id, metadata pair); AAAA answers hold
@@ -296,8 +297,28 @@ fn internal(view: &View, settings: &Settings, asker: Asker, labels: &[String]) -
         ["_apps"] => Found::txt(view.apps(net).iter().map(|a| a.name.clone()).collect(), ","),
         ["_instances"] => instances(view, net, false),
         ["all", "_instances"] => instances(view, net, true),
-        ["_peer"] => Found::empty(),
-        [_, "_peer"] => Found::NxDomain,
+        // Peers of the asker's network; auto-named `interactive-*` ones are in no list.
+        ["_peer"] => Found::txt(
+            view.peers(net)
+                .iter()
+                .filter(|p| !p.name.starts_with("interactive-"))
+                .map(|p| p.name.clone())
+                .collect(),
+            ",",
+        ),
+        [name, "_peer"] => {
+            let found: Vec<Ipv6Addr> = view
+                .peers(net)
+                .iter()
+                .filter(|p| p.name == *name)
+                .map(|p| p.addr)
+                .collect();
+            if found.is_empty() {
+                Found::NxDomain
+            } else {
+                Found::aaaa(found)
+            }
+        }
         [app] => match view.app(app, net) {
             Some(a) => Found::aaaa(started(
                 &a.machines.iter().map(|m| &**m).collect::<Vec<_>>(),
@@ -397,9 +418,11 @@ fn flycast(view: &View, asker: Asker, labels: &[String]) -> Found {
             txt: None,
             apex: true,
         },
-        [app] => match view.app(app, asker.network()).and_then(|a| a.flycast) {
-            Some(addr) => Found::aaaa(vec![addr]),
-            None => Found::NxDomain,
+        // Only in a network the address is allocated for (another org's, or a custom
+        // network, when allocated for it; then not the app's own).
+        [app] => match view.flycast(app, asker.network()) {
+            addrs if addrs.is_empty() => Found::NxDomain,
+            addrs => Found::aaaa(addrs),
         },
         _ => Found::NxDomain,
     }

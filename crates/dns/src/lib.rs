@@ -6,7 +6,8 @@
 //! fuzzed: which names exist, NXDOMAIN vs NODATA, TTLs, truncation, FORMERR.
 //!
 //! Where it listens:
-//! - on each network that has a machine on this host, at the host's service address
+//! - on each network that has a machine on this host (or a WireGuard peer: this host is its
+//!   gateway), at the host's service address
 //!   `fdaa:<network>:<host>::3` (`hangar_domain::sixpn::service_addr`; the net crate puts it
 //!   on the network's bridge), UDP and TCP port 53: machines' `/etc/resolv.conf` names it.
 //!   Sockets are bound with `IPV6_FREEBIND`, so they can exist before the address does, and

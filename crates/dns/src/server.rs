@@ -3,11 +3,12 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hangar_domain::sixpn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
 use crate::answer::{self, Asker, Outcome};
@@ -17,15 +18,19 @@ use crate::{Dns, lock};
 /// Largest query read over UDP (EDNS clients may send up to this; longer ones are cut and
 /// then fail to parse: FORMERR).
 const UDP_BUFFER: usize = 4096;
+/// Kernel receive buffer of each UDP socket.
+const UDP_RECV_BUFFER: usize = 4 << 20;
 /// How often listeners that could not be bound are tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// How long the relay waits to connect to the Machines API.
 const RELAY_CONNECT: Duration = Duration::from_secs(5);
 
-/// The listeners of one network (dropped: they stop).
+/// The listeners of one network (dropped: they stop, and their sockets are closed when the
+/// drop returns).
 #[derive(Debug, Default)]
 pub(crate) struct Listeners {
     tasks: Vec<AbortHandle>,
+    udp: Vec<UdpThread>,
     /// DNS listens (UDP and TCP).
     pub(crate) bound: bool,
 }
@@ -35,10 +40,31 @@ impl Drop for Listeners {
         for t in &self.tasks {
             t.abort();
         }
+        for u in &self.udp {
+            u.stop.store(true, Ordering::Release);
+            // Wakes a blocked receive at once.
+            let _ = socket2::SockRef::from(&*u.sock).shutdown(std::net::Shutdown::Read);
+        }
+        for u in self.udp.drain(..) {
+            let _ = u.thread.join();
+        }
     }
 }
 
-fn socket(addr: SocketAddr, ty: socket2::Type, freebind: bool) -> std::io::Result<socket2::Socket> {
+/// A UDP socket served by a thread of its own.
+#[derive(Debug)]
+struct UdpThread {
+    sock: Arc<std::net::UdpSocket>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+fn socket(
+    addr: SocketAddr,
+    ty: socket2::Type,
+    freebind: bool,
+    reuse_port: bool,
+) -> std::io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket};
     let (domain, proto) = match (addr, ty) {
         (SocketAddr::V4(_), socket2::Type::DGRAM) => (Domain::IPV4, Protocol::UDP),
@@ -55,19 +81,45 @@ fn socket(addr: SocketAddr, ty: socket2::Type, freebind: bool) -> std::io::Resul
     }
     if ty == socket2::Type::STREAM {
         s.set_reuse_address(true)?;
+    } else {
+        // Bursts wait in the kernel rather than being dropped (best effort: capped by
+        // net.core.rmem_max).
+        let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+    }
+    if reuse_port {
+        s.set_reuse_port(true)?;
     }
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s)
 }
 
-fn bind_udp(addr: SocketAddr, freebind: bool) -> std::io::Result<UdpSocket> {
-    let s = socket(addr, socket2::Type::DGRAM, freebind)?;
-    UdpSocket::from_std(s.into())
+fn bind_udp(addr: SocketAddr, freebind: bool) -> std::io::Result<std::net::UdpSocket> {
+    let s = socket(addr, socket2::Type::DGRAM, freebind, false)?;
+    s.set_nonblocking(false)?;
+    Ok(s.into())
+}
+
+/// `n` UDP sockets on one address (`SO_REUSEPORT`: the kernel spreads queries over them, so
+/// that one loop per core answers).
+fn bind_udp_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    let first = socket(addr, socket2::Type::DGRAM, false, true)?;
+    first.set_nonblocking(false)?;
+    let bound = first
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+    let mut all = vec![std::net::UdpSocket::from(first)];
+    for _ in 1..n.max(1) {
+        let s = socket(bound, socket2::Type::DGRAM, false, true)?;
+        s.set_nonblocking(false)?;
+        all.push(s.into());
+    }
+    Ok(all)
 }
 
 fn bind_tcp(addr: SocketAddr, freebind: bool) -> std::io::Result<TcpListener> {
-    let s = socket(addr, socket2::Type::STREAM, freebind)?;
+    let s = socket(addr, socket2::Type::STREAM, freebind, false)?;
     s.listen(1024)?;
     TcpListener::from_std(s.into())
 }
@@ -144,17 +196,42 @@ enum Step {
     Forward(&'static str),
 }
 
-async fn serve_udp(dns: Arc<Dns>, sock: Arc<UdpSocket>, network: Option<u32>) {
+/// Serves UDP queries on `sock` from a thread of its own, with blocking reads and writes:
+/// Hangar's names are answered from memory, and a thread per socket does that without the
+/// async runtime's cross-thread wake-ups (which cost more than the answers). Forwards, which
+/// wait on the network, run as tasks on `rt` (at most `max_forwards` at once).
+fn spawn_udp(
+    dns: Arc<Dns>,
+    sock: std::net::UdpSocket,
+    network: Option<u32>,
+    rt: tokio::runtime::Handle,
+) -> std::io::Result<UdpThread> {
+    let sock = Arc::new(sock);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (s, st) = (sock.clone(), stop.clone());
+    let thread = std::thread::Builder::new()
+        .name("hangar-dns-udp".into())
+        .spawn(move || serve_udp(&dns, &s, network, &rt, &st))?;
+    Ok(UdpThread { sock, stop, thread })
+}
+
+fn serve_udp(
+    dns: &Arc<Dns>,
+    sock: &Arc<std::net::UdpSocket>,
+    network: Option<u32>,
+    rt: &tokio::runtime::Handle,
+    stop: &AtomicBool,
+) {
     let mut buf = vec![0u8; UDP_BUFFER];
-    loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
+    while !stop.load(Ordering::Acquire) {
+        let (n, src) = match sock.recv_from(&mut buf) {
+            // Shut down for reading (the listener is dropped).
+            Ok((0, _)) if stop.load(Ordering::Acquire) => return,
             Ok(x) => x,
             // ICMP errors of earlier sends surface here: keep serving.
             Err(_) => continue,
         };
         let query = &buf[..n];
-        // Hangar's own names are answered inline, from memory; forwards run as tasks, at
-        // most `max_forwards` at once.
         let reply = match dns.local(query, src, network, false) {
             Step::Reply(r) => r,
             Step::Forward(qtype) => match dns.forwards.clone().try_acquire_owned() {
@@ -162,10 +239,12 @@ async fn serve_udp(dns: Arc<Dns>, sock: Arc<UdpSocket>, network: Option<u32>) {
                     let dns = dns.clone();
                     let sock = sock.clone();
                     let query = query.to_vec();
-                    tokio::spawn(async move {
+                    rt.spawn(async move {
                         let _permit = permit;
                         if let Some(bytes) = dns.forward(&query, qtype, false).await {
-                            let _ = sock.send_to(&bytes, src).await;
+                            // The socket blocks: written off the runtime's threads.
+                            let _ = tokio::task::spawn_blocking(move || sock.send_to(&bytes, src))
+                                .await;
                         }
                     });
                     None
@@ -174,7 +253,7 @@ async fn serve_udp(dns: Arc<Dns>, sock: Arc<UdpSocket>, network: Option<u32>) {
             },
         };
         if let Some(bytes) = reply {
-            let _ = sock.send_to(&bytes, src).await;
+            let _ = sock.send_to(&bytes, src);
         }
     }
 }
@@ -268,9 +347,18 @@ fn listen_network(dns: &Arc<Dns>, network: u32, l: &mut Listeners) {
     if !l.bound {
         match (bind_udp(addr, true), bind_tcp(addr, true)) {
             (Ok(udp), Ok(tcp)) => {
-                let udp = Arc::new(udp);
-                l.tasks
-                    .push(tokio::spawn(serve_udp(dns.clone(), udp, Some(network))).abort_handle());
+                match spawn_udp(
+                    dns.clone(),
+                    udp,
+                    Some(network),
+                    tokio::runtime::Handle::current(),
+                ) {
+                    Ok(t) => l.udp.push(t),
+                    Err(e) => {
+                        eprintln!("hangar-dns: no thread for {addr} (trying again): {e}");
+                        return;
+                    }
+                }
                 l.tasks
                     .push(tokio::spawn(serve_tcp(dns.clone(), tcp, Some(network))).abort_handle());
                 l.bound = true;
@@ -341,9 +429,10 @@ pub(crate) async fn run(
     let follower = tokio::spawn(dns.view.clone().run(dns.store.clone(), stopped()));
     let mut operator = Listeners::default();
     if let Some(addr) = dns.config.operator_listen {
-        match bind_udp(addr, false) {
+        let loops = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        match bind_udp_group(addr, loops) {
             Ok(udp) => {
-                let bound = udp.local_addr()?;
+                let bound = udp[0].local_addr()?;
                 match bind_tcp(bound, false) {
                     Ok(tcp) => {
                         operator
@@ -352,9 +441,12 @@ pub(crate) async fn run(
                     }
                     Err(e) => eprintln!("hangar-dns: warning: no DNS over TCP on {bound}: {e}"),
                 }
-                operator
-                    .tasks
-                    .push(tokio::spawn(serve_udp(dns.clone(), Arc::new(udp), None)).abort_handle());
+                for sock in udp {
+                    match spawn_udp(dns.clone(), sock, None, tokio::runtime::Handle::current()) {
+                        Ok(t) => operator.udp.push(t),
+                        Err(e) => eprintln!("hangar-dns: warning: a DNS thread on {bound}: {e}"),
+                    }
+                }
                 *lock(&dns.operator_addr) = Some(bound);
                 eprintln!("hangard: dns at {bound} (operators), and on each network's ::3");
             }

@@ -12,7 +12,9 @@ use std::net::Ipv6Addr;
 use std::sync::{Arc, RwLock};
 
 use hangar_domain::{State, sixpn};
-use hangar_store::{AppRecord, MachineRecord, NetworkRecord, Store, StoreError};
+use hangar_store::{
+    AppRecord, IpAssignmentRecord, MachineRecord, NetworkRecord, Store, StoreError,
+};
 use tokio::sync::watch;
 
 /// A live machine as DNS sees it.
@@ -74,13 +76,42 @@ pub struct AppEntry {
     pub network: u32,
     /// Its registered machines, by id.
     pub machines: Vec<Arc<MachineEntry>>,
-    /// Its Flycast address, once one is allocated (Flycast comes later: always `None` now).
+    /// Its Flycast address for its own network, once one is allocated.
     pub flycast: Option<Ipv6Addr>,
+}
+
+/// A WireGuard peer as DNS sees it (`<peer>._peer.internal`, PLATFORM.md §4.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// Its org.
+    pub org: String,
+    /// Its name (unique in the org).
+    pub name: String,
+    /// Its network's id.
+    pub network: u32,
+    /// Its 6PN address.
+    pub addr: Ipv6Addr,
+}
+
+impl PeerEntry {
+    /// The entry of a peer record (`None` with an unreadable address).
+    pub fn from_record(p: &hangar_store::WireguardPeerRecord) -> Option<Self> {
+        Some(Self {
+            org: p.org_slug.clone(),
+            name: p.name.clone(),
+            network: p.network_id,
+            addr: p.peer_ip.parse().ok()?,
+        })
+    }
 }
 
 /// One consistent view.
 #[derive(Debug, Clone, Default)]
 pub struct View {
+    /// WireGuard peers by (org, name).
+    peer_records: HashMap<(String, String), PeerEntry>,
+    /// WireGuard peers of each network, by name.
+    peers: HashMap<u32, Vec<PeerEntry>>,
     /// Store revision it reflects.
     pub revision: u64,
     /// This host's id (which networks have machines here).
@@ -96,6 +127,26 @@ pub struct View {
     by_addr: HashMap<Ipv6Addr, Arc<MachineEntry>>,
     /// Networks with a live machine on this host: where the server listens.
     hosted: BTreeSet<u32>,
+    /// Flycast addresses by app: (address, the network it is allocated for).
+    flycast_records: HashMap<String, Vec<(Ipv6Addr, u32)>>,
+    /// Flycast addresses by (network allowed in, app).
+    flycast: HashMap<(u32, String), Vec<Ipv6Addr>>,
+}
+
+/// The Flycast records of assignments, by app.
+fn flycast_records(
+    assignments: impl IntoIterator<Item = IpAssignmentRecord>,
+) -> HashMap<String, Vec<(Ipv6Addr, u32)>> {
+    let mut out: HashMap<String, Vec<(Ipv6Addr, u32)>> = HashMap::new();
+    for a in assignments {
+        if !a.is_flycast() {
+            continue;
+        }
+        if let (Ok(addr), Some(net)) = (a.ip.parse(), a.network_id) {
+            out.entry(a.app).or_default().push((addr, net));
+        }
+    }
+    out
 }
 
 impl View {
@@ -122,6 +173,14 @@ impl View {
         };
         v.derive();
         v
+    }
+
+    /// The same view with these IP assignments (their Flycast addresses answer
+    /// `<app>.flycast` in the network each is allocated for).
+    pub fn with_flycast(mut self, assignments: Vec<IpAssignmentRecord>) -> Self {
+        self.flycast_records = flycast_records(assignments);
+        self.derive();
+        self
     }
 
     /// Recomputes the indexes from the records (after every batch of changes).
@@ -159,21 +218,62 @@ impl View {
                 });
             let Some(network) = network else { continue };
             networks.entry(network).or_default().push(a.name.clone());
+            let flycast = self
+                .flycast_records
+                .get(&a.name)
+                .and_then(|r| r.iter().find(|(_, n)| *n == network))
+                .map(|(addr, _)| *addr);
             apps.insert(
                 a.name.clone(),
                 Arc::new(AppEntry {
                     name: a.name.clone(),
                     network,
                     machines,
-                    flycast: None,
+                    flycast,
                 }),
             );
         }
         for names in networks.values_mut() {
             names.sort();
         }
+        let mut flycast: HashMap<(u32, String), Vec<Ipv6Addr>> = HashMap::new();
+        for (app, records) in &self.flycast_records {
+            if !apps.contains_key(app) {
+                continue;
+            }
+            for (addr, net) in records {
+                flycast.entry((*net, app.clone())).or_default().push(*addr);
+            }
+        }
+        for v in flycast.values_mut() {
+            v.sort();
+        }
         self.apps = apps;
         self.networks = networks;
+        self.derive_peers();
+        self.flycast = flycast;
+    }
+
+    /// The Flycast addresses of app `name` that network `network` reaches (every network's
+    /// when `None`: the operators' view).
+    pub fn flycast(&self, name: &str, network: Option<u32>) -> Vec<Ipv6Addr> {
+        match network {
+            Some(n) => self
+                .flycast
+                .get(&(n, name.to_string()))
+                .cloned()
+                .unwrap_or_default(),
+            None => {
+                let mut all: Vec<Ipv6Addr> = self
+                    .flycast
+                    .iter()
+                    .filter(|((_, a), _)| a == name)
+                    .flat_map(|(_, v)| v.iter().copied())
+                    .collect();
+                all.sort();
+                all
+            }
+        }
     }
 
     /// An app of network `network` (any network when `None`).
@@ -209,6 +309,46 @@ impl View {
         &self.hosted
     }
 
+    /// The same view with these WireGuard peers (their networks are served here too: this
+    /// host is their gateway).
+    pub fn with_peers(mut self, peers: &[hangar_store::WireguardPeerRecord]) -> Self {
+        self.peer_records = peers
+            .iter()
+            .filter_map(PeerEntry::from_record)
+            .map(|e| ((e.org.clone(), e.name.clone()), e))
+            .collect();
+        self.derive();
+        self
+    }
+
+    fn derive_peers(&mut self) {
+        let mut peers: HashMap<u32, Vec<PeerEntry>> = HashMap::new();
+        for p in self.peer_records.values() {
+            peers.entry(p.network).or_default().push(p.clone());
+            self.hosted.insert(p.network);
+        }
+        for v in peers.values_mut() {
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        self.peers = peers;
+    }
+
+    /// The WireGuard peers of network `network` (every network's when `None`), by name.
+    pub fn peers(&self, network: Option<u32>) -> Vec<&PeerEntry> {
+        match network {
+            Some(n) => self
+                .peers
+                .get(&n)
+                .map(|v| v.iter().collect())
+                .unwrap_or_default(),
+            None => {
+                let mut all: Vec<&PeerEntry> = self.peers.values().flatten().collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                all
+            }
+        }
+    }
+
     fn load(store: &dyn Store, host_id: u32) -> Result<Self, StoreError> {
         let revision = store.revision();
         let mut v = View::build(
@@ -216,7 +356,9 @@ impl View {
             store.list_networks()?,
             store.list_apps(None)?,
             &store.all_live_machines()?,
-        );
+        )
+        .with_flycast(store.list_ip_assignments(None)?)
+        .with_peers(&store.list_wireguard_peers(None)?);
         v.revision = revision;
         Ok(v)
     }
@@ -311,8 +453,28 @@ impl ViewHandle {
                     None => {
                         next.app_records.remove(&c.key);
                         next.machines.retain(|_, m| m.app != c.key);
+                        next.flycast_records.remove(&c.key);
                     }
                 },
+                "ip_assignment" => {
+                    next.flycast_records.remove(&c.key);
+                    next.flycast_records
+                        .extend(flycast_records(store.list_ip_assignments(Some(&c.key))?));
+                }
+                "wireguard" => {
+                    let (org, name) = c.key.split_once('/').unwrap_or((&c.key, ""));
+                    match store.get_wireguard_peer(org, name)? {
+                        Some(p) => {
+                            if let Some(e) = PeerEntry::from_record(&p) {
+                                next.peer_records.insert((e.org.clone(), e.name.clone()), e);
+                            }
+                        }
+                        None => {
+                            next.peer_records
+                                .remove(&(org.to_string(), name.to_string()));
+                        }
+                    }
+                }
                 "network" | "org" => networks_changed = true,
                 _ => {}
             }

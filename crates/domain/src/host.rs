@@ -1,6 +1,6 @@
 //! What a host does for its machines besides carrying out desired state: run a command in
-//! one (`exec`), list its processes (`ps`), read its output (`logs`), and take an image
-//! uploaded through the API into its image store.
+//! one (`exec`), list its processes (`ps`), read its output (`logs`) and its app's whole
+//! stream (`app_logs`), and take an image uploaded through the API into its image store.
 //!
 //! The API serves these calls and the agent on the machine's host answers them; they meet here
 //! so that neither depends on the other (and so that a multi-host API can forward the calls
@@ -125,6 +125,21 @@ pub trait MachineHost: Send + Sync + 'static {
 
     /// The last `tail` lines of a machine's output, and with `follow` the lines after them.
     fn logs<'a>(&'a self, machine_id: &'a str, tail: usize, follow: bool) -> HostFuture<'a, Logs>;
+
+    /// An app's stream across its machines on this host, with the platform's lines (see
+    /// [`crate::applog`]). Hosts that keep no app stream answer [`HostError::Failed`].
+    fn app_logs<'a>(
+        &'a self,
+        app: &'a str,
+        query: crate::applog::AppLogQuery,
+    ) -> HostFuture<'a, crate::applog::AppLogs> {
+        let _ = (app, query);
+        Box::pin(async {
+            Err(HostError::Failed(
+                "this host keeps no app log stream".into(),
+            ))
+        })
+    }
 
     /// Reads a `docker save` or OCI-layout tar archive (plain or gzipped) holding one image
     /// and stores it under `reference`. Reading happens on a blocking thread.

@@ -84,6 +84,12 @@ string_id!(
     VolumeId
 );
 string_id!(
+    /// A WireGuard peer's name (PLATFORM.md §4.5): 1–15 of `a-z`, `0-9`, `-`, not starting or
+    /// ending with `-`: it names the client's Linux interface (`wg-quick` takes the file name)
+    /// and is a DNS label (`<peer>._peer.internal`). Unique within its org.
+    PeerName
+);
+string_id!(
     /// A machine version id: a 26-character ULID, new on every update.
     InstanceId
 );
@@ -148,6 +154,27 @@ impl OrgSlug {
     pub fn parse(s: &str) -> Result<Self, IdError> {
         dns_label("org slug", s)?;
         Ok(Self(s.to_string()))
+    }
+}
+
+impl PeerName {
+    /// Parses a peer name.
+    pub fn parse(s: &str) -> Result<Self, IdError> {
+        dns_label("peer name", s)?;
+        if s.len() > 15 {
+            return Err(err(
+                "peer name",
+                s,
+                "must be at most 15 characters (it names a Linux interface)",
+            ));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    /// Auto-named peers (`interactive-…`, made by tools for one session) are left out of
+    /// `_peer.internal`.
+    pub fn is_interactive(&self) -> bool {
+        self.0.starts_with("interactive-")
     }
 }
 
@@ -243,6 +270,37 @@ impl InstanceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_names() {
+        for ok in [
+            "laptop",
+            "a",
+            "ci-runner-01",
+            "interactive-x",
+            "abcdefghijklmno",
+        ] {
+            assert!(PeerName::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "Laptop",
+            "a_b",
+            "a.b",
+            "abcdefghijklmnop",
+            "a/b",
+        ] {
+            assert!(PeerName::parse(bad).is_err(), "{bad}");
+        }
+        assert!(
+            PeerName::parse("interactive-x")
+                .expect("name")
+                .is_interactive()
+        );
+        assert!(!PeerName::parse("laptop").expect("name").is_interactive());
+    }
 
     #[test]
     fn machine_ids() {

@@ -4,6 +4,8 @@
 //! machine lifecycle state machine (only legal transitions exist), and the restart-policy
 //! decision. Pure: no IO, no clock (callers pass times), no randomness (callers pass bytes).
 
+pub mod applog;
+pub mod flycast;
 pub mod guest;
 pub mod host;
 pub mod id;
@@ -13,10 +15,14 @@ pub mod sixpn;
 pub mod time;
 pub mod tls;
 
+pub use applog::{
+    AppLogFollow, AppLogLine, AppLogQuery, AppLogs, HttpInfo, Level, LogCursor, PlatformLog,
+    Provider,
+};
 pub use host::{
     ExecCommand, ExecResult, HostError, HostFuture, ImportedImage, LogFollow, LogLine, LogSource,
     Logs, MachineHost,
 };
-pub use id::{AppName, IdError, InstanceId, MachineId, MachineName, OrgSlug, VolumeId};
+pub use id::{AppName, IdError, InstanceId, MachineId, MachineName, OrgSlug, PeerName, VolumeId};
 pub use lifecycle::{Action, IllegalTransition, Phase, State};
 pub use restart::{ExitInfo, RestartDecision, RestartTracker};

@@ -18,6 +18,7 @@
 pub mod finding;
 pub mod groups;
 pub mod guest;
+pub mod launch;
 pub mod machine;
 pub mod model;
 pub mod render;

@@ -22,8 +22,9 @@
 //! Two tables per host, both named like the egress table (one name per Hangar host, so
 //! parallel hosts, e.g. test clusters, never touch each other's rules), in two families:
 //! - `inet <table>`, for routed traffic: sets `bridges` (this host's bridges), `within`
-//!   (`bridge . bridge`), `services` (`bridge . service address . protocol . port`) and
-//!   `service_addrs`; base chains `input` and `forward` (with `out_of_network` and
+//!   (`bridge . bridge`), `services` (`bridge . service address . protocol . port`),
+//!   `service_addrs` and `flycast` (`bridge . Flycast address . tcp . port`, [`crate::flycast`]);
+//!   base chains `input` and `forward` (with `out_of_network` and
 //!   `into_network`) whose rules only ever match packets from or to this host's bridges, so a
 //!   host's rules never decide for another host's machines;
 //! - `bridge <table>`, for L2 anti-spoofing: a verdict map `ports` from each machine's host
@@ -35,6 +36,11 @@
 //! rules); [`Isolation::add`] adds a machine (and its network) and [`Isolation::remove_machine`]
 //! removes one, each atomic and idempotent, so a crash between steps is repaired by doing the
 //! step again. [`Isolation::remove`] deletes both tables.
+//!
+//! WireGuard peers (PLATFORM.md §4.5) come in through the host's WireGuard interface (named
+//! [`WIREGUARD_PREFIX`]`…`): the `inet` table lets that interface's traffic into and out of
+//! networks, and the interface's own table ([`PeerIsolation`]) decides: a peer reaches its
+//! own network's machines and service address, from its own range, and nothing else.
 //!
 //! Drops in a machine's chain are counted (`nft list table bridge <table>` shows who tried
 //! what). The host does not forward IPv6 (Hangar never turns `net.ipv6.conf.all.forwarding`
@@ -86,6 +92,8 @@ impl Isolation {
     /// The script that replaces both tables with these networks and machines.
     pub fn rebuild_script(&self, networks: &[Network], machines: &[MachineNet]) -> String {
         let t = &self.table;
+        // Traffic of WireGuard interfaces is judged by their own tables ([`PeerIsolation`]).
+        let wg = WIREGUARD_PREFIX;
         let mut s = format!(
             "table inet {t} {{}}\n\
              delete table inet {t}\n\
@@ -96,11 +104,13 @@ impl Isolation {
                set services {{ type ifname . ipv6_addr . inet_proto . inet_service; }}\n\
                set service_addrs {{ type ifname . ipv6_addr; }}\n\
                set within {{ type ifname . ifname; }}\n\
+               set flycast {{ type ifname . ipv6_addr . inet_proto . inet_service; }}\n\
                chain input {{\n\
                  type filter hook input priority filter; policy accept;\n\
                  iifname != @bridges accept\n\
                  ct state established,related accept\n\
                  iifname . ip6 daddr . meta l4proto . th dport @services accept\n\
+                 iifname . ip6 daddr . meta l4proto . th dport @flycast accept\n\
                  icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit }} accept\n\
                  icmpv6 type echo-request iifname . ip6 daddr @service_addrs accept\n\
                  drop\n\
@@ -112,12 +122,14 @@ impl Isolation {
                }}\n\
                chain out_of_network {{\n\
                  iifname . oifname @within accept\n\
+                 oifname \"{wg}*\" accept\n\
                  oifname \"hgrb*\" drop\n\
                  meta nfproto ipv4 accept\n\
                  drop\n\
                }}\n\
                chain into_network {{\n\
                  ct state established,related accept\n\
+                 iifname \"{wg}*\" accept\n\
                  drop\n\
                }}\n\
              }}\n\
@@ -272,6 +284,141 @@ impl Isolation {
     }
 }
 
+/// Interfaces named with this prefix are WireGuard gateways' (`hangar-wireguard`): the
+/// `inet` table lets their traffic into and out of networks and leaves the verdict to the
+/// interface's own table ([`PeerIsolation`]), which exists as long as the interface does.
+pub const WIREGUARD_PREFIX: &str = "hgrwg";
+
+/// What a WireGuard peer may reach, enforced on the host's WireGuard interface (PLATFORM.md
+/// §4.5): its own network's machines (forwarded to the network's bridge, replies back), and
+/// the host's service address on that network on [`SERVICE_PORTS`]; nothing else of the host
+/// or of any other network, and only from its own `/120` (WireGuard's cryptokey routing
+/// already drops other sources; the rules check again).
+///
+/// One table per interface, `inet <table>_wg`: sets `paths` (`interface . peer range .
+/// bridge`, intervals) and `services` (`interface . peer range . service address . protocol
+/// . port`); base chains `input` and `forward` that only ever match this interface. A drop
+/// here is final whatever the main table accepts; the main table accepts what passes here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIsolation {
+    table: String,
+    iface: String,
+}
+
+/// A peer's range and the network it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerPath {
+    /// The peer's `/prefix` (WireGuard's allowed source).
+    pub range: Ipv6Addr,
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// Its network on this host.
+    pub network: Network,
+}
+
+impl PeerIsolation {
+    /// The table of WireGuard interface `iface` (which must start with [`WIREGUARD_PREFIX`])
+    /// for the host whose isolation tables are named `table`.
+    pub fn new(table: &str, iface: &str) -> Result<Self> {
+        Isolation::new(table)?;
+        crate::safe(iface)?;
+        if !iface.starts_with(WIREGUARD_PREFIX) {
+            return Err(NetError::BadName(iface.to_string()));
+        }
+        Ok(Self {
+            table: format!("{table}_wg"),
+            iface: iface.to_string(),
+        })
+    }
+
+    /// The table's name (family `inet`).
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The script that replaces the table with one holding exactly these peers.
+    pub fn rebuild_script(&self, peers: &[PeerPath]) -> String {
+        let t = &self.table;
+        let i = &self.iface;
+        let mut s = format!(
+            "table inet {t} {{}}\n\
+             delete table inet {t}\n\
+             table inet {t} {{\n\
+               set paths {{ type ifname . ipv6_addr . ifname; flags interval; }}\n\
+               set services {{ type ifname . ipv6_addr . ipv6_addr . inet_proto . inet_service; flags interval; }}\n\
+               chain input {{\n\
+                 type filter hook input priority filter; policy accept;\n\
+                 iifname != \"{i}\" accept\n\
+                 ct state established,related accept\n\
+                 iifname . ip6 saddr . ip6 daddr . meta l4proto . th dport @services accept\n\
+                 counter drop\n\
+               }}\n\
+               chain forward {{\n\
+                 type filter hook forward priority filter; policy accept;\n\
+                 iifname \"{i}\" jump from_peer\n\
+                 oifname \"{i}\" jump to_peer\n\
+               }}\n\
+               chain from_peer {{\n\
+                 iifname . ip6 saddr . oifname @paths accept\n\
+                 counter drop\n\
+               }}\n\
+               chain to_peer {{\n\
+                 ct state established,related accept\n\
+                 oifname . ip6 daddr . iifname @paths accept\n\
+                 counter drop\n\
+               }}\n\
+             }}\n"
+        );
+        for p in peers {
+            s.push_str(&self.peer_lines(p));
+        }
+        s
+    }
+
+    fn peer_lines(&self, p: &PeerPath) -> String {
+        let t = &self.table;
+        let i = &self.iface;
+        let b = &p.network.bridge;
+        let range = format!("{}/{}", p.range, p.prefix_len);
+        let svc = p.network.service_addr();
+        let mut s = format!("add element inet {t} paths {{ \"{i}\" . {range} . \"{b}\" }}\n");
+        for (proto, port) in SERVICE_PORTS {
+            s.push_str(&format!(
+                "add element inet {t} services {{ \"{i}\" . {range} . {svc} . {proto} . {port} }}\n"
+            ));
+        }
+        s
+    }
+
+    /// Replaces the table with exactly these peers, atomically (at the gateway's start).
+    pub fn rebuild(&self, peers: &[PeerPath]) -> Result<()> {
+        for p in peers {
+            crate::safe(&p.network.bridge)?;
+        }
+        nft(&self.rebuild_script(peers))
+    }
+
+    /// Lets a peer in (idempotent; the table must exist).
+    pub fn add_peer(&self, p: &PeerPath) -> Result<()> {
+        crate::safe(&p.network.bridge)?;
+        nft(&self.peer_lines(p))
+    }
+
+    /// Shuts a peer out (idempotent).
+    pub fn remove_peer(&self, p: &PeerPath) -> Result<()> {
+        crate::safe(&p.network.bridge)?;
+        let add = self.peer_lines(p);
+        let delete = add.replace("add element", "delete element");
+        nft(&format!("{add}{delete}"))
+    }
+
+    /// Deletes the table (with its interface gone, nothing matches it any more).
+    pub fn remove(&self) -> Result<()> {
+        let t = &self.table;
+        nft(&format!("table inet {t} {{}}\ndelete table inet {t}\n"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +450,37 @@ mod tests {
         );
         for bad in ["", "a b", "a;b", "t\"", &"t".repeat(33)] {
             assert!(Isolation::new(bad).is_err(), "{bad}");
+        }
+        // WireGuard interfaces are left to their own tables.
+        assert!(s.contains("oifname \"hgrwg*\" accept"));
+        assert!(s.contains("iifname \"hgrwg*\" accept"));
+    }
+
+    #[test]
+    fn peer_rules_pin_the_peer_range_to_its_network() {
+        let wg = PeerIsolation::new("hangar_t", "hgrwg0").expect("names");
+        assert_eq!(wg.table(), "hangar_t_wg");
+        let net = Network::new(7, 9);
+        let p = PeerPath {
+            range: "fdaa:0:7::1:2:100".parse().expect("addr"),
+            prefix_len: 120,
+            network: net.clone(),
+        };
+        let s = wg.rebuild_script(std::slice::from_ref(&p));
+        assert!(s.contains(&format!(
+            "paths {{ \"hgrwg0\" . fdaa:0:7::1:2:100/120 . \"{}\" }}",
+            net.bridge
+        )));
+        assert!(s.contains(
+            "services { \"hgrwg0\" . fdaa:0:7::1:2:100/120 . fdaa:0:7:0:9::3 . tcp . 4280 }"
+        ));
+        assert!(s.contains("iifname != \"hgrwg0\" accept"));
+        for (table, iface) in [
+            ("hangar_t", "wg0"),
+            ("hangar_t", "hgrwg;x"),
+            ("a b", "hgrwg0"),
+        ] {
+            assert!(PeerIsolation::new(table, iface).is_err(), "{table} {iface}");
         }
     }
 }

@@ -24,10 +24,13 @@
 //! operation, and nftables (`nft -f -`, one atomic transaction per operation):
 //! - [`egress`]: outbound IPv4 (a `/32` per machine, masquerade);
 //! - [`isolation`]: networks apart, the host closed but for its service address, no spoofing.
+//! - [`flycast`]: Flycast addresses on their network's bridge, open to that network's
+//!   machines on the app's service ports.
 //!
 //! Must not: know about machines' lifecycle, the store or HTTP.
 
 pub mod egress;
+pub mod flycast;
 pub mod isolation;
 
 use std::net::{Ipv4Addr, Ipv6Addr};

@@ -109,6 +109,9 @@ impl Loads {
     /// The load record of a machine (made on first use).
     pub fn get(&self, id: &str) -> Arc<Load> {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = m.get(id) {
+            return l.clone();
+        }
         m.entry(id.to_string())
             .or_insert_with(|| {
                 let l = Load {

@@ -117,6 +117,37 @@ pub struct Catalog {
     pub machines: HashMap<String, Arc<MachineEntry>>,
     /// Custom hostnames (the certificates store) by hostname (`*.` for wildcards).
     pub hostnames: HashMap<String, Arc<CertificateRecord>>,
+    /// Flycast addresses: the app answering each and the network allowed in (§4.3).
+    pub flycast: HashMap<Ipv6Addr, FlycastEntry>,
+}
+
+/// A Flycast address of an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlycastEntry {
+    /// The app.
+    pub app: String,
+    /// The 6PN network whose machines reach it.
+    pub network: u32,
+}
+
+fn flycast_entries(
+    store: &dyn Store,
+    app: Option<&str>,
+) -> Result<Vec<(Ipv6Addr, FlycastEntry)>, StoreError> {
+    Ok(store
+        .list_ip_assignments(app)?
+        .into_iter()
+        .filter(|a| a.is_flycast())
+        .filter_map(|a| {
+            Some((
+                a.ip.parse().ok()?,
+                FlycastEntry {
+                    app: a.app,
+                    network: a.network_id?,
+                },
+            ))
+        })
+        .collect())
 }
 
 impl Catalog {
@@ -151,6 +182,24 @@ impl Catalog {
                         }
                     }
                 }
+            }
+        }
+        out
+    }
+
+    /// What the proxy serves on Flycast: (address, port) → the app and how (the ports the
+    /// app's services declare, `hangar_domain::flycast::ports`).
+    pub fn flycast_ports(
+        &self,
+    ) -> BTreeMap<(Ipv6Addr, u16), (String, hangar_domain::flycast::FlycastPort)> {
+        let mut out = BTreeMap::new();
+        for (addr, e) in &self.flycast {
+            let Some(app) = self.apps.get(&e.app) else {
+                continue;
+            };
+            let services = app.machines.iter().flat_map(|m| m.services.iter());
+            for (port, kind) in hangar_domain::flycast::ports(services) {
+                out.insert((*addr, port), (e.app.clone(), kind));
             }
         }
         out
@@ -222,6 +271,7 @@ impl Catalog {
         for h in store.list_certificates(None)? {
             c.hostnames.insert(h.hostname.clone(), Arc::new(h));
         }
+        c.flycast = flycast_entries(store, None)?.into_iter().collect();
         Ok(c)
     }
 }
@@ -304,6 +354,10 @@ impl CatalogHandle {
                 "app" => {
                     apps.insert(c.key.clone());
                 }
+                "ip_assignment" => {
+                    next.flycast.retain(|_, e| e.app != c.key);
+                    next.flycast.extend(flycast_entries(store, Some(&c.key))?);
+                }
                 "certificate" => match store.get_certificate(&c.key)? {
                     Some(h) => {
                         next.hostnames.insert(c.key.clone(), Arc::new(h));
@@ -318,8 +372,9 @@ impl CatalogHandle {
         for a in apps {
             next.rebuild_app(&a, store)?;
             if !next.apps.contains_key(&a) {
-                // A deleted app's hostnames went with it.
+                // A deleted app's hostnames and Flycast addresses went with it.
                 next.hostnames.retain(|_, h| h.app != a);
+                next.flycast.retain(|_, e| e.app != a);
             }
         }
         self.install(next);

@@ -40,6 +40,9 @@ pub struct Conn {
     pub port: u16,
     /// Whether the client connection is TLS.
     pub tls: bool,
+    /// The app of the Flycast address the connection came to (routing ignores `Host`, and
+    /// `force_https` does not apply); `None` on public listeners.
+    pub app: Option<String>,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -50,6 +53,7 @@ fn full(b: impl Into<Bytes>) -> Body {
 fn error(status: StatusCode, code: &str, msg: &str) -> Response<Body> {
     let mut r = Response::new(full(format!("{msg} ({code})\n")));
     *r.status_mut() = status;
+    r.extensions_mut().insert(ProxyError(code.to_string()));
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -59,6 +63,36 @@ fn error(status: StatusCode, code: &str, msg: &str) -> Response<Body> {
         h.insert("fly-error-code", v);
     }
     r
+}
+
+/// Marks a response the proxy made for an error (§3.3 code); never sent on the wire.
+#[derive(Debug, Clone)]
+struct ProxyError(String);
+
+/// Codes route() already wrote to the app's stream, with the machine, before answering
+/// with them: the connection and wake failures, a bad fly-replay, a machine that did not
+/// answer (`PU02` with 502; an incomplete client body is a 400 and logged at the end).
+fn logged_in_route(code: &str, status: StatusCode) -> bool {
+    code.starts_with("PM")
+        || matches!(
+            code,
+            "PC01" | "PC02" | "PC03" | "PC04" | "PC05" | "PC06" | "PA03"
+        )
+        || (code == "PU02" && status == StatusCode::BAD_GATEWAY)
+}
+
+fn request_log<'a>(
+    rid: &'a str,
+    parts: &'a hyper::http::request::Parts,
+    url: &'a str,
+    status: Option<u16>,
+) -> crate::RequestLog<'a> {
+    crate::RequestLog {
+        id: rid,
+        method: parts.method.as_str(),
+        url,
+        status,
+    }
 }
 
 fn overloaded(code: &str, msg: &str) -> Response<Body> {
@@ -184,11 +218,41 @@ fn prefs_from(h: &HeaderMap) -> Prefs {
     }
 }
 
+/// A request id: 20 random hex digits and the region. The randomness comes from a per-thread
+/// generator seeded once from the OS (not a syscall per request); ids need to be unique, not
+/// secret.
 fn request_id(region: &str) -> String {
-    let mut r = [0u8; 10];
-    let _ = getrandom::fill(&mut r);
-    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{hex}-{region}")
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_le_bytes(seed) | 1
+        });
+    }
+    // splitmix64: every output of a 2^64 period, well mixed.
+    let next = || {
+        STATE.with(|s| {
+            let x = s.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+            s.set(x);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        })
+    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = (next(), next());
+    let mut out = String::with_capacity(21 + region.len());
+    for i in 0..16 {
+        out.push(HEX[((a >> (60 - 4 * i)) & 0xf) as usize] as char);
+    }
+    for i in 0..4 {
+        out.push(HEX[((b >> (60 - 4 * i)) & 0xf) as usize] as char);
+    }
+    out.push('-');
+    out.push_str(region);
+    out
 }
 
 /// Per-port options of the app (from its first machine serving the port).
@@ -288,8 +352,21 @@ pub async fn handle(
     if let Some(r) = acme_http01(&proxy, &req) {
         return Ok(r);
     }
+    let (method, uri) = (req.method().clone(), req.uri().clone());
     let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
     let status = resp.status();
+    if let Some(ProxyError(code)) = resp.extensions().get::<ProxyError>()
+        && !logged_in_route(code, status)
+    {
+        let url = uri.to_string();
+        let request = crate::RequestLog {
+            id: &rid,
+            method: method.as_str(),
+            url: &url,
+            status: Some(status.as_u16()),
+        };
+        proxy.log_error(&app_name, None, code, "", Some(&request));
+    }
     proxy
         .metrics
         .http_response(&app_name, status.as_u16(), started.elapsed());
@@ -336,7 +413,13 @@ async fn route(
         .or_else(|| header_str(req.headers(), "host").map(str::to_string))
         .unwrap_or_default();
     let snap = proxy.catalog.snapshot();
-    let Some(name) = app_from_host(&host, &cfg.domain).or_else(|| snap.app_for_host(&host)) else {
+    let flycast = conn.app.is_some();
+    let Some(name) = conn
+        .app
+        .clone()
+        .or_else(|| app_from_host(&host, &cfg.domain))
+        .or_else(|| snap.app_for_host(&host))
+    else {
         return (
             String::new(),
             error(
@@ -350,7 +433,7 @@ async fn route(
         return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
     };
     let opts = port_options(&app, conn.port);
-    if opts.force_https && !conn.tls {
+    if opts.force_https && !conn.tls && !flycast {
         let path = req
             .uri()
             .path_and_query()
@@ -453,7 +536,14 @@ async fn route(
                         }
                     }
                     Err(e) => {
-                        proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"));
+                        let request = request_log(rid, &parts, &path_and_query, None);
+                        proxy.log_error(
+                            &app.name,
+                            Some(&m.id),
+                            e.code(),
+                            &format!("{e:?}"),
+                            Some(&request),
+                        );
                         failed.push(m.id.clone());
                         if retries < MAX_CONNECT_RETRIES {
                             retries += 1;
@@ -534,7 +624,14 @@ async fn route(
         let mut sender = match proxy.pool.sender(target, h2, cfg.connect_timeout).await {
             Ok(s) => s,
             Err(e) => {
-                proxy.log_error(&app.name, Some(&machine.id), e.code(), &format!("{e:?}"));
+                let request = request_log(rid, &parts, &path_and_query, None);
+                proxy.log_error(
+                    &app.name,
+                    Some(&machine.id),
+                    e.code(),
+                    &format!("{e:?}"),
+                    Some(&request),
+                );
                 drop(slot);
                 failed.push(machine.id.clone());
                 retries += 1;
@@ -623,7 +720,14 @@ async fn route(
         let mut resp = match sent {
             Ok(r) => r,
             Err(e) => {
-                proxy.log_error(&app.name, Some(&machine.id), "PU02", &e.to_string());
+                let request = request_log(rid, &parts, &path_and_query, None);
+                proxy.log_error(
+                    &app.name,
+                    Some(&machine.id),
+                    "PU02",
+                    &e.to_string(),
+                    Some(&request),
+                );
                 let idempotent =
                     matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
                 if idempotent && body.replayable() && retries < MAX_CONNECT_RETRIES {
@@ -667,7 +771,14 @@ async fn route(
             let r = match parsed {
                 Ok(r) => r,
                 Err(e) => {
-                    proxy.log_error(&app.name, Some(&machine.id), "PA03", &e.to_string());
+                    let request = request_log(rid, &parts, &path_and_query, Some(502));
+                    proxy.log_error(
+                        &app.name,
+                        Some(&machine.id),
+                        "PA03",
+                        &e.to_string(),
+                        Some(&request),
+                    );
                     return (
                         name,
                         error(StatusCode::BAD_GATEWAY, "PA03", "invalid fly-replay"),
@@ -930,5 +1041,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    #[test]
+    fn ids_are_twenty_hex_digits_and_the_region_and_do_not_repeat() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let id = super::request_id("ams");
+            let (hex, region) = id.split_once('-').expect("dash");
+            assert_eq!(region, "ams");
+            assert_eq!(hex.len(), 20);
+            assert!(
+                hex.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert!(seen.insert(id));
+        }
     }
 }

@@ -24,6 +24,9 @@
 //! A port whose `http_options.h2_backend` is set reaches its machines over h2c (one
 //! multiplexed connection per machine).
 //!
+//! Machines reach apps' Flycast addresses (§4.3) through the same paths: private listeners on
+//! each address and service port, routing by destination address ([`flycast`]).
+//!
 //! Not yet: the `pg_tls` handler, DNS-01 (wildcard ACME certificates), OCSP stapling, replay
 //! caching, UDP.
 
@@ -32,6 +35,7 @@ pub mod autostop;
 pub mod balance;
 pub mod catalog;
 pub mod control;
+pub mod flycast;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -92,6 +96,13 @@ pub struct ProxyConfig {
     pub max_connections: usize,
     /// TLS termination, certificates and ACME.
     pub tls: tls::TlsConfig,
+    /// Listen on the apps' Flycast addresses (their `http` and raw TCP ports, [`flycast`]).
+    pub flycast: bool,
+    /// Where its errors go as `proxy` lines of the app's log stream (§6.2); `None`: stderr.
+    pub platform_log: Option<Arc<dyn hangar_domain::PlatformLog>>,
+    /// Public connections from these networks (the operator's load balancers) must begin with
+    /// a PROXY protocol header (v1 or v2), whose source is then the client.
+    pub proxy_protocol_from: Vec<proxy_proto::Cidr>,
 }
 
 impl Default for ProxyConfig {
@@ -112,6 +123,9 @@ impl Default for ProxyConfig {
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             tls: tls::TlsConfig::default(),
+            flycast: true,
+            platform_log: None,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -133,6 +147,7 @@ pub struct Proxy {
     /// Its metrics.
     pub metrics: ProxyMetrics,
     listening: Mutex<HashMap<u16, SocketAddr>>,
+    flycast_listening: Mutex<Vec<std::net::SocketAddrV6>>,
     connections: Arc<AtomicUsize>,
     pub(crate) tls: tls::TlsState,
     /// ACME challenge responses out now.
@@ -145,6 +160,54 @@ impl std::fmt::Debug for Proxy {
             .field("config", &self.config)
             .finish()
     }
+}
+
+/// The request a logged error hit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLog<'a> {
+    /// `fly-request-id`.
+    pub id: &'a str,
+    /// Method.
+    pub method: &'a str,
+    /// The request target as received.
+    pub url: &'a str,
+    /// Status answered, when the error ended the request.
+    pub status: Option<u16>,
+}
+
+/// What a §3.3 error code means, in the words of the app's log stream.
+pub(crate) fn describe(code: &str) -> &'static str {
+    match code {
+        "PC01" => {
+            "machine refused connection: is the app listening on the service's internal port, on 0.0.0.0 or [::] (not only 127.0.0.1)?"
+        }
+        "PC02" => "machine refused connection",
+        "PC03" => "connection to the machine was reset",
+        "PC04" => "connection to the machine was aborted",
+        "PC05" => "timed out connecting to the machine",
+        "PC06" => "could not connect to the machine",
+        "PC07" => "could not reach a machine after retries",
+        "PR01" => "no machine of the app can take the request (none started and healthy)",
+        "PR02" => "app or machine not found",
+        "PR03" | "PR04" => "no machine with capacity after retries",
+        "PM03" => "the machine did not start in time",
+        "PM07" => "could not start the machine",
+        "PM08" => "the machine can not be started from its state",
+        "PU02" => "incomplete HTTP request",
+        "PA01" => "the request body is too large to retry or replay",
+        "PA02" => "too many fly-replays",
+        "PA03" => "invalid fly-replay from the machine",
+        "PA04" => "the fly-replay target app does not exist",
+        "PA05" => "the fly-replay target app is not allowed",
+        c if c.starts_with("PT") => "TLS handshake failed",
+        _ => "proxy error",
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 /// A client connection counted against the limit until dropped.
@@ -184,6 +247,7 @@ impl Proxy {
             health: Arc::default(),
             metrics,
             listening: Mutex::new(HashMap::new()),
+            flycast_listening: Mutex::new(Vec::new()),
             connections: Arc::new(AtomicUsize::new(0)),
             tls,
             challenges: Arc::default(),
@@ -204,6 +268,21 @@ impl Proxy {
             .clone()
     }
 
+    /// The Flycast addresses and ports listened on now, sorted.
+    pub fn flycast_listening(&self) -> Vec<std::net::SocketAddrV6> {
+        self.flycast_listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_flycast_listening(&self, now: Vec<std::net::SocketAddrV6>) {
+        *self
+            .flycast_listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
     /// Client connections open now.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
@@ -215,13 +294,58 @@ impl Proxy {
             .is_none_or(|s| self.health.service_healthy(&m.id, s.internal_port))
     }
 
-    /// Records a proxy error (the reference's code) for an app.
-    pub(crate) fn log_error(&self, app: &str, machine: Option<&str>, code: &str, msg: &str) {
+    /// Records a proxy error (the reference's code) for an app: counted, and written to the
+    /// app's log stream as a `proxy` line `[<code>] <what it means> (<detail>)` with the
+    /// machine (its region) when one was chosen and the request when there is one.
+    pub(crate) fn log_error(
+        &self,
+        app: &str,
+        machine: Option<&str>,
+        code: &str,
+        detail: &str,
+        request: Option<&RequestLog<'_>>,
+    ) {
         self.metrics.error(app, code);
-        eprintln!(
-            "hangar-proxy: app={app} machine={} code={code}: {msg}",
-            machine.unwrap_or("-")
+        let Some(sink) = &self.config.platform_log else {
+            eprintln!(
+                "hangar-proxy: app={app} machine={} code={code}: {detail}",
+                machine.unwrap_or("-")
+            );
+            return;
+        };
+        if app.is_empty() {
+            return;
+        }
+        let region = machine
+            .and_then(|id| {
+                self.catalog
+                    .snapshot()
+                    .machines
+                    .get(id)
+                    .map(|m| m.region.clone())
+            })
+            .unwrap_or_else(|| self.config.region.clone());
+        let message = if detail.is_empty() {
+            format!("[{code}] {}", describe(code))
+        } else {
+            format!("[{code}] {} ({detail})", describe(code))
+        };
+        let mut line = hangar_domain::AppLogLine::new(
+            now_ns(),
+            hangar_domain::Provider::Proxy,
+            machine.unwrap_or_default(),
+            &region,
+            hangar_domain::Level::Error,
+            message,
         );
+        line.error_code = Some(code.to_string());
+        line.http = request.map(|r| hangar_domain::HttpInfo {
+            request_id: r.id.to_string(),
+            method: r.method.to_string(),
+            status: r.status,
+            url: r.url.to_string(),
+        });
+        sink.emit(app, line);
     }
 
     /// Every metric as Prometheus text.
@@ -282,6 +406,12 @@ impl Proxy {
             self.connections() as f64,
         );
         f.gauge(
+            "hangar_proxy_flycast_listeners",
+            "Flycast (address, port) pairs listened on",
+            &[("region", self.config.region.as_str())],
+            self.flycast_listening().len() as f64,
+        );
+        f.gauge(
             "hangar_proxy_wakes_in_progress",
             "Machines being started for waiting requests",
             &[("region", self.config.region.as_str())],
@@ -308,12 +438,49 @@ impl Proxy {
         let proxy = Arc::clone(self);
         tokio::spawn(async move {
             let _guard = guard;
+            let mut stream = stream;
+            let mut peer = peer;
+            let mut local = stream.local_addr().ok();
+            let mut prefix = Vec::new();
+            if proxy
+                .config
+                .proxy_protocol_from
+                .iter()
+                .any(|c| c.contains(peer.ip()))
+            {
+                let read = tokio::time::timeout(
+                    proxy.config.headers_read_timeout,
+                    proxy_proto::read_header(&mut stream),
+                )
+                .await;
+                match read {
+                    Ok(Ok((parsed, rest))) => {
+                        if let proxy_proto::Parsed::Proxied { src, dst } = parsed {
+                            peer = src;
+                            local = Some(dst);
+                        }
+                        prefix = rest;
+                    }
+                    // No app yet: counted and told to the operator, the connection closed.
+                    Ok(Err(e)) => {
+                        proxy.metrics.error("", "PP01");
+                        eprintln!("hangar-proxy: PROXY header from {peer}: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        proxy.metrics.error("", "PP01");
+                        eprintln!("hangar-proxy: PROXY header from {peer}: none in time");
+                        return;
+                    }
+                }
+            }
+            let stream = proxy_proto::Prefixed::new(prefix, stream);
             match kind {
                 PortKind::Http => serve_http(proxy, stream, peer, port, false).await,
-                PortKind::TlsHttp => tls::serve(proxy, stream, peer, port, true).await,
-                PortKind::Tls => tls::serve(proxy, stream, peer, port, false).await,
+                PortKind::TlsHttp => tls::serve(proxy, stream, peer, local, port, true).await,
+                PortKind::Tls => tls::serve(proxy, stream, peer, local, port, false).await,
                 PortKind::Raw => {
-                    let addrs = stream.local_addr().ok().map(|local| (peer, local));
+                    let addrs = local.map(|local| (peer, local));
                     tcp::serve(proxy, stream, port, None, addrs).await
                 }
             }
@@ -331,10 +498,35 @@ pub(crate) async fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http::Conn { peer, port, tls };
+    let conn = http::Conn {
+        peer,
+        port,
+        tls,
+        app: None,
+    };
+    serve_http_conn(proxy, stream, conn).await;
+}
+
+/// Serves the `http` handler on a client connection described by `conn`.
+pub(crate) async fn serve_http_conn<S>(proxy: Arc<Proxy>, stream: S, conn: http::Conn)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let p = Arc::clone(&proxy);
-    let svc =
-        hyper::service::service_fn(move |req| http::handle(Arc::clone(&p), conn.clone(), req));
+    let resets = Arc::new(ResetWatch::default());
+    let r = Arc::clone(&resets);
+    let svc = hyper::service::service_fn(move |req| {
+        let fut = http::handle(Arc::clone(&p), conn.clone(), req);
+        let watch = Arc::clone(&r);
+        watch.started.fetch_add(1, Ordering::AcqRel);
+        async move {
+            // Dropped before it finished: the client cancelled (an h2 RST_STREAM).
+            let mut cancelled = Cancelled(Some(watch));
+            let out = fut.await;
+            cancelled.0 = None;
+            out
+        }
+    });
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
@@ -344,9 +536,43 @@ pub(crate) async fn serve_http<S>(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_pending_accept_reset_streams(64);
-    let _ = b
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .await;
+    let conn = b.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        () = resets.flood.notified() => {}
+    }
+    // Rapid reset (CVE-2023-44487): GOAWAY, let what runs finish, refuse new streams.
+    proxy.metrics.rate_limited("h2_reset_flood");
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn).await;
+}
+
+/// Streams a client connection opened and cancelled: a connection that mostly cancels what
+/// it asks for is flooding the proxy with work (h2 rapid reset) and is closed.
+#[derive(Default)]
+struct ResetWatch {
+    started: AtomicUsize,
+    cancelled: AtomicUsize,
+    flood: tokio::sync::Notify,
+}
+
+/// More cancelled streams than this, and at least half of all, close the connection.
+const MAX_CANCELLED_STREAMS: usize = 100;
+
+struct Cancelled(Option<Arc<ResetWatch>>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        if let Some(w) = self.0.take() {
+            let cancelled = w.cancelled.fetch_add(1, Ordering::AcqRel) + 1;
+            if cancelled > MAX_CANCELLED_STREAMS
+                && cancelled * 2 >= w.started.load(Ordering::Acquire)
+            {
+                w.flood.notify_one();
+            }
+        }
+    }
 }
 
 /// Runs the proxy until `shutdown` resolves: follows the catalog, opens and closes listeners
@@ -372,6 +598,7 @@ pub async fn run(
         .clone()
         .map(|cfg| tokio::spawn(acme::run(Arc::clone(&proxy), cfg, stopped(stop_rx.clone()))));
     let mut listeners: HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut flycast_listeners = flycast::Listeners::default();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -379,6 +606,7 @@ pub async fn run(
     let mut started = std::collections::HashSet::new();
     loop {
         sync_listeners(&proxy, &mut listeners).await;
+        flycast::sync(&proxy, &mut flycast_listeners);
         going_away(&proxy, &mut started);
         proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);
         tokio::select! {
@@ -399,6 +627,7 @@ pub async fn run(
     for (_, (_, h)) in listeners.drain() {
         h.abort();
     }
+    flycast_listeners.close_all(&proxy);
     proxy
         .listening
         .lock()

@@ -20,7 +20,8 @@ type ResponseMetrics = (Arc<Counter>, Arc<Histogram>);
 pub struct ProxyMetrics {
     region: String,
     registry: Registry,
-    responses: Mutex<HashMap<(String, u16), ResponseMetrics>>,
+    /// By app, then status (looked up without allocating).
+    responses: Mutex<HashMap<String, HashMap<u16, ResponseMetrics>>>,
     waiting: Mutex<HashMap<String, (usize, Arc<Gauge>)>>,
 }
 
@@ -60,7 +61,12 @@ impl ProxyMetrics {
     pub fn http_response(&self, app: &str, status: u16, took: Duration) {
         let (c, h) = {
             let mut r = self.responses.lock().unwrap_or_else(|p| p.into_inner());
-            r.entry((app.to_string(), status))
+            if !r.contains_key(app) {
+                r.insert(app.to_string(), HashMap::new());
+            }
+            r.get_mut(app)
+                .expect("inserted above")
+                .entry(status)
                 .or_insert_with(|| {
                     let s = status.to_string();
                     let labels = [
@@ -173,6 +179,17 @@ impl ProxyMetrics {
         };
         self.registry
             .counter(name, help, &[("region", self.region.as_str())])
+            .inc();
+    }
+
+    /// Counts a client connection closed for abuse (`type`, e.g. `h2_reset_flood`).
+    pub fn rate_limited(&self, kind: &str) {
+        self.registry
+            .counter(
+                "fly_edge_tcp_rate_limited_count",
+                "Client connections closed for abuse, by kind",
+                &[("region", self.region.as_str()), ("type", kind)],
+            )
             .inc();
     }
 

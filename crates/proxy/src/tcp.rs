@@ -86,7 +86,13 @@ pub async fn serve<S>(
                             continue;
                         }
                         Err(e) => {
-                            proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"));
+                            proxy.log_error(
+                                &app.name,
+                                Some(&m.id),
+                                e.code(),
+                                &format!("{e:?}"),
+                                None,
+                            );
                             prefs.exclude.push(m.id.clone());
                             continue;
                         }
@@ -106,7 +112,13 @@ pub async fn serve<S>(
                     continue;
                 }
                 Pick::None => {
-                    proxy.log_error(&app.name, None, "PR01", "no machine for a TCP connection");
+                    proxy.log_error(
+                        &app.name,
+                        None,
+                        "PR01",
+                        "no machine for a TCP connection",
+                        None,
+                    );
                     return;
                 }
             };
@@ -122,7 +134,7 @@ pub async fn serve<S>(
             match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target)).await {
                 Ok(Ok(s)) => s,
                 _ => {
-                    proxy.log_error(&app.name, Some(&machine.id), "PC01", "connect failed");
+                    proxy.log_error(&app.name, Some(&machine.id), "PC01", "connect failed", None);
                     prefs.exclude.push(machine.id.clone());
                     continue;
                 }

@@ -40,6 +40,9 @@ use rustls::{ServerConfig, SupportedProtocolVersion};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
+/// A client connection (bytes after a PROXY header, if one was read, come first).
+pub(crate) type Client = crate::proxy_proto::Prefixed<TcpStream>;
+
 use crate::Proxy;
 use crate::catalog::{AppEntry, Catalog};
 use crate::http::app_from_host;
@@ -561,7 +564,7 @@ enum Accepted {
     Challenge,
     /// A client connection to serve.
     Conn {
-        stream: Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        stream: Box<tokio_rustls::server::TlsStream<Client>>,
         app: String,
         version: &'static str,
     },
@@ -569,7 +572,7 @@ enum Accepted {
 
 async fn handshake(
     proxy: &Arc<Proxy>,
-    stream: TcpStream,
+    stream: Client,
     port: u16,
     http: bool,
     seen: &mut String,
@@ -621,13 +624,14 @@ async fn handshake(
 /// (`http`) or raw TCP to the chosen app's machine.
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
-    stream: TcpStream,
+    stream: Client,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
     port: u16,
     http: bool,
 ) {
     let started = Instant::now();
-    let addrs = stream.local_addr().ok().map(|local| (peer, local));
+    let addrs = local.map(|local| (peer, local));
     let mut seen = "unknown".to_string();
     let outcome = tokio::time::timeout(
         proxy.config.tls.handshake_timeout,

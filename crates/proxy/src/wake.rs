@@ -116,6 +116,15 @@ async fn bring_up(
     port: u16,
 ) -> Result<(), WakeError> {
     let mut rx = catalog.subscribe();
+    // A suspended machine's sockets exist while it is frozen: the kernel accepts connections
+    // for it, and its app answers them once thawed. So the request need not wait for the
+    // agent to report `started` through the store (two commits and a catalog update); it
+    // goes out as soon as the start is recorded and the port accepts.
+    let suspended = catalog
+        .snapshot()
+        .machines
+        .get(id)
+        .is_some_and(|m| m.state == State::Suspended);
     // A machine still stopping (autostop, the API) is started once it is down; the caller's
     // timeout bounds the wait.
     loop {
@@ -136,10 +145,31 @@ async fn bring_up(
         }
     }
     // Started in the catalog...
+    if !suspended {
+        wait_started(catalog, &mut rx, id).await?;
+    }
+    // ...and its port accepting (the app may take a moment to listen).
+    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+    let mut delay = Duration::from_millis(1);
+    loop {
+        if tokio::net::TcpStream::connect(target).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Waits until the catalog shows machine `id` started.
+async fn wait_started(
+    catalog: &CatalogHandle,
+    rx: &mut watch::Receiver<u64>,
+    id: &str,
+) -> Result<(), WakeError> {
     loop {
         let snap = catalog.snapshot();
         match snap.machines.get(id).map(|m| m.state) {
-            Some(State::Started) => break,
+            Some(State::Started) => return Ok(()),
             Some(
                 State::Starting
                 | State::Created
@@ -156,15 +186,5 @@ async fn bring_up(
         if rx.changed().await.is_err() {
             return Err(WakeError::Timeout);
         }
-    }
-    // ...and its port accepting (the app may take a moment to listen).
-    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
-    let mut delay = Duration::from_millis(1);
-    loop {
-        if tokio::net::TcpStream::connect(target).await.is_ok() {
-            return Ok(());
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
     }
 }

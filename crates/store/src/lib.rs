@@ -1,7 +1,7 @@
 //! `hangar-store`: durable state, and the only crate that speaks SQL.
 //!
 //! Owns orgs, tokens, apps, machines (config, observed state, versions, events), leases,
-//! volumes and their snapshots,
+//! volumes and their snapshots, WireGuard peers (public keys and addresses),
 //! custom hostnames with their certificates and ACME accounts (private keys sealed with a
 //! host key, [`Sealer`]), and the change log every consumer watches. Every write happens in one transaction that
 //! also appends to the change log and bumps the store revision, so a consumer that remembers
@@ -18,15 +18,18 @@
 
 mod error;
 mod follow;
+mod ips;
 mod model;
 mod networks;
 mod schema;
 mod seal;
 mod sqlite;
 mod volumes;
+mod wireguard;
 
 pub use error::StoreError;
 pub use follow::follow;
+pub use ips::{FLYCAST, IpAssignmentRecord};
 pub use model::NetworkRecord;
 pub use model::SecretRecord;
 pub use model::{
@@ -36,6 +39,7 @@ pub use model::{
 };
 pub use networks::DEFAULT_NETWORK;
 pub use seal::{SealError, Sealer};
+pub use wireguard::{WireguardPeerRecord, peer_key};
 
 /// One change to an app's secrets: the name, and the sealed value with its digest (or `None`
 /// to remove it).
@@ -97,6 +101,15 @@ pub trait Store: Send + Sync + 'static {
     fn add_event(&self, e: &EventRecord) -> Result<()>;
     /// Events of a machine, newest first.
     fn events(&self, machine_id: &str, limit: usize) -> Result<Vec<EventRecord>>;
+    /// The newest `limit` events of every machine of `app` (one query; listing an app's
+    /// machines), by machine id, newest first.
+    fn app_events(
+        &self,
+        app: &str,
+        limit: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<EventRecord>>>;
+    /// The check results of every machine of `app`, by machine id (each by name).
+    fn app_checks(&self, app: &str) -> Result<std::collections::HashMap<String, Vec<CheckRecord>>>;
 
     /// Acquires (or, with the holder's nonce, refreshes) a lease. A foreign unexpired lease
     /// gives `LeaseHeld`.
@@ -175,6 +188,26 @@ pub trait Store: Send + Sync + 'static {
     fn set_secrets(&self, app: &str, changes: &[SecretChange], now_ms: i64) -> Result<u64>;
     /// An app's secrets, by name, and its secrets version.
     fn secrets(&self, app: &str) -> Result<(Vec<SecretRecord>, u64)>;
+
+    /// Records an address of an app (an `ip_assignment` change keyed by the app);
+    /// `NotFound("app")` without the app, `NameTaken` when the app has it already, when a
+    /// Flycast address is anyone's, or when the app has a Flycast address for that network.
+    fn create_ip_assignment(&self, r: &IpAssignmentRecord) -> Result<()>;
+    /// The addresses of an app (every app's when `app` is None), by app, oldest first.
+    fn list_ip_assignments(&self, app: Option<&str>) -> Result<Vec<IpAssignmentRecord>>;
+    /// Removes an address of an app; false if the app did not have it.
+    fn delete_ip_assignment(&self, app: &str, ip: &str) -> Result<bool>;
+
+    /// Records a WireGuard peer (a `wireguard` change keyed `<org>/<name>`); `NotFound("org")`
+    /// without the org, `NameTaken` when the org has a peer of that name or any peer has that
+    /// public key or address.
+    fn create_wireguard_peer(&self, p: &WireguardPeerRecord) -> Result<()>;
+    /// A peer of an org by name.
+    fn get_wireguard_peer(&self, org: &str, name: &str) -> Result<Option<WireguardPeerRecord>>;
+    /// The peers of an org (every peer when `org` is None), by org and name.
+    fn list_wireguard_peers(&self, org: Option<&str>) -> Result<Vec<WireguardPeerRecord>>;
+    /// Removes a peer; false if it did not exist.
+    fn delete_wireguard_peer(&self, org: &str, name: &str) -> Result<bool>;
 
     /// The latest revision.
     fn revision(&self) -> u64;

@@ -184,19 +184,24 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     "#,
     // 7: IP assignments (§2.10): Flycast addresses (`private_v6`) and public ones; a Flycast
-    // address is reachable from `network_id` only.
+    // address is reachable from `network_id` only, is unique, and an app has at most one per
+    // network; public addresses are the host's own, shared by the apps that record them.
     r#"
     CREATE TABLE ip_assignments (
-        ip TEXT PRIMARY KEY,
         app TEXT NOT NULL,
+        ip TEXT NOT NULL,
         kind TEXT NOT NULL,
         region TEXT NOT NULL,
         network_id INTEGER,
         service_name TEXT,
         shared INTEGER NOT NULL DEFAULT 0,
-        created_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (app, ip)
     );
-    CREATE INDEX ip_assignments_app ON ip_assignments(app);
+    CREATE UNIQUE INDEX ip_assignments_flycast_ip ON ip_assignments(ip)
+        WHERE kind = 'private_v6';
+    CREATE UNIQUE INDEX ip_assignments_flycast_network ON ip_assignments(app, network_id)
+        WHERE kind = 'private_v6';
     "#,
     // 8: WireGuard peers (§4.5): one /120 per peer in its org's network; the private key is
     // never stored.
@@ -204,6 +209,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     CREATE TABLE wireguard_peers (
         org_slug TEXT NOT NULL,
         name TEXT NOT NULL,
+        network TEXT NOT NULL,
         network_id INTEGER NOT NULL,
         region TEXT NOT NULL,
         public_key TEXT NOT NULL UNIQUE,

@@ -435,6 +435,7 @@ impl Store for SqliteStore {
             tx.execute("DELETE FROM machines WHERE app = ?1", [name])?;
             tx.execute("DELETE FROM certificates WHERE app = ?1", [name])?;
             crate::volumes::delete_app_volumes(tx, name)?;
+            crate::ips::delete_app_ips(tx, name)?;
             Ok(n > 0)
         })
     }
@@ -641,6 +642,75 @@ impl Store for SqliteStore {
                 Ok(e)
             })
             .collect()
+    }
+
+    fn app_events(
+        &self,
+        app: &str,
+        limit: usize,
+    ) -> Result<std::collections::HashMap<String, Vec<EventRecord>>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, machine_id, kind, status, source, timestamp, request FROM (
+                SELECT e.*, ROW_NUMBER() OVER (PARTITION BY e.machine_id ORDER BY e.seq DESC) AS n
+                FROM machine_events e JOIN machines m ON m.id = e.machine_id WHERE m.app = ?1
+             ) WHERE n <= ?2 ORDER BY machine_id, seq DESC",
+        )?;
+        let rows = stmt
+            .query_map(params![app, limit as i64], |r| {
+                Ok((
+                    EventRecord {
+                        id: r.get(0)?,
+                        machine_id: r.get(1)?,
+                        kind: r.get(2)?,
+                        status: r.get(3)?,
+                        source: r.get(4)?,
+                        timestamp: r.get(5)?,
+                        request: None,
+                    },
+                    r.get::<_, Option<String>>(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out: std::collections::HashMap<String, Vec<EventRecord>> =
+            std::collections::HashMap::new();
+        for (mut e, req) in rows {
+            e.request = req
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(corrupt("event request"))?;
+            out.entry(e.machine_id.clone()).or_default().push(e);
+        }
+        Ok(out)
+    }
+
+    fn app_checks(&self, app: &str) -> Result<std::collections::HashMap<String, Vec<CheckRecord>>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT c.machine_id, c.name, c.status, c.output, c.updated_at
+             FROM machine_checks c JOIN machines m ON m.id = c.machine_id
+             WHERE m.app = ?1 ORDER BY c.machine_id, c.name",
+        )?;
+        let rows = stmt
+            .query_map(params![app], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    CheckRecord {
+                        name: r.get(1)?,
+                        status: r.get(2)?,
+                        output: r.get(3)?,
+                        updated_at: r.get(4)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut out: std::collections::HashMap<String, Vec<CheckRecord>> =
+            std::collections::HashMap::new();
+        for (id, c) in rows {
+            out.entry(id).or_default().push(c);
+        }
+        Ok(out)
     }
 
     fn acquire_lease(
@@ -930,6 +1000,38 @@ impl Store for SqliteStore {
             .optional()?
             .unwrap_or(0);
         Ok((rows, version.max(0) as u64))
+    }
+
+    fn create_ip_assignment(&self, r: &crate::IpAssignmentRecord) -> Result<()> {
+        self.ip_create(r)
+    }
+
+    fn list_ip_assignments(&self, app: Option<&str>) -> Result<Vec<crate::IpAssignmentRecord>> {
+        self.ip_list(app)
+    }
+
+    fn delete_ip_assignment(&self, app: &str, ip: &str) -> Result<bool> {
+        self.ip_delete(app, ip)
+    }
+
+    fn create_wireguard_peer(&self, p: &crate::WireguardPeerRecord) -> Result<()> {
+        self.wg_create(p)
+    }
+
+    fn get_wireguard_peer(
+        &self,
+        org: &str,
+        name: &str,
+    ) -> Result<Option<crate::WireguardPeerRecord>> {
+        self.wg_get(org, name)
+    }
+
+    fn list_wireguard_peers(&self, org: Option<&str>) -> Result<Vec<crate::WireguardPeerRecord>> {
+        self.wg_list(org)
+    }
+
+    fn delete_wireguard_peer(&self, org: &str, name: &str) -> Result<bool> {
+        self.wg_delete(org, name)
     }
 
     fn revision(&self) -> u64 {

@@ -52,6 +52,9 @@ pub struct TestCluster {
     host: Arc<CurrentAgent>,
     proxy_stops: Vec<tokio::sync::watch::Sender<bool>>,
     egress: (hangar_net::egress::Egress, std::fs::File),
+    /// The WireGuard gateway, when started with [`ClusterOptions::wireguard`].
+    pub wireguard: Option<Arc<hangar_wireguard::Gateway>>,
+    platform_logs: Arc<hangar_agent::PlatformLogs>,
 }
 
 /// Test clusters run in parallel processes: each takes one `/24` of 172.20.0.0/14 for its
@@ -129,6 +132,24 @@ impl MachineHost for CurrentAgent {
     ) -> HostFuture<'a, hangar_domain::ImportedImage> {
         Box::pin(async move { self.get()?.import_image(reference, archive).await })
     }
+
+    fn app_logs<'a>(
+        &'a self,
+        app: &'a str,
+        query: hangar_domain::AppLogQuery,
+    ) -> HostFuture<'a, hangar_domain::AppLogs> {
+        Box::pin(async move { self.get()?.app_logs(app, query).await })
+    }
+}
+
+/// Options of [`TestCluster::start_with`].
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Registries (`host:port`) pulled from over plain http.
+    pub insecure_registries: Vec<String>,
+    /// Start the WireGuard gateway (userspace) listening on this UDP address; its endpoint in
+    /// peers' configs is the bound address.
+    pub wireguard: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for TestCluster {
@@ -162,6 +183,19 @@ impl TestCluster {
 
     /// [`TestCluster::start`], pulling from these plain-http registries (`host:port`).
     pub async fn start_with_registries(insecure_registries: Vec<String>) -> Result<Self, String> {
+        Self::start_with(ClusterOptions {
+            insecure_registries,
+            ..ClusterOptions::default()
+        })
+        .await
+    }
+
+    /// [`TestCluster::start`] with options.
+    pub async fn start_with(options: ClusterOptions) -> Result<Self, String> {
+        let ClusterOptions {
+            insecure_registries,
+            wireguard,
+        } = options;
         let dir = TempDir::new("hangar-e2e").map_err(|e| e.to_string())?;
         let store = Arc::new(SqliteStore::open(&dir.join("state.db")).map_err(|e| e.to_string())?);
         store
@@ -196,12 +230,32 @@ impl TestCluster {
         );
         let dyn_store: Arc<dyn Store> = store.clone();
         // A host id of its own per cluster keeps bridges and addresses of parallel tests apart.
+        // Never 0: that host field is Flycast's and WireGuard peers'.
         let host_id =
-            u32::from_le_bytes(*b"hgrt") ^ std::process::id() ^ (u32::from(unique_n()) << 20);
+            (u32::from_le_bytes(*b"hgrt") ^ std::process::id() ^ (u32::from(unique_n()) << 20))
+                .max(1);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| e.to_string())?;
         let api = listener.local_addr().map_err(|e| e.to_string())?;
+        let egress = egress_slice()?;
+        // The WireGuard gateway: an interface of this cluster's own (named after its host
+        // id), its rules in the cluster's isolation tables.
+        let gateway = match wireguard {
+            Some(listen) => {
+                let mix = u64::from(host_id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let mut config = hangar_wireguard::GatewayConfig::new(
+                    &format!("hgrwg{:08x}", (mix >> 32) as u32),
+                    listen,
+                    dir.join("wireguard/private.key"),
+                    host_id,
+                );
+                config.nft_table = Some(egress.0.table().to_string());
+                config.backend = hangar_wireguard::gateway::Backend::Userspace;
+                Some(hangar_wireguard::Gateway::start(config).map_err(|e| e.to_string())?)
+            }
+            None => None,
+        };
         let (tx, rx) = tokio::sync::watch::channel(false);
         let host = Arc::new(CurrentAgent::default());
         let sealer =
@@ -214,6 +268,10 @@ impl TestCluster {
                 regions: vec!["local".into(), "ams".into(), "fra".into()],
                 // Proxies started by tests may run ACME (against pebble).
                 acme_enabled: true,
+                wireguard: gateway.as_ref().map(|g| hangar_api::WireguardGateway {
+                    endpoint: g.listen_addr().to_string(),
+                    public_key: g.public_key().to_base64(),
+                }),
                 ..ApiConfig::default()
             },
         )
@@ -222,6 +280,11 @@ impl TestCluster {
         let t1 = tokio::spawn(async move {
             let _ = hangar_api::run(listener, state, stopped(rx)).await;
         });
+        let platform_logs = hangar_agent::PlatformLogs::open(
+            dir.join("logs"),
+            hangar_agent::PLATFORM_LOG_FILE_LIMIT,
+        )
+        .map_err(|e| e.to_string())?;
         let mut cluster = Self {
             api,
             store,
@@ -238,9 +301,17 @@ impl TestCluster {
             agent_task: None,
             host,
             proxy_stops: Vec::new(),
-            egress: egress_slice()?,
+            egress,
+            wireguard: gateway.clone(),
+            platform_logs,
         };
         cluster.start_agent()?;
+        if let Some(g) = gateway {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            let store: Arc<dyn Store> = cluster.store.clone();
+            cluster.tasks.push(tokio::spawn(g.run(store, stopped(rx))));
+            cluster.proxy_stops.push(tx);
+        }
         Ok(cluster)
     }
 
@@ -270,6 +341,7 @@ impl TestCluster {
                 // The isolation tables are named like the cluster's egress table.
                 isolation: hangar_net::isolation::Isolation::new(self.egress.0.table()).ok(),
                 sealer: Some(self.sealer.clone()),
+                platform_logs: Some(self.platform_logs.clone()),
             },
         );
         self.host.set(Some(agent.clone()));
@@ -305,6 +377,9 @@ impl TestCluster {
         }
         if config.tls.ca_dir.is_none() {
             config.tls.ca_dir = Some(self.dir.join("tls"));
+        }
+        if config.platform_log.is_none() {
+            config.platform_log = Some(self.platform_logs.clone());
         }
         let proxy = hangar_proxy::Proxy::new(self.store.clone(), config);
         let p = proxy.clone();
@@ -379,6 +454,11 @@ impl TestCluster {
     /// What a machine wrote to stdout/stderr.
     pub fn machine_log(&self, id: &str) -> String {
         std::fs::read_to_string(self.machine_dir(id).join("logs/machine.log")).unwrap_or_default()
+    }
+
+    /// Where the cluster keeps apps' platform lines (shared by its agents and proxies).
+    pub fn platform_logs(&self) -> Arc<hangar_agent::PlatformLogs> {
+        self.platform_logs.clone()
     }
 
     /// The running agent (`None` after [`TestCluster::kill_agent`]): for its `/metrics`

@@ -496,7 +496,18 @@ impl Disks {
             return Ok(false);
         }
         self.unmount(id)?;
-        if self.loop_of(id).is_some() {
+        // The loop device goes when its last user does: the machine's old container may
+        // release it a moment after it exited. Waited for, bounded.
+        for _ in 0..100 {
+            if self.loop_of(id).is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if let Some(dev) = self.loop_of(id) {
+            eprintln!(
+                "hangar-agent: volume {id}: {dev} is still in use; the filesystem grows at a later start"
+            );
             return Ok(false);
         }
         let image = self.image(id);

@@ -146,6 +146,7 @@ fn entry(m: &MachineRecord, l: LogLine) -> LogEntry {
                 provider: "app".into(),
             },
             stream: Some(stream.into()),
+            ..LogMeta::default()
         },
     }
 }

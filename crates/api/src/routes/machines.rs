@@ -273,6 +273,21 @@ fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiEr
     Ok(())
 }
 
+/// `min_secrets_version` (§2.10): refused while the app's secrets are older than asked for.
+fn check_secrets_version(s: &ApiState, app: &str, min: Option<u64>) -> Result<(), ApiError> {
+    let Some(min) = min.filter(|v| *v > 0) else {
+        return Ok(());
+    };
+    let (_, have) = s.store.secrets(app)?;
+    if have < min {
+        return Err(ApiError::precondition(format!(
+            "min_secrets_version {min} not reached: the app's secrets are at version {have}; set \
+             the secrets first (POST /v1/apps/{app}/secrets), or leave min_secrets_version out"
+        )));
+    }
+    Ok(())
+}
+
 /// A `size` preset becomes the guest it names (an explicit `guest` wins); unknown sizes are
 /// refused with the list of presets.
 fn resolve_size(config: &mut hangar_api_types::MachineConfig) -> Result<(), ApiError> {
@@ -325,6 +340,9 @@ pub(crate) async fn list(
         .filter_map(|(k, v)| k.strip_prefix("metadata.").map(|k| (k, v.as_str())))
         .collect();
     let machines = s.store.list_machines(&a.name, include)?;
+    // Events and checks of all of them in two queries, not two per machine.
+    let mut events = s.store.app_events(&a.name, INLINE_EVENTS)?;
+    let mut checks = s.store.app_checks(&a.name)?;
     let out = machines
         .iter()
         .filter(|m| region.is_none_or(|r| m.region == r))
@@ -332,8 +350,12 @@ pub(crate) async fn list(
             meta.iter()
                 .all(|(k, v)| m.config.metadata.get(*k).map(String::as_str) == Some(*v))
         })
-        .map(|m| view(&s, m, None))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|m| {
+            let ev = events.remove(&m.id).unwrap_or_default();
+            let ch = checks.remove(&m.id).unwrap_or_default();
+            machine_view::machine(m, &ev, &ch, None)
+        })
+        .collect();
     Ok(Json(out))
 }
 
@@ -346,6 +368,7 @@ pub(crate) async fn create(
     let a = visible_app(&s, &c, &app)?;
     validate_config(&s, &req)?;
     check_upload_scope(&s, &a, &req.config.image)?;
+    check_secrets_version(&s, &a.name, req.min_secrets_version)?;
     resolve_size(&mut req.config)?;
     let name = match &req.name {
         Some(n) if !n.is_empty() => {
@@ -454,6 +477,7 @@ pub(crate) async fn update(
     check_lease(&s, &m, &headers)?;
     validate_config(&s, &req)?;
     check_upload_scope(&s, &a, &req.config.image)?;
+    check_secrets_version(&s, &a.name, req.min_secrets_version)?;
     resolve_size(&mut req.config)?;
     if let Some(v) = &req.current_version
         && !v.is_empty()

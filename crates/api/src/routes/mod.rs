@@ -4,12 +4,15 @@ mod apps;
 mod certs;
 mod host;
 mod images;
+mod ips;
 mod leases;
+mod logs;
 mod machines;
 mod orgs;
 mod platform;
 mod secrets;
 mod volumes;
+mod wireguard;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -109,9 +112,23 @@ pub(crate) fn router(state: ApiState) -> Router {
                 .post(secrets::set_one)
                 .delete(secrets::delete_one),
         )
+        .route(
+            "/v1/apps/{app}/ip_assignments",
+            get(ips::list).post(ips::create),
+        )
+        .route("/v1/apps/{app}/ip_assignments/{ip}", delete(ips::delete))
         .route("/v1/platform/regions", get(platform::regions))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route("/v1/tokens", post(orgs::create_token))
+        .route(
+            "/v1/orgs/{org}/wireguard",
+            get(wireguard::list).post(wireguard::create),
+        )
+        .route(
+            "/v1/orgs/{org}/wireguard/{name}",
+            get(wireguard::get).delete(wireguard::delete),
+        )
+        .merge(logs::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .layer(DefaultBodyLimit::max(backstop))
         .layer(axum::middleware::map_response(crate::error::json_errors))

@@ -7,8 +7,11 @@ mod client;
 
 mod bad_input;
 mod certs;
+mod ips;
+mod secrets_version;
 mod upload;
 mod volumes;
+mod wireguard;
 
 use std::sync::Arc;
 

@@ -75,6 +75,26 @@ pub(crate) fn block_on<F: std::future::Future>(f: F) -> anyhow::Result<F::Output
     Ok(rt.block_on(f))
 }
 
+/// Asks `question` on the terminal (default no). Off a terminal it asks nothing and fails
+/// with a message naming `flag`, the flag that answers yes.
+pub(crate) fn confirm(question: &str, flag: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        bail!("{question} — not asking without a terminal: pass {flag} to confirm");
+    }
+    eprint!("? {question} [y/N] ");
+    std::io::stderr().flush().ok();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
+    Ok(matches!(
+        line.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 /// Left-aligned columns with a header row, two spaces apart.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -49,6 +49,33 @@ pub(crate) struct DeployArgs {
     org: String,
 }
 
+impl DeployArgs {
+    /// The deploy `hangar launch` runs: the fly.toml it wrote, the fly.toml's strategy.
+    pub(crate) fn for_launch(
+        config: PathBuf,
+        org: String,
+        ha: bool,
+        image: Option<String>,
+    ) -> Self {
+        Self {
+            app: AppArgs {
+                app: None,
+                config: Some(config),
+            },
+            image,
+            strategy: None,
+            wait_timeout: None,
+            max_unavailable: None,
+            env: Vec::new(),
+            regions: Vec::new(),
+            detach: false,
+            ha,
+            start_stopped: false,
+            org,
+        }
+    }
+}
+
 fn duration(s: &str) -> anyhow::Result<Duration> {
     hangar_api_types::Duration::parse_go(s)
         .ok()
@@ -190,7 +217,8 @@ pub(crate) fn run(a: DeployArgs, api: &ApiArgs) -> anyhow::Result<u8> {
                 }
             }
         };
-        if client.app(&app).await?.is_none() {
+        // An upload needs the app; otherwise the deploy itself creates it when missing.
+        if archive.is_some() && client.app(&app).await?.is_none() {
             eprintln!("==> Creating app {app}");
             client.create_app(&app, &a.org, None).await?;
         }
@@ -221,6 +249,7 @@ pub(crate) fn run(a: DeployArgs, api: &ApiArgs) -> anyhow::Result<u8> {
             ha: a.ha,
             start_stopped: a.start_stopped,
             detach: a.detach,
+            min_secrets_version: None,
         };
         let read = |p: &str| std::fs::read(dir.join(p)).map_err(|e| e.to_string());
         let groups = deploy::group_configs(&config, &opts, Some(&read))?;

@@ -1,12 +1,10 @@
-//! `hangar logs`: the app's machines' output, as `<time> app[<machine>] <region> [<level>]
+//! `hangar logs`: the app's log stream (its machines' output and the platform's `runner`
+//! and `proxy` lines, merged by time), as `<time> <provider>[<machine>] <region> [<level>]
 //! <message>` (the reference's line format) or JSON lines; followed until interrupted.
-
-use std::collections::HashSet;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Args;
 use hangar_api_types::LogEntry;
+use hangar_client::LogFilter;
 
 use super::ctx::{ApiArgs, block_on};
 use super::target::AppArgs;
@@ -20,7 +18,7 @@ pub(crate) struct LogsArgs {
     /// Only this machine.
     #[arg(short = 'm', long = "machine", alias = "instance", short_alias = 'i')]
     machine: Option<String>,
-    /// Only machines in this region.
+    /// Only this region.
     #[arg(short = 'r', long)]
     region: Option<String>,
     /// Print what is there and exit instead of following.
@@ -29,7 +27,7 @@ pub(crate) struct LogsArgs {
     /// JSON lines.
     #[arg(short = 'j', long)]
     json: bool,
-    /// Lines per machine to start from.
+    /// Newest lines to start from.
     #[arg(long, default_value_t = 100)]
     lines: usize,
 }
@@ -60,52 +58,26 @@ fn line(e: &LogEntry, json: bool) -> String {
 pub(crate) fn run(a: LogsArgs, api: &ApiArgs) -> anyhow::Result<u8> {
     let app = a.app.name()?;
     let client = api.client()?;
+    let filter = LogFilter {
+        instance: a.machine.clone(),
+        region: a.region.clone(),
+    };
     block_on(async move {
-        let wanted = |m: &hangar_api_types::Machine| {
-            a.machine.as_ref().is_none_or(|id| *id == m.id)
-                && a.region.as_ref().is_none_or(|r| *r == m.region)
-                && m.state.as_str() != "destroyed"
-        };
         if a.no_tail {
-            let mut all: Vec<LogEntry> = Vec::new();
-            for m in client.machines(&app).await?.iter().filter(|m| wanted(m)) {
-                all.extend(client.logs(&app, &m.id, a.lines).await?);
-            }
-            all.sort_by(|x, y| x.timestamp.cmp(&y.timestamp));
-            for e in &all {
-                println!("{}", line(e, a.json));
+            for e in client.app_logs(&app, &filter, a.lines).await? {
+                println!("{}", line(&e, a.json));
             }
             return Ok(exit::OK);
         }
-        // Follow every machine, and machines that appear later.
-        let client = Arc::new(client);
-        let mut following: HashSet<String> = HashSet::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            for m in client
-                .machines(&app)
-                .await?
-                .into_iter()
-                .filter(|m| wanted(m))
-            {
-                if following.insert(m.id.clone()) {
-                    let (client, app, json, lines) = (client.clone(), app.clone(), a.json, a.lines);
-                    tasks.spawn(async move {
-                        let _ = client
-                            .follow_logs(&app, &m.id, lines, |e| {
-                                println!("{}", line(&e, json));
-                                true
-                            })
-                            .await;
-                        m.id
-                    });
-                }
-            }
-            tokio::select! {
-                Some(Ok(done)) = tasks.join_next() => { following.remove(&done); }
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
-        }
+        // One stream for the whole app: machines started later come through it too. It ends
+        // when the app is deleted or the server stops.
+        client
+            .follow_app_logs(&app, &filter, a.lines, |e| {
+                println!("{}", line(&e, a.json));
+                true
+            })
+            .await?;
+        Ok(exit::OK)
     })?
 }
 
@@ -127,5 +99,33 @@ mod tests {
             line(&e, false),
             "2023-04-07T12:19:02.661 app[5683976f7d7e8e] sea [info] Migrations successful!"
         );
+    }
+
+    #[test]
+    fn platform_lines_name_their_provider() {
+        let mut e = LogEntry {
+            timestamp: "2023-04-07T12:19:03Z".into(),
+            message: "machine restart policy set to 'no', not restarting".into(),
+            level: "info".into(),
+            instance: "5683976f7d7e8e".into(),
+            region: "sea".into(),
+            ..LogEntry::default()
+        };
+        e.meta.event.provider = "runner".into();
+        assert_eq!(
+            line(&e, false),
+            "2023-04-07T12:19:03 runner[5683976f7d7e8e] sea [info] machine restart policy set to 'no', not restarting"
+        );
+        // A proxy error before any machine was chosen has no machine.
+        e.meta.event.provider = "proxy".into();
+        e.instance = String::new();
+        e.level = "error".into();
+        e.message = "[PR01] no machine".into();
+        assert_eq!(
+            line(&e, false),
+            "2023-04-07T12:19:03 proxy[] sea [error] [PR01] no machine"
+        );
+        let json: serde_json::Value = serde_json::from_str(&line(&e, true)).expect("json line");
+        assert_eq!(json["meta"]["event"]["provider"], "proxy");
     }
 }

@@ -1,22 +1,34 @@
 //! The command tree.
 
 mod apps;
+mod certs;
 mod config;
 mod ctx;
 mod deploy;
 mod image;
+mod ips;
+mod launch;
 mod logs;
 mod machine;
 mod scale;
 mod secrets;
 mod target;
 mod volumes;
+mod wireguard;
 
 use clap::{Parser, Subcommand};
 
 /// Hangar: run fly.toml apps on your own servers.
 #[derive(Debug, Parser)]
-#[command(name = "hangar", version, about, propagate_version = true)]
+#[command(
+    name = "hangar",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "Exit codes: 0 success; 1 invalid input, or a deploy that failed (and was rolled back); \
+                  2 wrong usage or unreadable input (bad flags, no fly.toml, no API token); \
+                  3 the API could not be reached or refused the request."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -32,6 +44,9 @@ enum Command {
     /// Create, list and destroy apps.
     #[command(subcommand)]
     Apps(apps::AppsCommand),
+    /// Create a new app from an image or a project with a Dockerfile: write its fly.toml,
+    /// create it, deploy it.
+    Launch(launch::LaunchArgs),
     /// Deploy the app in fly.toml (creating it if needed) and wait until it is healthy.
     Deploy(deploy::DeployArgs),
     /// Show the app and its machines.
@@ -50,6 +65,15 @@ enum Command {
     /// Volumes: persistent disks, one per machine, with snapshots.
     #[command(subcommand, alias = "volume", alias = "vol")]
     Volumes(volumes::VolumesCommand),
+    /// Custom hostnames of the app and their TLS certificates.
+    #[command(subcommand, alias = "certificates")]
+    Certs(certs::CertsCommand),
+    /// The app's addresses: Flycast (private, through the proxy) and public.
+    #[command(subcommand)]
+    Ips(ips::IpsCommand),
+    /// WireGuard peers: your machine on an org's private network.
+    #[command(subcommand, alias = "wg")]
+    Wireguard(wireguard::WireguardCommand),
     /// Build images without a container engine.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -66,11 +90,15 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Config(c) => config::run(c),
         Command::Apps(c) => apps::run(c, &cli.api),
+        Command::Launch(a) => launch::run(a, &cli.api),
         Command::Deploy(a) => deploy::run(a, &cli.api),
         Command::Status(a) => deploy::status(a, &cli.api),
         Command::Logs(a) => logs::run(a, &cli.api),
         Command::Machine(c) => machine::run(c, &cli.api),
+        Command::Certs(c) => certs::run(c, &cli.api),
         Command::Image(c) => image::run(c),
+        Command::Ips(c) => ips::run(c, &cli.api),
+        Command::Wireguard(c) => wireguard::run(c, &cli.api),
         Command::Volumes(c) => volumes::run(c, &cli.api),
         Command::Scale(c) => scale::run(c, &cli.api),
         Command::Secrets(c) => secrets::run(c, &cli.api),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::bail;
 use clap::Subcommand;
 
-use super::ctx::{ApiArgs, block_on, table};
+use super::ctx::{ApiArgs, block_on, confirm, table};
 use super::target::AppArgs;
 use crate::exit;
 
@@ -28,7 +28,11 @@ pub(crate) enum ScaleCommand {
         /// At most this many per region.
         #[arg(long)]
         max_per_region: Option<usize>,
-        /// Do not ask (required to destroy machines).
+        /// New machines each get a new volume, even where unattached volumes of the group's
+        /// name exist (groups with `[mounts]`; by default those are taken first).
+        #[arg(long)]
+        with_new_volumes: bool,
+        /// Do not ask (required to destroy machines when not on a terminal).
         #[arg(short = 'y', long)]
         yes: bool,
     },
@@ -52,9 +56,15 @@ pub(crate) fn run(c: ScaleCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                 group,
                 regions,
                 max_per_region,
+                with_new_volumes,
                 yes,
             } => {
                 let name = app.name()?;
+                // New volumes are sized as fly.toml's [mounts] says, when there is one.
+                let manifest = app
+                    .manifest_path()
+                    .and_then(|p| hangar_manifest::load(&p).ok())
+                    .map(|m| m.config);
                 let machines = client.machines(&name).await?;
                 let default_group = group.unwrap_or_else(|| {
                     machines
@@ -103,19 +113,56 @@ pub(crate) fn run(c: ScaleCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                         max_per_region,
                     );
                     let plan = hangar_client::scale::plan(&machines, &g, &targets);
-                    if !plan.destroy.is_empty() && !yes {
-                        bail!(
-                            "scaling '{g}' destroys {} machine(s): pass --yes to confirm",
-                            plan.destroy.len()
+                    if !plan.destroy.is_empty()
+                        && !yes
+                        && !confirm(
+                            &format!(
+                                "Scaling '{g}' destroys {} machine(s); continue?",
+                                plan.destroy.len()
+                            ),
+                            "--yes",
+                        )?
+                    {
+                        bail!("nothing was changed");
+                    }
+                    let volume_name = machines
+                        .iter()
+                        .filter(|m| {
+                            m.config
+                                .as_ref()
+                                .and_then(|c| c.metadata.get("fly_process_group"))
+                                .is_some_and(|x| *x == g)
+                        })
+                        .find_map(|m| m.config.as_ref()?.mounts.first()?.name.clone());
+                    let mut vols = match (&manifest, &volume_name) {
+                        (Some(c), Some(v)) => hangar_client::scale::volume_options(c, v),
+                        _ => hangar_client::scale::VolumeOptions::default(),
+                    };
+                    vols.always_new = with_new_volumes;
+                    let done = hangar_client::scale::apply_with(
+                        &client, &name, &g, &machines, &plan, &vols,
+                    )
+                    .await?;
+                    for v in &done.volumes_created {
+                        println!(
+                            "Created volume {} ({}, {} GB) in {}",
+                            v.id, v.name, v.size_gb, v.region
                         );
                     }
-                    let (created, destroyed) =
-                        hangar_client::scale::apply(&client, &name, &g, &machines, &plan).await?;
-                    for id in created {
+                    for v in &done.volumes_reused {
+                        println!("Using unattached volume {v}");
+                    }
+                    for id in &done.created {
                         println!("Created machine {id} in group '{g}'");
                     }
-                    for id in destroyed {
+                    for id in &done.destroyed {
                         println!("Destroyed machine {id} of group '{g}'");
+                    }
+                    for (m, v) in &done.volumes_kept {
+                        println!(
+                            "Kept volume {v} of machine {m} (unattached now; new machines of '{g}' \
+                             take it, or remove it with `hangar volumes destroy {v} -a {name}`)"
+                        );
                     }
                 }
             }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Subcommand;
+use hangar_client::deploy::{self, Event};
 
 use super::ctx::{ApiArgs, block_on, table};
 use super::target::AppArgs;
@@ -47,16 +48,20 @@ pub(crate) enum SecretsCommand {
     },
 }
 
-async fn roll(client: &hangar_client::Client, app: &str) -> anyhow::Result<()> {
-    for m in client.machines(app).await? {
-        if m.state.as_str() != "started" {
-            continue;
-        }
-        eprintln!("--> restarting {} to take the new secrets", m.id);
-        client.restart(app, &m.id).await?;
-        client
-            .wait(app, &m.id, "started", None, Duration::from_secs(120))
-            .await?;
+/// Started machines are updated one at a time to take secrets `version`.
+async fn roll(client: &hangar_client::Client, app: &str, version: u64) -> anyhow::Result<()> {
+    let mut show = |e: Event| match e {
+        Event::Step(s) => eprintln!("--> {s}"),
+        Event::Machine { id, what } => eprintln!("    machine {id} {what}"),
+        Event::ReleaseOutput(l) => eprintln!("    | {l}"),
+    };
+    let updated =
+        deploy::roll_secrets(client, app, version, Duration::from_secs(300), &mut show).await?;
+    if !updated.is_empty() {
+        eprintln!(
+            "--> {} machine(s) run with secrets version {version}",
+            updated.len()
+        );
     }
     Ok(())
 }
@@ -77,7 +82,7 @@ pub(crate) fn run(c: SecretsCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                 let version = client.set_secrets(&name, values).await?;
                 println!("Secrets are at version {version}");
                 if !stage {
-                    roll(&client, &name).await?;
+                    roll(&client, &name, version).await?;
                 }
             }
             SecretsCommand::Unset { names, app, stage } => {
@@ -86,7 +91,7 @@ pub(crate) fn run(c: SecretsCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                 let version = client.set_secrets(&name, values).await?;
                 println!("Secrets are at version {version}");
                 if !stage {
-                    roll(&client, &name).await?;
+                    roll(&client, &name, version).await?;
                 }
             }
             SecretsCommand::List { app, json } => {

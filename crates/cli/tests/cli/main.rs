@@ -1,5 +1,13 @@
 //! The `hangar` binary, run as a user runs it: exit codes, output, and goldens for help and
-//! `config machines`. `UPDATE_SNAPSHOTS=1` rewrites the goldens for review.
+//! `config machines`; against a real host (`live`, `deploy`): listings as tables and JSON,
+//! `launch`, `certs`, deploys and `scale count`. `UPDATE_SNAPSHOTS=1` rewrites the goldens
+//! for review.
+
+mod deploy;
+mod ips;
+mod live;
+mod logs;
+mod wireguard;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -209,19 +217,79 @@ fn machines_of_the_example_app_match_the_golden() {
     );
 }
 
+/// The subcommands a help text lists (`Commands:` up to the next blank line; not `help`).
+fn subcommands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| l.trim() != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
-fn help_output_matches_the_golden() {
-    for (args, name) in [
-        (vec!["--help"], "help.txt"),
-        (vec!["config", "--help"], "help-config.txt"),
+fn help_of_every_command_matches_its_golden() {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<Vec<String>> = vec![Vec::new()];
+    while let Some(path) = todo.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let o = hangar(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        let name = if path.is_empty() {
+            "help.txt".to_string()
+        } else {
+            format!("help-{}.txt", path.join("-"))
+        };
+        let text = stdout(&o);
+        golden(&name, &text);
+        seen.insert(name);
+        for sub in subcommands(&text) {
+            let mut p = path.clone();
+            p.push(sub);
+            todo.push(p);
+        }
+    }
+    assert!(seen.len() > 40, "every command has help: {seen:?}");
+    // No golden of a command that is gone.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/golden");
+    for e in std::fs::read_dir(&dir).expect("golden dir") {
+        let name = e.expect("entry").file_name().to_string_lossy().into_owned();
+        if name.starts_with("help") && !seen.contains(&name) {
+            if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+                std::fs::remove_file(dir.join(&name)).expect("remove stale golden");
+            } else {
+                panic!("golden {name} belongs to no command; run with UPDATE_SNAPSHOTS=1");
+            }
+        }
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_hint() {
+    for (args, hint) in [
+        (vec!["deploy", "--strategy"], "a value is required"),
         (
-            vec!["config", "validate", "--help"],
-            "help-config-validate.txt",
+            vec!["launch", "--auto-stop", "sometimes"],
+            "[possible values: off, stop, suspend]",
+        ),
+        (vec!["certs", "add"], "<HOSTNAME>"),
+        (vec!["scale", "count"], "<COUNTS>..."),
+        (
+            vec!["machine", "stopp"],
+            "tip: a similar subcommand exists: 'stop'",
+        ),
+        (
+            vec!["volumes", "create", "data", "--size", "big"],
+            "invalid digit",
         ),
     ] {
         let o = hangar(&args);
-        assert_eq!(o.status.code(), Some(0));
-        golden(name, &stdout(&o));
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(hint), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("--help"), "{args:?}: {}", stderr(&o));
     }
 }
 

@@ -41,6 +41,8 @@ impl Daemon {
             .args(["--ipv4-pool", "none"])
             .args(["--nft-table", &nft_table(host_id)])
             .args(["--dns-listen", "none"])
+            // No WireGuard gateway: its interface and UDP port are one per host.
+            .arg("--no-wireguard")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -418,10 +418,82 @@ fn api_and_flycast() {
         "_api.internal",
         RecordType::AAAA
     )));
-    // No Flycast address is allocated (Flycast comes later).
+    // No Flycast address is allocated yet.
     assert!(nxdomain(&ask("web.flycast", RecordType::AAAA)));
     assert!(nxdomain(&ask("nope.flycast", RecordType::AAAA)));
     assert!(nodata(&ask("flycast", RecordType::AAAA)));
+}
+
+fn flycast(app: &str, n: u32, network: u32) -> hangar_store::IpAssignmentRecord {
+    hangar_store::IpAssignmentRecord {
+        ip: sixpn::flycast_addr(network, n).to_string(),
+        app: app.into(),
+        kind: hangar_store::FLYCAST.into(),
+        region: "global".into(),
+        network_id: Some(network),
+        service_name: None,
+        shared: false,
+        created_at: 1,
+    }
+}
+
+#[test]
+fn flycast_names_answer_in_the_network_each_address_is_allocated_for() {
+    // web: one for its own network and one for the other org; api: one for the custom
+    // network only (not its own); a public record changes nothing.
+    let mut public = flycast("web", 9, ACME);
+    public.kind = "shared_v4".into();
+    public.ip = "192.0.2.1".into();
+    public.network_id = None;
+    let v = view().with_flycast(vec![
+        flycast("web", 1, ACME),
+        flycast("web", 2, OTHER),
+        flycast("api", 3, BLUE),
+        flycast("gone", 4, ACME),
+        public,
+    ]);
+    let ask = |who: Asker, name: &str| match answer::handle(
+        &v,
+        &settings(),
+        who,
+        &query(name, RecordType::AAAA, None),
+        false,
+    ) {
+        Outcome::Answer(a) => Message::from_vec(&a.bytes).expect("decode"),
+        o => panic!("{name}: {o:?}"),
+    };
+    let other = Asker::Network(OTHER, addr(OTHER, 1));
+    let blue = Asker::Network(BLUE, addr(BLUE, 1));
+    assert_eq!(
+        aaaa(&ask(asker(), "web.flycast")),
+        vec![sixpn::flycast_addr(ACME, 1)]
+    );
+    assert_eq!(
+        aaaa(&ask(asker(), "WEB.flycast.")),
+        vec![sixpn::flycast_addr(ACME, 1)]
+    );
+    assert_eq!(
+        aaaa(&ask(other, "web.flycast")),
+        vec![sixpn::flycast_addr(OTHER, 2)]
+    );
+    assert!(nxdomain(&ask(blue, "web.flycast")));
+    assert_eq!(
+        aaaa(&ask(blue, "api.flycast")),
+        vec![sixpn::flycast_addr(BLUE, 3)]
+    );
+    assert!(nxdomain(&ask(asker(), "api.flycast")), "not the app's own");
+    assert!(nxdomain(&ask(asker(), "gone.flycast")), "no such app");
+    assert!(nxdomain(&ask(asker(), "x.web.flycast")));
+    assert_eq!(
+        aaaa(&ask(Asker::Operator, "web.flycast")),
+        vec![sixpn::flycast_addr(ACME, 1), sixpn::flycast_addr(OTHER, 2)]
+    );
+    // The app's own address, for those who read the view.
+    assert_eq!(
+        v.app("web", Some(ACME)).and_then(|a| a.flycast),
+        Some(sixpn::flycast_addr(ACME, 1))
+    );
+    assert_eq!(v.app("api", Some(ACME)).and_then(|a| a.flycast), None);
 }
 
 #[test]
@@ -496,4 +568,64 @@ fn malformed_queries_get_formerr_and_responses_nothing() {
             let _ = run(&x);
         }
     }
+}
+
+#[test]
+fn peers_are_listed_and_resolved_in_their_network_only() {
+    let peer = |org: &str, name: &str, network: u32, n: u32| hangar_store::WireguardPeerRecord {
+        org_slug: org.into(),
+        name: name.into(),
+        network: "default".into(),
+        network_id: network,
+        region: "local".into(),
+        public_key: format!("key-{name}"),
+        peer_ip: sixpn::peer_addr(network, n).to_string(),
+        created_at: 1,
+    };
+    let v = view().with_peers(&[
+        peer("acme", "laptop", ACME, 1),
+        peer("acme", "interactive-x", ACME, 2),
+        peer("acme", "ci", ACME, 3),
+        peer("other", "spy", OTHER, 4),
+    ]);
+    let s = Settings {
+        host_id: HOST,
+        ..Settings::default()
+    };
+    let ask = |asker: Asker, name: &str, t: RecordType| -> Message {
+        match answer::handle(&v, &s, asker, &query(name, t, None), false) {
+            Outcome::Answer(a) => Message::from_vec(&a.bytes).expect("answer"),
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let acme = Asker::Network(ACME, addr(ACME, 1));
+    let other = Asker::Network(OTHER, addr(OTHER, 1));
+    assert_eq!(
+        txt(&ask(acme, "_peer.internal", RecordType::TXT)),
+        vec!["ci,laptop"]
+    );
+    assert_eq!(
+        aaaa(&ask(acme, "laptop._peer.internal", RecordType::AAAA)),
+        vec![sixpn::peer_addr(ACME, 1)]
+    );
+    // Hidden from the list, still resolvable.
+    assert_eq!(
+        aaaa(&ask(acme, "interactive-x._peer.internal", RecordType::AAAA)),
+        vec![sixpn::peer_addr(ACME, 2)]
+    );
+    let nx = |m: &Message| m.metadata.response_code == ResponseCode::NXDomain;
+    assert!(nx(&ask(acme, "spy._peer.internal", RecordType::AAAA)));
+    assert!(nx(&ask(other, "laptop._peer.internal", RecordType::AAAA)));
+    assert_eq!(
+        txt(&ask(other, "_peer.internal", RecordType::TXT)),
+        vec!["spy"]
+    );
+    // A peer asks as a member of its network (its address says which).
+    let from_peer = Asker::Network(ACME, sixpn::peer_addr(ACME, 1));
+    assert_eq!(
+        aaaa(&ask(from_peer, "web.internal", RecordType::AAAA)).len(),
+        2
+    );
+    // Peers' networks are served on this host (their gateway).
+    assert!(v.hosted_networks().contains(&OTHER));
 }

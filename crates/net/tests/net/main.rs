@@ -163,4 +163,5 @@ fn a_half_made_machine_is_repaired() {
     );
 }
 
+mod flycast;
 mod isolation;

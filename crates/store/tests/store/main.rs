@@ -1,5 +1,8 @@
 //! The SQLite store against a real database file.
 
+mod ips;
+mod wireguard;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -682,4 +685,61 @@ fn secrets_are_versioned_per_app_and_go_with_it() {
     assert_eq!(s.secrets("other").expect("none"), (Vec::new(), 0));
     s.delete_app("a").expect("delete");
     assert_eq!(s.secrets("a").expect("gone"), (Vec::new(), 0));
+}
+
+#[test]
+fn an_apps_events_and_checks_come_in_one_query_each_as_per_machine() {
+    let s = SqliteStore::in_memory().expect("store");
+    s.create_org("o", "O", 1).expect("org");
+    s.create_app(&app("a", "o")).expect("app");
+    s.create_app(&app("b", "o")).expect("app");
+    for (id, app_name) in [("m1", "a"), ("m2", "a"), ("m3", "a"), ("x1", "b")] {
+        s.insert_machine(&machine(id, app_name, &format!("n-{id}")))
+            .expect("machine");
+    }
+    for (i, m) in ["m1", "m1", "m1", "m2", "x1"].iter().enumerate() {
+        s.add_event(&EventRecord {
+            id: format!("e{i}"),
+            machine_id: (*m).into(),
+            kind: "start".into(),
+            status: "started".into(),
+            source: "user".into(),
+            timestamp: i as i64,
+            request: Some(serde_json::json!({"n": i})),
+        })
+        .expect("event");
+    }
+    let check = |name: &str| hangar_store::CheckRecord {
+        name: name.into(),
+        status: "passing".into(),
+        output: String::new(),
+        updated_at: 1,
+    };
+    s.set_check("m2", &check("b")).expect("check");
+    s.set_check("m2", &check("a")).expect("check");
+    s.set_check("x1", &check("a")).expect("check");
+
+    let events = s.app_events("a", 2).expect("events");
+    assert_eq!(events.len(), 2, "machines with events, of app a only");
+    for m in ["m1", "m2"] {
+        let ids: Vec<_> = events[m].iter().map(|e| e.id.clone()).collect();
+        let one: Vec<_> = s
+            .events(m, 2)
+            .expect("events")
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(ids, one, "{m}: the newest two, newest first");
+    }
+    assert_eq!(events["m1"][0].request, Some(serde_json::json!({"n": 2})));
+    let checks = s.app_checks("a").expect("checks");
+    assert_eq!(checks.len(), 1);
+    assert_eq!(
+        checks["m2"]
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(s.app_checks("nope").expect("checks").is_empty());
 }

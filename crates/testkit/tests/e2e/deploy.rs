@@ -46,6 +46,7 @@ fn options(strategy: Strategy, greeting: &str) -> DeployOptions {
         ha: true,
         start_stopped: false,
         detach: false,
+        min_secrets_version: None,
     }
 }
 

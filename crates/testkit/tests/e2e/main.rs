@@ -4,7 +4,9 @@
 mod apps;
 mod deploy;
 mod egress;
+mod flycast;
 mod host;
+mod logs;
 mod metrics;
 mod network;
 mod proxy;
@@ -13,6 +15,7 @@ mod secrets;
 mod supervision;
 mod tls;
 mod volumes;
+mod wireguard;
 
 use std::time::Duration;
 

@@ -568,6 +568,30 @@ async fn internal_dns_answers_each_network_its_own_names() {
         "NXDOMAIN",
         "no Flycast address yet"
     );
+    // Allocated: answered in the app's network within milliseconds, nowhere else.
+    let r = c
+        .post(
+            "/v1/apps/dns-web/ip_assignments",
+            &json!({"type": "private_v6"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let flycast = r.json()["ip"].as_str().expect("ip").to_string();
+    let op = dns.operator_addr().expect("operator listener");
+    let t0 = Instant::now();
+    while operator_aaaa(op, "dns-web.flycast")
+        .await
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "never answered");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        aaaa("dns-web.flycast"),
+        ("NOERROR".into(), vec![flycast.clone()])
+    );
+    assert_eq!(dig(&blue, "dns-web.flycast", "AAAA").0, "NXDOMAIN");
+    assert_eq!(aaaa("dns-empty.flycast").0, "NXDOMAIN");
     // Other networks' names do not exist here, and this network's not there.
     assert_eq!(aaaa("dns-rival.internal").0, "NXDOMAIN");
     assert_eq!(aaaa("dns-blue.internal").0, "NXDOMAIN");

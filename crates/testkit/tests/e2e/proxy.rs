@@ -910,3 +910,113 @@ async fn a_websocket_gets_a_close_frame_when_its_machine_stops() {
         .expect("read");
     assert_eq!(state(&c, "px-wsclose", &id).await, "stopping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_header_from_a_trusted_balancer_names_the_client() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-lb").await;
+    machine(&c, "px-lb", web(http_service(json!({})))).await;
+    let proxy = cluster.start_proxy(ProxyConfig {
+        proxy_protocol_from: vec!["127.0.0.0/8".parse().expect("cidr")],
+        ..config()
+    });
+    let addr = listening(&proxy, 80).await;
+    let request =
+        b"GET /cgi-bin/info HTTP/1.1\r\nhost: px-lb.localhost\r\nconnection: close\r\n\r\n";
+    let send = |head: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut bytes = head;
+        bytes.extend_from_slice(request);
+        s.write_all(&bytes).await.expect("write");
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // v1 and v2: the app sees the balancer's client, not the balancer.
+    let v1 = send(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 80\r\n".to_vec()).await;
+    assert!(v1.starts_with("HTTP/1.1 200"), "{v1}");
+    assert!(v1.contains("HTTP_FLY_CLIENT_IP=203.0.113.7"), "{v1}");
+    let v2 = hangar_proxy::proxy_proto::header(
+        hangar_proxy::proxy_proto::Version::V2,
+        "[2001:db8::9]:40000".parse().expect("src"),
+        "[2001:db8::1]:80".parse().expect("dst"),
+    );
+    let r = send(v2).await;
+    assert!(r.contains("HTTP_FLY_CLIENT_IP=2001:db8::9"), "{r}");
+    // A trusted source without a header is refused (nothing is guessed).
+    let none = send(Vec::new()).await;
+    assert!(none.is_empty(), "{none}");
+    assert!(
+        proxy
+            .render_metrics()
+            .lines()
+            .any(|l| l.contains("PP01") && !l.starts_with('#')),
+        "PP01 counted"
+    );
+    // And the proxy still serves plain clients from elsewhere: a proxy without the setting
+    // takes the header for a bad request.
+    let plain = cluster.start_proxy(config());
+    let plain_addr = listening(&plain, 80).await;
+    let mut s = tokio::net::TcpStream::connect(plain_addr)
+        .await
+        .expect("connect");
+    s.write_all(b"PROXY TCP4 203.0.113.7 198.51.100.1 40000 80\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_machine_is_resumed_by_a_request() {
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-susp").await;
+    let id = machine(
+        &c,
+        "px-susp",
+        web(http_service(
+            json!({"autostop": "suspend", "autostart": true}),
+        )),
+    )
+    .await;
+    let proxy = cluster.start_proxy(config());
+    let addr = listening(&proxy, 80).await;
+    // Served, suspended, then each request resumes it (the request goes out as soon as the
+    // start is recorded: the frozen app's socket accepts, and it answers once thawed).
+    let r = get(addr, "px-susp.localhost", "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+    let r = c
+        .post(
+            &format!("/v1/apps/px-susp/machines/{id}/suspend"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait(&c, "px-susp", &id, "suspended", "&timeout=20").await;
+    for round in 0..3 {
+        let r = get(addr, "px-susp.localhost", "/cgi-bin/info", &[]).await;
+        assert_eq!(r.status, 200, "round {round}: {}\n{}", r.head, r.body);
+        assert!(
+            r.header("hangar-cold-start").is_some(),
+            "round {round}: {}",
+            r.head
+        );
+        assert!(r.body.contains(&format!("machine={id}")), "{}", r.body);
+        wait(&c, "px-susp", &id, "started", "&timeout=20").await;
+        let r = c
+            .post(
+                &format!("/v1/apps/px-susp/machines/{id}/suspend"),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        wait(&c, "px-susp", &id, "suspended", "&timeout=20").await;
+    }
+}
