@@ -61,6 +61,11 @@ printf 'root:x:0:0:root:/root:/bin/sh\n' > "$root/etc/passwd"
 "$bin/hangar" image pack "$root" -o "$CARGO_TARGET_DIR/hello.tar" --tag latest \
   --cmd /app/bin/hello --cmd serve -e PATH=/app/bin:/bin --expose 8080/tcp
 
+step "the app and its secret (staged: the deploy gives it to the machines)"
+"$bin/hangar" apps create hello >/dev/null 2>&1 || true
+"$bin/hangar" secrets set -a hello --stage \
+  "HELLO_SECRET=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+
 step "hangar deploy -c examples/hello"
 "$bin/hangar" deploy -c examples/hello --image "$CARGO_TARGET_DIR/hello.tar"
 
@@ -72,4 +77,5 @@ curl -fsS --retry 10 --retry-connrefused --retry-delay 1 \
 echo
 echo "The example app is deployed at $url"
 echo "  hangar status -a hello     # its machines"
-echo "  hangar logs -a hello       # their output"
+echo "  hangar logs -a hello       # their output, with the platform's lines"
+echo "  curl ${url}cgi-bin/index     # which machine answered, the secret is set, visits on its volume"
