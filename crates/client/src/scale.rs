@@ -11,13 +11,20 @@
 //! the unattached ones). Its size is the fly.toml's `initial_size` when known, else the size
 //! of the group's newest machine's volume. Destroying machines keeps their volumes (as the
 //! reference does); [`Applied::volumes_kept`] says which, so the caller can tell the user.
+//!
+//! `scale vm|memory`: every machine of a process group gets the new guest ([`vm_plan`]), one
+//! at a time ([`roll_vm`]): a running machine is waited for until its new version is started
+//! before the next is touched; a stopped one is updated and stays stopped.
 
 use std::collections::BTreeMap;
 
-use hangar_api_types::{CreateMachineRequest, CreateVolumeRequest, Machine, MachineState, Volume};
+use hangar_api_types::{
+    CreateMachineRequest, CreateVolumeRequest, Machine, MachineConfig, MachineState, Volume,
+};
 
 use crate::api::{Client, ClientError};
 use crate::deploy::free_volume;
+use crate::machine::{GuestFlags, InputError, guest};
 
 /// What to change.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -302,6 +309,133 @@ pub async fn apply_with(
     Ok(out)
 }
 
+/// The group `scale vm|memory` changes and its machines: `group` when given; else, as the
+/// reference, the app's one process group (several need `-g`), or every machine when none
+/// has a group (machines made by `machine run`). Release-command machines and destroyed ones
+/// never count.
+pub fn vm_targets<'a>(
+    machines: &'a [Machine],
+    group: Option<&str>,
+) -> Result<(Option<String>, Vec<&'a Machine>), InputError> {
+    let live: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| !matches!(m.state, MachineState::Destroyed | MachineState::Destroying))
+        .filter(|m| group_of(m).as_deref() != Some("fly_app_release_command"))
+        .collect();
+    let group = match group {
+        Some(g) => Some(g.to_string()),
+        None => {
+            let mut groups: Vec<String> = live.iter().filter_map(|m| group_of(m)).collect();
+            groups.sort();
+            groups.dedup();
+            if groups.len() > 1 {
+                return Err(InputError(format!(
+                    "the app has several process groups ({}): pick one with -g/--process-group",
+                    groups.join(", ")
+                )));
+            }
+            groups.pop()
+        }
+    };
+    let chosen: Vec<&Machine> = live
+        .into_iter()
+        .filter(|m| group.is_none() || group_of(m) == group)
+        .collect();
+    if chosen.is_empty() {
+        return Err(InputError(match &group {
+            Some(g) => format!("no machines in process group '{g}' (see `hangar status`)"),
+            None => "the app has no machines".to_string(),
+        }));
+    }
+    Ok((group, chosen))
+}
+
+/// Each machine's config with the new guest (`--vm-size` preset, then `--vm-memory`); none
+/// is changed when a flag is wrong. A `size` the config carries is replaced by the guest.
+pub fn vm_plan(
+    machines: &[&Machine],
+    flags: &GuestFlags,
+) -> Result<Vec<(Machine, MachineConfig)>, InputError> {
+    if flags.is_empty() {
+        return Err(InputError("give a VM size or --vm-memory".into()));
+    }
+    machines
+        .iter()
+        .map(|m| {
+            let mut config = m.config.clone().unwrap_or_default();
+            let base = config.guest.take().or_else(|| {
+                config
+                    .size
+                    .as_deref()
+                    .and_then(hangar_manifest::guest::preset)
+            });
+            config.size = None;
+            config.guest = Some(guest(base, flags)?);
+            Ok(((*m).clone(), config))
+        })
+        .collect()
+}
+
+/// What [`roll_vm`] is doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    /// Updating machine `id`, the `n`th of `of`.
+    Updating {
+        /// Machine id.
+        id: String,
+        /// 1-based position.
+        n: usize,
+        /// How many.
+        of: usize,
+    },
+    /// Updated; `started` when it ran and was waited for until started again.
+    Updated {
+        /// Machine id.
+        id: String,
+        /// Started again (else left stopped as it was).
+        started: bool,
+    },
+    /// Already of that guest.
+    Unchanged {
+        /// Machine id.
+        id: String,
+    },
+}
+
+/// Updates the machines of a plan one at a time (rolling, as the reference's `scale vm`):
+/// each under its lease, a running one waited for until its new version is started before
+/// the next, a stopped one left stopped. Stops at the first failure. Returns the machines
+/// updated.
+pub async fn roll_vm(
+    client: &Client,
+    app: &str,
+    plan: Vec<(Machine, MachineConfig)>,
+    wait_timeout: std::time::Duration,
+    on: &mut (dyn FnMut(VmEvent) + Send),
+) -> Result<Vec<String>, ClientError> {
+    let of = plan.len();
+    let mut done = Vec::new();
+    for (i, (m, config)) in plan.into_iter().enumerate() {
+        if m.config.as_ref() == Some(&config) {
+            on(VmEvent::Unchanged { id: m.id.clone() });
+            continue;
+        }
+        on(VmEvent::Updating {
+            id: m.id.clone(),
+            n: i + 1,
+            of,
+        });
+        let started = crate::machine::is_running(&m);
+        crate::machine::update_one(client, app, &m, config, None, Some(wait_timeout)).await?;
+        on(VmEvent::Updated {
+            id: m.id.clone(),
+            started,
+        });
+        done.push(m.id);
+    }
+    Ok(done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +498,60 @@ mod tests {
         assert_eq!(p, Plan::default());
         let p = plan(&ms, "other", &BTreeMap::from([("a".into(), 1)]));
         assert_eq!(p.create, vec![("a".to_string(), 1)]);
+    }
+
+    #[test]
+    fn vm_targets_need_a_group_when_there_are_several() {
+        let mut ms = vec![
+            m("w1", "a", MachineState::Started, "1"),
+            m("w2", "a", MachineState::Stopped, "2"),
+            m("gone", "a", MachineState::Destroyed, "3"),
+        ];
+        let (g, t) = vm_targets(&ms, None).expect("one group");
+        assert_eq!(g.as_deref(), Some("web"));
+        assert_eq!(t.len(), 2);
+        let mut other = m("x", "a", MachineState::Started, "4");
+        if let Some(c) = other.config.as_mut() {
+            c.metadata
+                .insert("fly_process_group".into(), "worker".into());
+        }
+        ms.push(other);
+        let e = vm_targets(&ms, None).expect_err("two groups").0;
+        assert!(e.contains("several process groups (web, worker)"), "{e}");
+        let (_, t) = vm_targets(&ms, Some("worker")).expect("worker");
+        assert_eq!(t.len(), 1);
+        assert!(vm_targets(&ms, Some("nope")).is_err());
+    }
+
+    #[test]
+    fn vm_plans_change_only_the_guest_and_refuse_unknown_sizes() {
+        let ms = [m("w1", "a", MachineState::Started, "1")];
+        let refs: Vec<&Machine> = ms.iter().collect();
+        let p = vm_plan(
+            &refs,
+            &GuestFlags {
+                size: Some("shared-cpu-2x".into()),
+                memory: Some("1024".into()),
+                ..GuestFlags::default()
+            },
+        )
+        .expect("plan");
+        let g = p[0].1.guest.clone().expect("guest");
+        assert_eq!((g.cpus, g.memory_mb), (Some(2), Some(1024)));
+        assert_eq!(
+            p[0].1.metadata,
+            ms[0].config.as_ref().expect("config").metadata
+        );
+        let e = vm_plan(
+            &refs,
+            &GuestFlags {
+                size: Some("huge".into()),
+                ..GuestFlags::default()
+            },
+        )
+        .expect_err("unknown size")
+        .0;
+        assert!(e.contains("unknown VM size 'huge'"), "{e}");
+        assert!(vm_plan(&refs, &GuestFlags::default()).is_err());
     }
 }

@@ -1,9 +1,12 @@
-//! `hangar scale count|show`.
+//! `hangar scale count|vm|memory|show`.
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
 use clap::Subcommand;
+
+use hangar_client::machine::GuestFlags;
+use hangar_client::scale::VmEvent;
 
 use super::ctx::{ApiArgs, block_on, confirm, table};
 use super::target::AppArgs;
@@ -35,6 +38,32 @@ pub(crate) enum ScaleCommand {
         /// Do not ask (required to destroy machines when not on a terminal).
         #[arg(short = 'y', long)]
         yes: bool,
+    },
+    /// Change the VM of every machine of the app (or of a process group) to a size preset,
+    /// one machine at a time: each running one is waited for until it has started again.
+    Vm {
+        /// VM size preset: shared-cpu-1x…8x, performance-1x…16x (an unknown one lists them
+        /// all).
+        size: Option<String>,
+        #[command(flatten)]
+        app: AppArgs,
+        /// Process group to change (needed when the app has several).
+        #[arg(short = 'g', long = "process-group")]
+        group: Option<String>,
+        /// Memory: a number of MB, or e.g. 512mb, 2gb (after the size's own).
+        #[arg(long, visible_alias = "memory")]
+        vm_memory: Option<String>,
+    },
+    /// Change the memory of every machine of the app (or of a process group), one machine at
+    /// a time.
+    Memory {
+        /// Memory: a number of MB, or e.g. 512mb, 2gb.
+        memory: String,
+        #[command(flatten)]
+        app: AppArgs,
+        /// Process group to change (needed when the app has several).
+        #[arg(short = 'g', long = "process-group")]
+        group: Option<String>,
     },
     /// Machines per process group and region.
     Show {
@@ -166,6 +195,32 @@ pub(crate) fn run(c: ScaleCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                     }
                 }
             }
+            ScaleCommand::Vm {
+                size,
+                app,
+                group,
+                vm_memory,
+            } => {
+                if size.is_none() && vm_memory.is_none() {
+                    bail!(
+                        "which size? give a preset (e.g. `hangar scale vm shared-cpu-2x`) or --vm-memory"
+                    );
+                }
+                let flags = GuestFlags {
+                    size,
+                    memory: vm_memory,
+                    ..GuestFlags::default()
+                };
+                return scale_vm(&client, &app, group.as_deref(), &flags).await;
+            }
+            ScaleCommand::Memory { memory, app, group } => {
+                hangar_client::machine::memory_mb("memory", &memory)?;
+                let flags = GuestFlags {
+                    memory: Some(memory),
+                    ..GuestFlags::default()
+                };
+                return scale_vm(&client, &app, group.as_deref(), &flags).await;
+            }
             ScaleCommand::Show { app, json } => {
                 let name = app.name()?;
                 let machines = client.machines(&name).await?;
@@ -195,4 +250,58 @@ pub(crate) fn run(c: ScaleCommand, api: &ApiArgs) -> anyhow::Result<u8> {
         }
         Ok(exit::OK)
     })?
+}
+
+/// `scale vm|memory`: every machine of the group gets the new guest, one at a time.
+async fn scale_vm(
+    client: &hangar_client::Client,
+    app: &AppArgs,
+    group: Option<&str>,
+    flags: &GuestFlags,
+) -> anyhow::Result<u8> {
+    // Sizes and memory are checked before anything is asked of the API.
+    hangar_client::machine::guest(None, flags)?;
+    let name = app.name()?;
+    let machines = client.machines(&name).await?;
+    let (group, targets) = hangar_client::scale::vm_targets(&machines, group)?;
+    let plan = hangar_client::scale::vm_plan(&targets, flags)?;
+    let Some(first) = plan.first().and_then(|(_, c)| c.guest.clone()) else {
+        bail!("no machines to change");
+    };
+    if let Some(w) = hangar_manifest::guest::bounds_warning(&first) {
+        eprintln!("Note: {w}");
+    }
+    let mut on = |e: VmEvent| match e {
+        VmEvent::Updating { id, n, of } => eprintln!("Updating machine {id} ({n}/{of})"),
+        VmEvent::Updated { id, started: true } => eprintln!("  {id} has started again"),
+        VmEvent::Updated { id, started: false } => {
+            eprintln!("  {id} updated (it was not running; left stopped)")
+        }
+        VmEvent::Unchanged { id } => eprintln!("Machine {id} has that VM already"),
+    };
+    hangar_client::scale::roll_vm(
+        client,
+        &name,
+        plan,
+        std::time::Duration::from_secs(300),
+        &mut on,
+    )
+    .await?;
+    let size = hangar_client::machine::size_name(&first);
+    match &group {
+        Some(g) => println!("Scaled VM Type for '{g}' to '{size}'"),
+        None => println!("Scaled VM Type to '{size}'"),
+    }
+    let mb = first.memory_mb.unwrap_or(256);
+    println!("{:>15}: {}", "CPU Cores", first.cpus.unwrap_or(1));
+    println!(
+        "{:>15}: {}",
+        "Memory",
+        if mb >= 1024 && mb % 1024 == 0 {
+            format!("{} GB", mb / 1024)
+        } else {
+            format!("{mb} MB")
+        }
+    );
+    Ok(exit::OK)
 }

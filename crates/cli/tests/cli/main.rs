@@ -1,12 +1,13 @@
 //! The `hangar` binary, run as a user runs it: exit codes, output, and goldens for help and
-//! `config machines`; against a real host (`live`, `deploy`): listings as tables and JSON,
-//! `launch`, `certs`, deploys and `scale count`. `UPDATE_SNAPSHOTS=1` rewrites the goldens
-//! for review.
+//! `config machines`; against a real host (`live`, `deploy`, `machine`): listings as tables
+//! and JSON, `launch`, `certs`, deploys, `scale count|vm|memory`, `machine run|update|clone`.
+//! `UPDATE_SNAPSHOTS=1` rewrites the goldens for review.
 
 mod deploy;
 mod ips;
 mod live;
 mod logs;
+mod machine;
 mod wireguard;
 
 use std::path::{Path, PathBuf};
