@@ -85,6 +85,10 @@ pub struct Agent<D: Driver> {
     /// Held by whoever acts on a machine's host state (its worker, garbage collection), so
     /// that a collection never races a create or start of the same machine.
     machine_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held while a network's bridge is made or used for a new machine, and while it is
+    /// removed after its last machine here went, so that removal never takes a new machine's
+    /// veth with it.
+    network_locks: Mutex<HashMap<u32, Arc<tokio::sync::Mutex<()>>>>,
     pub(crate) exits: Mutex<HashMap<String, ExitStatus>>,
     pub(crate) watching: Mutex<HashMap<String, (u64, tokio::task::AbortHandle)>>,
     pub(crate) restarts: Mutex<HashMap<String, RestartTracker>>,
@@ -133,6 +137,7 @@ impl<D: Driver> Agent<D> {
             config,
             workers: Mutex::new(HashMap::new()),
             machine_locks: Mutex::new(HashMap::new()),
+            network_locks: Mutex::new(HashMap::new()),
             exits: Mutex::new(HashMap::new()),
             watching: Mutex::new(HashMap::new()),
             restarts: Mutex::new(HashMap::new()),
@@ -168,6 +173,14 @@ impl<D: Driver> Agent<D> {
     pub(crate) fn machine_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.machine_locks)
             .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// The lock of a network's bridge on this host (see `network_locks`).
+    pub(crate) fn network_lock(&self, network_id: u32) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.network_locks)
+            .entry(network_id)
             .or_default()
             .clone()
     }

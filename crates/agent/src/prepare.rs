@@ -83,6 +83,51 @@ impl<D: Driver> Agent<D> {
         ))
     }
 
+    /// Removes a network's bridge and its isolation rules when no live machine of this host
+    /// (other than `leaving`) and no WireGuard peer is in it: nothing of a network stays on a
+    /// host after its last machine. Best effort (logged): a failure leaves an unused bridge.
+    pub(crate) async fn release_network(&self, network: &Network, leaving: &str) {
+        let held = self.network_lock(network.network_id);
+        let _guard = held.lock().await;
+        let in_use = || -> Result<bool, AgentError> {
+            let host = self.config.host_id;
+            let machines = self.store.all_live_machines()?.into_iter().any(|m| {
+                m.id != leaving
+                    && m.private_ip
+                        .parse::<Ipv6Addr>()
+                        .ok()
+                        .and_then(hangar_domain::sixpn::parse)
+                        == Some((network.network_id, host))
+            });
+            let peers = self
+                .store
+                .list_wireguard_peers(None)?
+                .iter()
+                .any(|p| p.network_id == network.network_id);
+            Ok(machines || peers)
+        };
+        match in_use() {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(iso) = &self.config.isolation
+                    && let Err(e) = iso.remove_network(network)
+                {
+                    eprintln!(
+                        "hangar-agent: network {}: removing its rules: {e}",
+                        network.network_id
+                    );
+                }
+                if let Err(e) = network.remove() {
+                    eprintln!(
+                        "hangar-agent: network {}: removing its bridge: {e}",
+                        network.network_id
+                    );
+                }
+            }
+            Err(e) => eprintln!("hangar-agent: network {}: {e}", network.network_id),
+        }
+    }
+
     /// Replaces the isolation rules with those of the live machines of this host that have a
     /// network namespace (at start, before any machine is worked on): rules of machines that
     /// went while no agent ran vanish, those of the others are back as they should be.
@@ -134,11 +179,16 @@ impl<D: Driver> Agent<D> {
             .map_err(|e| AgentError::Image(format!("mounting the rootfs: {e}")))?;
         let (network, mnet) = self.network_of(m)?;
         let mnet = mnet.with_ipv4(self.assign_ipv4(&m.id)?);
-        mnet.ensure(&network)
-            .map_err(|e| AgentError::Host(format!("machine network: {e}")))?;
-        if let Some(iso) = &self.config.isolation {
-            iso.add(&network, &mnet)
-                .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))?;
+        {
+            // Not while the bridge is being removed (its last machine just went).
+            let held = self.network_lock(network.network_id);
+            let _guard = held.lock().await;
+            mnet.ensure(&network)
+                .map_err(|e| AgentError::Host(format!("machine network: {e}")))?;
+            if let Some(iso) = &self.config.isolation {
+                iso.add(&network, &mnet)
+                    .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))?;
+            }
         }
         let mut mounts = write_files(&dir, m)?;
         mounts.extend(self.volume_binds(m).await?);

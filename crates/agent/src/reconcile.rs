@@ -532,7 +532,7 @@ impl<D: Driver> Agent<D> {
         self.delete_container(&cid).await?;
         let dir = self.machine_dir(&m.id);
         hangar_image::remove_rootfs(&dir).map_err(|e| AgentError::Host(e.to_string()))?;
-        if let Ok((_, mnet)) = self.network_of(m) {
+        if let Ok((network, mnet)) = self.network_of(m) {
             if let Some(iso) = &self.config.isolation {
                 iso.remove_machine(&mnet)
                     .map_err(|e| AgentError::Host(format!("network isolation rules: {e}")))?;
@@ -541,6 +541,7 @@ impl<D: Driver> Agent<D> {
             if let Some(v4) = mnet.ipv4 {
                 self.release_ipv4(v4);
             }
+            self.release_network(&network, &m.id).await;
         }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
@@ -596,6 +597,25 @@ impl<D: Driver> Agent<D> {
             }
             drop(guard);
             self.release_machine_lock(&id, held);
+        }
+        // Bridges of networks with nothing here any more (an app deleted with its machines).
+        let mut networks: std::collections::BTreeSet<u32> = self
+            .store
+            .list_networks()?
+            .into_iter()
+            .map(|n| n.id)
+            .collect();
+        networks.extend(
+            self.store
+                .list_orgs()?
+                .into_iter()
+                .filter_map(|o| u32::try_from(o.numeric_id).ok()),
+        );
+        for id in networks {
+            let network = hangar_net::Network::new(id, self.config.host_id);
+            if network.exists() {
+                self.release_network(&network, "").await;
+            }
         }
         // Volumes last: the containers that mounted them are gone by now.
         self.collect_volume_garbage().await?;

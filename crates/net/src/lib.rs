@@ -220,6 +220,14 @@ impl Network {
         )
     }
 
+    /// Whether the bridge exists on this host (read from sysfs, no process).
+    pub fn exists(&self) -> bool {
+        safe(&self.bridge).is_ok()
+            && std::path::Path::new("/sys/class/net")
+                .join(&self.bridge)
+                .exists()
+    }
+
     /// Removes the bridge (and with it every veth still attached).
     pub fn remove(&self) -> Result<()> {
         safe(&self.bridge)?;
