@@ -617,31 +617,9 @@ impl Store for SqliteStore {
             "SELECT id, machine_id, kind, status, source, timestamp, request FROM machine_events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![machine_id, limit as i64], |r| {
-                Ok((
-                    EventRecord {
-                        id: r.get(0)?,
-                        machine_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        status: r.get(3)?,
-                        source: r.get(4)?,
-                        timestamp: r.get(5)?,
-                        request: None,
-                    },
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?
+            .query_map(params![machine_id, limit as i64], event_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(mut e, req)| {
-                e.request = req
-                    .as_deref()
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(corrupt("event request"))?;
-                Ok(e)
-            })
-            .collect()
+        rows.into_iter().map(event_record).collect()
     }
 
     fn app_events(
@@ -657,29 +635,12 @@ impl Store for SqliteStore {
              ) WHERE n <= ?2 ORDER BY machine_id, seq DESC",
         )?;
         let rows = stmt
-            .query_map(params![app, limit as i64], |r| {
-                Ok((
-                    EventRecord {
-                        id: r.get(0)?,
-                        machine_id: r.get(1)?,
-                        kind: r.get(2)?,
-                        status: r.get(3)?,
-                        source: r.get(4)?,
-                        timestamp: r.get(5)?,
-                        request: None,
-                    },
-                    r.get::<_, Option<String>>(6)?,
-                ))
-            })?
+            .query_map(params![app, limit as i64], event_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut out: std::collections::HashMap<String, Vec<EventRecord>> =
             std::collections::HashMap::new();
-        for (mut e, req) in rows {
-            e.request = req
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(corrupt("event request"))?;
+        for row in rows {
+            let e = event_record(row)?;
             out.entry(e.machine_id.clone()).or_default().push(e);
         }
         Ok(out)
@@ -1065,4 +1026,31 @@ impl Store for SqliteStore {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+/// An event row (`id, machine_id, kind, status, source, timestamp, request`) with its request
+/// still as text.
+fn event_row(r: &Row<'_>) -> rusqlite::Result<(EventRecord, Option<String>)> {
+    Ok((
+        EventRecord {
+            id: r.get(0)?,
+            machine_id: r.get(1)?,
+            kind: r.get(2)?,
+            status: r.get(3)?,
+            source: r.get(4)?,
+            timestamp: r.get(5)?,
+            request: None,
+        },
+        r.get(6)?,
+    ))
+}
+
+/// The event of an [`event_row`], its request parsed.
+fn event_record((mut e, req): (EventRecord, Option<String>)) -> Result<EventRecord> {
+    e.request = req
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(corrupt("event request"))?;
+    Ok(e)
 }

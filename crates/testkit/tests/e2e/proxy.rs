@@ -181,6 +181,20 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
+/// Reads a response head byte by byte (nothing past it: the upgraded bytes follow).
+async fn switching_protocols(s: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
+            .await
+            .expect("101 in time")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 async fn state(c: &Client, app: &str, id: &str) -> String {
     c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
         .as_str()
@@ -555,16 +569,7 @@ async fn raw_tcp_wakes_a_stopped_machine_and_upgrades_are_spliced() {
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: px-ws.localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n")
         .await
         .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
-            .await
-            .expect("101 in time")
-            .expect("read");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    let head = switching_protocols(&mut s).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     s.write_all(b"frames both ways\n").await.expect("write");
     let mut buf = vec![0u8; 17];
@@ -863,16 +868,8 @@ async fn a_websocket_gets_a_close_frame_when_its_machine_stops() {
     s.write_all(b"GET /ws HTTP/1.1\r\nhost: px-wsclose.localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n\r\n")
         .await
         .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut byte))
-            .await
-            .expect("101 in time")
-            .expect("read");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let head = switching_protocols(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // A masked text frame "hello" (the echo sends it back as it is).
     let key = [1u8, 2, 3, 4];
     let mut frame = vec![0x81, 0x85];
