@@ -501,15 +501,47 @@ impl Client {
         tag: &str,
         archive: &std::path::Path,
     ) -> Result<String> {
+        self.upload_image_with_progress(app, tag, archive, |_, _| {})
+            .await
+    }
+
+    /// [`Client::upload_image`], calling `progress(sent, total)` as the archive is read into
+    /// the request (bytes).
+    pub async fn upload_image_with_progress(
+        &self,
+        app: &str,
+        tag: &str,
+        archive: &std::path::Path,
+        progress: impl Fn(u64, u64) + Send + Sync + 'static,
+    ) -> Result<String> {
+        use tokio::io::AsyncReadExt as _;
         let file = tokio::fs::File::open(archive)
             .await
             .map_err(|e| ClientError::Io(format!("{}: {e}", archive.display())))?;
+        let total = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let chunks = futures_util::stream::unfold(
+            (file, 0u64, progress),
+            move |(mut file, sent, progress)| async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        let sent = sent + n as u64;
+                        progress(sent, total);
+                        Some((Ok(buf), (file, sent, progress)))
+                    }
+                    Err(e) => Some((Err(e), (file, sent, progress))),
+                }
+            },
+        );
         let v: Value = self
             .json(
                 self.http
                     .post(self.url(&format!("/v1/apps/{}/images?tag={}", enc(app), enc(tag))))
                     .header("content-type", "application/x-tar")
-                    .body(reqwest::Body::from(file)),
+                    .header("content-length", total.to_string())
+                    .body(reqwest::Body::wrap_stream(chunks)),
             )
             .await?;
         v["ref"]

@@ -8,6 +8,8 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 use hangar_client::deploy::{self, DeployError, DeployOptions, Event, Strategy};
 
+use super::progress::{self, Spinner};
+
 use super::ctx::{ApiArgs, block_on, table};
 use super::target::AppArgs;
 use crate::exit;
@@ -225,7 +227,13 @@ pub(crate) fn run(a: DeployArgs, api: &ApiArgs) -> anyhow::Result<u8> {
         let image = match (&archive, &a.image) {
             (Some(file), _) => {
                 eprintln!("==> Uploading {}", file.display());
-                client.upload_image(&app, &tag, file).await?
+                let spinner = std::sync::Arc::new(Spinner::start("uploading"));
+                let s = spinner.clone();
+                client
+                    .upload_image_with_progress(&app, &tag, file, move |sent, total| {
+                        s.set(&format!("uploading {}", progress::bytes(sent, total)));
+                    })
+                    .await?
             }
             (None, Some(i)) => i.clone(),
             (None, None) => config
@@ -254,12 +262,19 @@ pub(crate) fn run(a: DeployArgs, api: &ApiArgs) -> anyhow::Result<u8> {
         let read = |p: &str| std::fs::read(dir.join(p)).map_err(|e| e.to_string());
         let groups = deploy::group_configs(&config, &opts, Some(&read))?;
         eprintln!("==> Deploying {app} ({})", opts.image);
+        // On a terminal a spinner under the last line says what is being waited for.
+        let spinner = Spinner::start("deploying");
         let mut show = |e: Event| match e {
-            Event::Step(s) => eprintln!("--> {s}"),
-            Event::Machine { id, what } => eprintln!("    machine {id} {what}"),
-            Event::ReleaseOutput(l) => eprintln!("    | {l}"),
+            Event::Step(s) => spinner.line(&format!("--> {s}"), Some(&s)),
+            Event::Machine { id, what } => spinner.line(
+                &format!("    machine {id} {what}"),
+                Some(&format!("machine {id} {what}")),
+            ),
+            Event::ReleaseOutput(l) => spinner.line(&format!("    | {l}"), None),
         };
-        match deploy::deploy(&client, &config, groups, &opts, &mut show).await {
+        let outcome = deploy::deploy(&client, &config, groups, &opts, &mut show).await;
+        drop(spinner);
+        match outcome {
             Ok(_) => {
                 let domain = std::env::var("HANGAR_DOMAIN").unwrap_or_else(|_| "localhost".into());
                 println!("Visit your newly deployed app at http://{app}.{domain}/");

@@ -10,6 +10,7 @@ mod ips;
 mod launch;
 mod logs;
 mod machine;
+mod progress;
 mod scale;
 mod secrets;
 mod target;

@@ -283,6 +283,26 @@ async fn an_uploaded_image_archive_runs_as_a_machine() {
             .as_str()
             .is_some_and(|d| d.starts_with("sha256:"))
     );
+    // The client library streams the same archive, reporting its progress up to the whole.
+    let client = hangar_client::Client::new(
+        &format!("http://{}", cluster.api),
+        hangar_testkit::ADMIN_TOKEN,
+    )
+    .expect("client");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let via_client = client
+        .upload_image_with_progress(app, "v2", &archive, move |sent, total| {
+            s.lock().expect("lock").push((sent, total));
+        })
+        .await
+        .expect("upload through the client");
+    assert_eq!(via_client, format!("registry.hangar.internal/{app}:v2"));
+    let seen = seen.lock().expect("lock").clone();
+    let total = bytes.len() as u64;
+    assert!(!seen.is_empty());
+    assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(total, total)));
     // The uploaded image runs.
     let r = c
         .post(
