@@ -29,6 +29,8 @@ cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 # shellcheck source=../scripts/lib.sh
 source scripts/lib.sh
+# shellcheck source=lib.sh
+source bench/lib.sh
 [ "$(id -u)" -eq 0 ] || { echo "bench/proxy.sh: run as root" >&2; exit 2; }
 
 export DURATION="${DURATION:-10}" ROUNDS="${ROUNDS:-3}" RUNS="${RUNS:-100}"
@@ -63,104 +65,11 @@ for b in "$HANGARD" "$HANGAR" "$INIT" "$HTTPD" "$OHA"; do
   [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
 done
 
-WORK="$(mktemp -d /tmp/hangar-bench-proxy.XXXXXX)"
-OUT="$WORK/out"
-DATA="$WORK/data"
-PARENT="hangar-pbench-$$"
-NFT="hgpb_$$"
-HOST_ID=$(( (RANDOM << 15 | RANDOM) + 1000 ))
-IDS="$WORK/ids"
-mkdir -p "$OUT" "$DATA"
-: > "$IDS"
-HPID="" NPID="" XPID="" PORT=""
+bench_setup proxy
+NPID="" XPID=""
 export IDS_FILE="$IDS" HANGAR_DATA="$DATA" HTTPD
 export IMAGE_TAR="$WORK/image.tar"
 
-cg_dirs() { for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do [ -d "$h$PARENT" ] && echo "$h$PARENT"; done | sort -u; }
-nft_tables() { nft list tables 2>/dev/null | awk -v t="$NFT" '$3 == t { print $2 " " $3 }'; }
-stop_pid() { # stop_pid PID: TERM, then KILL after 10 s
-  local p="$1"
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p"
-  for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  return 0
-}
-
-cleanup() {
-  local rc=${1:-$?} left=0
-  set +e
-  trap - EXIT INT TERM
-  step "cleaning up"
-  if [ "$rc" != 0 ] && [ -d "$WORK" ]; then
-    # A failed run keeps its evidence: hangard's log, the containers' init logs, what was measured.
-    local keep="${RESULTS:-/tmp/hangar-bench-proxy-results}/failed-$$"
-    mkdir -p "$keep"
-    cp "$WORK/hangard.log" "$WORK"/*.err "$WORK"/*.log "$keep/" 2>/dev/null
-    cp -r "$OUT" "$keep/out" 2>/dev/null
-    (cd "$DATA" 2>/dev/null && find runtime -name '*.log' -size -1M -exec cp --parents {} "$keep/" \; 2>/dev/null)
-    echo "cleanup: logs of the failed run in $keep" >&2
-  fi
-  stop_pid "$NPID"
-  stop_pid "$XPID"
-  if [ -n "$HPID" ] && kill -0 "$HPID" 2>/dev/null; then
-    if [ -s "$DATA/admin.token" ]; then
-      HANGAR_PORT="$PORT" HANGAR_TOKEN="$(cat "$DATA/admin.token")" \
-        timeout 300 python3 bench/machines.py sweep "$IDS"
-    fi
-    stop_pid "$HPID"
-  fi
-  # Whatever survived the API (a failed run): processes in our cgroups.
-  for d in $(cg_dirs); do
-    find "$d" -depth -type d | while read -r c; do
-      [ -f "$c/freezer.state" ] && echo THAWED > "$c/freezer.state" 2>/dev/null
-      [ -f "$c/cgroup.freeze" ] && echo 0 > "$c/cgroup.freeze" 2>/dev/null
-      xargs -r kill -KILL < "$c/cgroup.procs" 2>/dev/null
-    done
-  done
-  sleep 0.2
-  awk -v w="$WORK" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
-    umount -l "$m"
-  done
-  local bridges=""
-  [ -s "$IDS" ] && bridges="$(python3 bench/machines.py bridges "$IDS" "$HOST_ID")"
-  grep -v ' ' "$IDS" 2>/dev/null | while read -r id; do
-    [ -e "/run/netns/hgr-$id" ] && ip netns del "hgr-$id"
-    ip link show "hgv${id:0:11}" >/dev/null 2>&1 && ip link del "hgv${id:0:11}"
-  done
-  for b in $bridges; do ip link show "$b" >/dev/null 2>&1 && ip link del "$b"; done
-  for d in $(cg_dirs); do find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null; done
-  nft_tables | while read -r fam t; do nft delete table "$fam" "$t"; done
-  # Checks: nothing of this run is left.
-  local ns mounts cgs links tables procs
-  ns="$(grep -v ' ' "$IDS" 2>/dev/null | while read -r id; do [ -e "/run/netns/hgr-$id" ] && echo "hgr-$id"; done)"
-  mounts="$(awk -v w="$WORK" 'index($2, w) == 1' /proc/mounts)"
-  cgs="$(cg_dirs)"
-  links="$(for b in $bridges; do ip link show "$b" >/dev/null 2>&1 && echo "$b"; done)"
-  tables="$(nft_tables)"
-  procs="$(for p in $HPID $NPID $XPID; do kill -0 "$p" 2>/dev/null && echo "$p"; done)"
-  for what in ns mounts cgs links tables procs; do
-    if [ -n "${!what}" ]; then
-      echo "cleanup: leftover $what:" >&2
-      echo "${!what}" >&2
-      left=1
-    fi
-  done
-  if [ "$left" = 0 ]; then
-    rm -rf "$WORK"
-    echo "cleanup: no leftover process, netns, veths, bridge, cgroups under $PARENT, mounts or nftables table $NFT" >&2
-  else
-    echo "cleanup: kept $WORK for inspection" >&2
-    [ "$rc" = 0 ] && rc=1
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'cleanup 130' INT
-trap 'cleanup 143' TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 step "the image: bench/httpd packed with hangar image pack"
@@ -172,23 +81,9 @@ step "starting hangard"
 # The DNS role (when this hangard has it) is not measured here: off, so that it binds nothing.
 NO_DNS=()
 "$HANGARD" --help | grep -q -- "--no-dns" && NO_DNS=(--no-dns)
-PORT="$(free_port)"
-MPORT="$(free_port)"
 export PROXY_PORT="$(free_port)" PROXY_TLS_PORT="$(free_port)"
-"$HANGARD" --data-dir "$DATA" --api-listen "127.0.0.1:$PORT" --metrics-listen "127.0.0.1:$MPORT" \
-  --host-id "$HOST_ID" --cgroup-parent "$PARENT/hangard" --init-binary "$INIT" \
-  --ipv4-pool none --nft-table "$NFT" --no-wireguard "${NO_DNS[@]}" --proxy-bind 127.0.0.1 \
-  --proxy-port "80=$PROXY_PORT,443=$PROXY_TLS_PORT" --autostop-interval 1h \
-  > "$WORK/hangard.log" 2>&1 &
-HPID=$!
-for _ in $(seq 300); do
-  [ -s "$DATA/admin.token" ] && grep -q listening "$WORK/hangard.log" && break
-  kill -0 "$HPID" 2>/dev/null || { cat "$WORK/hangard.log" >&2; exit 1; }
-  sleep 0.1
-done
-export HANGAR_PORT="$PORT" HANGAR_PID="$HPID"
-HANGAR_TOKEN="$(cat "$DATA/admin.token")"
-export HANGAR_TOKEN
+start_hangard --ipv4-pool none "${NO_DNS[@]}" --proxy-bind 127.0.0.1 \
+  --proxy-port "80=$PROXY_PORT,443=$PROXY_TLS_PORT" --autostop-interval 1h
 
 step "apps and machines"
 if ! python3 bench/proxy.py setup "$OUT/setup.json"; then
@@ -204,8 +99,10 @@ nginx -t -c "$WORK/nginx.conf" -e "$WORK/nginx.err" 2>/dev/null \
   || { nginx -t -c "$WORK/nginx.conf" -e "$WORK/nginx.err"; exit 1; }
 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx.err" > "$WORK/nginx.log" 2>&1 &
 NPID=$!
+PEER_PIDS="$NPID"
 haproxy -db -f "$WORK/haproxy.cfg" > "$WORK/haproxy.log" 2>&1 &
 XPID=$!
+PEER_PIDS="$NPID $XPID"
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$NGINX_PORT") 2>/dev/null \
     && (exec 3<>"/dev/tcp/127.0.0.1/$HAPROXY_PORT") 2>/dev/null && break
@@ -256,7 +153,6 @@ json.dump({
 PY
 python3 bench/proxy.py report "$OUT" | tee "$OUT/report.md"
 # The report and the raw samples outlive the temp dir.
-RESULTS="${RESULTS:-/tmp/hangar-bench-proxy-results}"
 mkdir -p "$RESULTS"
 cp "$OUT"/* "$RESULTS/"
 cp "$WORK/hangard.log" "$RESULTS/" 2>/dev/null || true
