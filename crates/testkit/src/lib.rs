@@ -7,6 +7,7 @@
 //! behind even when they fail.
 
 pub mod http;
+pub mod load;
 pub mod pebble;
 pub mod tls;
 

@@ -8,13 +8,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hangar_testkit::TestCluster;
+use hangar_testkit::load::{Load, LoadReport};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::live::{Hangar, until, write};
 use super::{stderr, stdout};
@@ -56,87 +54,7 @@ pub(crate) async fn listener(proxy: &hangar_proxy::Proxy, port: u16) -> SocketAd
     panic!("the proxy never listened for port {port}");
 }
 
-/// `GET /` with `Host: host` through the proxy: status and body.
-pub(crate) async fn get(addr: SocketAddr, host: &str) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// 100 requests a second until stopped: how many were sent, which failed, the bodies seen.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    bodies: Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, host: &'static str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let bodies = Arc::new(std::sync::Mutex::new(HashMap::new()));
-        let (s, n, f, b) = (stop.clone(), sent.clone(), failures.clone(), bodies.clone());
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let mut inflight = tokio::task::JoinSet::new();
-            while !s.load(Ordering::Acquire) {
-                tick.tick().await;
-                n.fetch_add(1, Ordering::Relaxed);
-                let (f, b) = (f.clone(), b.clone());
-                inflight.spawn(async move {
-                    match get(addr, host).await {
-                        Ok((200, body)) => {
-                            *b.lock()
-                                .expect("lock")
-                                .entry(body.trim().to_string())
-                                .or_insert(0) += 1;
-                        }
-                        other => f.lock().expect("lock").push(format!("{other:?}")),
-                    }
-                });
-                while inflight.try_join_next().is_some() {}
-            }
-            while inflight.join_next().await.is_some() {}
-        });
-        Load {
-            stop,
-            sent,
-            failures,
-            bodies,
-            task,
-        }
-    }
-
-    async fn finish(self) -> (usize, Vec<String>, HashMap<String, usize>) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.task.await;
-        let failures = self.failures.lock().expect("lock").clone();
-        let bodies = self.bodies.lock().expect("lock").clone();
-        (self.sent.load(Ordering::Relaxed), failures, bodies)
-    }
-}
+pub(crate) use hangar_testkit::load::get;
 
 /// Live machines per region.
 fn by_region(ms: &Value) -> BTreeMap<String, usize> {
@@ -193,7 +111,11 @@ async fn the_binary_deploys_rolls_without_dropping_requests_and_scales_across_re
         ])
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (sent, failures, bodies) = load.finish().await;
+    let LoadReport {
+        sent,
+        failures,
+        bodies,
+    } = load.finish().await;
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(

@@ -3,15 +3,13 @@
 //! serving; a failing release command changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hangar_client::Client as ApiClient;
 use hangar_client::deploy::{self, DeployError, DeployOptions, Strategy};
 use hangar_proxy::ProxyConfig;
+use hangar_testkit::load::{Load, LoadReport};
 use hangar_testkit::{ADMIN_TOKEN, TEST_IMAGE, TestCluster};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const FLY_TOML: &str = r#"
 app = "dep"
@@ -51,101 +49,7 @@ fn options(strategy: Strategy, greeting: &str) -> DeployOptions {
 }
 
 async fn get(addr: std::net::SocketAddr) -> Result<(u16, String), String> {
-    let mut s = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nhost: dep.localhost\r\nconnection: close\r\n\r\n")
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// 100 requests per second until stopped; counts failures and the bodies seen.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failed: Arc<AtomicUsize>,
-    sent: Arc<AtomicUsize>,
-    bodies: Arc<std::sync::Mutex<HashMap<String, usize>>>,
-    errors: Arc<std::sync::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let bodies = Arc::new(std::sync::Mutex::new(HashMap::new()));
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (s, f, n, b, e) = (
-            stop.clone(),
-            failed.clone(),
-            sent.clone(),
-            bodies.clone(),
-            errors.clone(),
-        );
-        let task = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let mut inflight = tokio::task::JoinSet::new();
-            while !s.load(Ordering::Acquire) {
-                tick.tick().await;
-                n.fetch_add(1, Ordering::Relaxed);
-                let (f, b, e) = (f.clone(), b.clone(), e.clone());
-                inflight.spawn(async move {
-                    match get(addr).await {
-                        Ok((200, body)) => {
-                            *b.lock()
-                                .expect("lock")
-                                .entry(body.trim().to_string())
-                                .or_insert(0) += 1;
-                        }
-                        other => {
-                            f.fetch_add(1, Ordering::Relaxed);
-                            e.lock().expect("lock").push(format!("{other:?}"));
-                        }
-                    }
-                });
-                while inflight.try_join_next().is_some() {}
-            }
-            while inflight.join_next().await.is_some() {}
-        });
-        Load {
-            stop,
-            failed,
-            sent,
-            bodies,
-            errors,
-            task,
-        }
-    }
-
-    async fn finish(self) -> (usize, usize, HashMap<String, usize>, Vec<String>) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.task.await;
-        let bodies = self.bodies.lock().expect("lock").clone();
-        let errors = self.errors.lock().expect("lock").clone();
-        (
-            self.sent.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-            bodies,
-            errors,
-        )
-    }
+    hangar_testkit::load::get(addr, "dep.localhost").await
 }
 
 async fn run(
@@ -197,16 +101,22 @@ async fn deploys_keep_the_app_serving_and_failures_roll_back() {
         (Strategy::Canary, "v3"),
         (Strategy::Bluegreen, "v4"),
     ] {
-        let load = Load::start(addr);
+        let load = Load::start(addr, "dep.localhost");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let report = run(&client, &config, &options(strategy, greeting))
             .await
             .unwrap_or_else(|e| panic!("{strategy:?} deploy: {e}"));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let (sent, failed, bodies, errors) = load.finish().await;
+        let LoadReport {
+            sent,
+            failures,
+            bodies,
+        } = load.finish().await;
         assert_eq!(
-            failed, 0,
-            "{strategy:?}: {failed}/{sent} failed: {errors:?}; {bodies:?}; {report:?}"
+            failures.len(),
+            0,
+            "{strategy:?}: {}/{sent} failed: {failures:?}; {bodies:?}; {report:?}",
+            failures.len()
         );
         assert!(sent > 50, "{sent}");
         assert!(bodies.contains_key(greeting), "{strategy:?}: {bodies:?}");
@@ -223,16 +133,22 @@ async fn deploys_keep_the_app_serving_and_failures_roll_back() {
     bad_config
         .processes
         .insert("web".into(), "sh -c 'echo broken; exit 3'".into());
-    let load = Load::start(addr);
+    let load = Load::start(addr, "dep.localhost");
     let err = run(&client, &bad_config, &broken)
         .await
         .expect_err("the broken deploy fails");
-    let (sent, failed, bodies, errors) = load.finish().await;
+    let LoadReport {
+        sent,
+        failures,
+        bodies,
+    } = load.finish().await;
     assert!(matches!(err, DeployError::Unhealthy { .. }), "{err}");
     assert!(err.to_string().contains("rolled back"), "{err}");
     assert_eq!(
-        failed, 0,
-        "{failed}/{sent} failed during the failed deploy: {errors:?}; {bodies:?}"
+        failures.len(),
+        0,
+        "{}/{sent} failed during the failed deploy: {failures:?}; {bodies:?}",
+        failures.len()
     );
     assert_eq!(get(addr).await.expect("get"), (200, "v4\n".to_string()));
 
