@@ -13,6 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wait;
 
+/// An "upgrade" server for `nc -e sh -c`: reads the request head, answers 101, then echoes.
+const UPGRADE: &str = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat";
 const INFO: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"machine=$(hostname)\"\nenv | grep ^HTTP_ | sort\n";
 const SLOW: &str = "#!/bin/sh\nsleep ${QUERY_STRING:-1}\necho 'Content-Type: text/plain'\necho\necho \"slow machine=$(hostname)\"\n";
 const HEALTH: &str = "#!/bin/sh\nif [ -e /tmp/healthy ]; then echo 'Status: 200 OK'; else echo 'Status: 503 Unavailable'; fi\necho 'Content-Type: text/plain'\necho\necho checked\n";
@@ -546,7 +548,7 @@ async fn raw_tcp_wakes_a_stopped_machine_and_upgrades_are_spliced() {
         json!({
             "image": TEST_IMAGE,
             "init": {"cmd": ["nc", "-ll", "-p", "8080", "-e", "sh", "-c",
-                "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat"]},
+                UPGRADE]},
             "services": [http_service(json!({}))],
         }),
     )
@@ -850,13 +852,12 @@ async fn a_websocket_gets_a_close_frame_when_its_machine_stops() {
     app(&c, "px-wsclose").await;
     // A websocket echo whose processes ignore the stop signal, so the machine stays until its
     // kill timeout: the close frame must come from the proxy, not from the connection dying.
-    let upgrade = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat";
     let id = machine(
         &c,
         "px-wsclose",
         json!({
             "image": TEST_IMAGE,
-            "init": {"cmd": ["sh", "-c", "trap '' INT TERM; exec nc -ll -p 8080 -e sh -c \"$0\"", upgrade]},
+            "init": {"cmd": ["sh", "-c", "trap '' INT TERM; exec nc -ll -p 8080 -e sh -c \"$0\"", UPGRADE]},
             "services": [http_service(json!({}))],
             "stop_config": {"signal": "SIGINT", "timeout": "30s"},
         }),
