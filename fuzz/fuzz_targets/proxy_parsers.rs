@@ -1,6 +1,8 @@
 //! The proxy's parsers of untrusted input: `Host` → app name, the `fly-replay` header and its
-//! JSON form (written by apps), the routing request headers, and the PROXY protocol header (sent
-//! by a load balancer in front). None may panic; what they accept must be well-formed.
+//! JSON form (written by apps), the routing request headers, the PROXY protocol header (sent
+//! by a load balancer in front), and machines' response heads and chunked bodies (read by the
+//! HTTP/1.1 client, `hangar_proxy::upstream`). None may panic; what they accept must be
+//! well-formed.
 #![no_main]
 
 use hangar_proxy::http::app_from_host;
@@ -11,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 4 {
+    match which % 6 {
         0 => {
             if let Ok(s) = std::str::from_utf8(rest)
                 && let Some(app) = app_from_host(s, "localhost")
@@ -29,6 +31,43 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert!(r.state.as_ref().is_none_or(|s| s.len() <= 1024));
             }
+        }
+        4 => {
+            // A machine's response head: consumed only when complete, never past the input.
+            let mut buf = bytes::BytesMut::from(rest);
+            let before = buf.len();
+            if let Ok(Some(p)) = hangar_proxy::upstream::parse_head(&mut buf, which & 0x80 != 0)
+            {
+                assert!(buf.len() < before);
+                if let hangar_proxy::upstream::Parsed::Final(parts, _, _) = p {
+                    assert!(parts.status.as_u16() >= 200);
+                }
+            }
+        }
+        5 => {
+            // A chunked body fed in two pieces: what comes out is never more than went in.
+            let split = usize::from(which >> 3).min(rest.len());
+            let mut dec = hangar_proxy::upstream::Chunked::default();
+            let mut buf = bytes::BytesMut::from(&rest[..split]);
+            let mut out = 0usize;
+            let mut ok = true;
+            for more in [&rest[split..], &[][..]] {
+                buf.extend_from_slice(more);
+                loop {
+                    match dec.decode(&mut buf) {
+                        Ok(Some(d)) => out += d.len(),
+                        Ok(None) => break,
+                        Err(_) => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+                if !ok {
+                    break;
+                }
+            }
+            assert!(out <= rest.len());
         }
         3 => {
             if let Ok(Some((_, n))) = hangar_proxy::proxy_proto::parse(rest) {

@@ -98,6 +98,11 @@ struct Args {
     /// must start with a PROXY protocol header (v1 or v2); its source is then the client.
     #[arg(long, value_delimiter = ',')]
     proxy_protocol_from: Vec<String>,
+    /// Threads serving the proxy's public ports, each with its own listening sockets
+    /// (SO_REUSEPORT) and connections; 0 runs them on the daemon's shared runtime.
+    /// Default: one per core.
+    #[arg(long)]
+    proxy_workers: Option<usize>,
     /// Operators' address of the private DNS (`.internal` names of every network, other
     /// names forwarded), or `none`. Machines find it at their network's `…::3` (port 53).
     #[arg(long, default_value = "127.0.0.1:53")]
@@ -230,6 +235,9 @@ fn proxy_config(
                     .map_err(|e| anyhow::anyhow!("--proxy-protocol-from {e}"))
             })
             .collect::<anyhow::Result<_>>()?,
+        workers: args
+            .proxy_workers
+            .unwrap_or_else(|| hangar_proxy::ProxyConfig::default().workers),
         ..hangar_proxy::ProxyConfig::default()
     })
 }

@@ -279,93 +279,122 @@ pub fn pick(
     regions: &Regions,
     healthy: Healthy<'_>,
 ) -> Pick {
-    let candidates: Vec<&Arc<MachineEntry>> = app
-        .machines
-        .iter()
-        .filter(|m| !m.cordoned && m.service_for(port).is_some())
-        .filter(|m| !prefs.exclude.contains(&m.id))
-        .filter(|m| !loads.get(&m.id).draining.load(Ordering::Acquire))
-        .filter(|m| prefs.force_instance.as_ref().is_none_or(|f| *f == m.id))
-        .filter(|m| prefs.force_regions.is_empty() || prefs.force_regions.contains(&m.region))
-        .collect();
-    if let Some(want) = &prefs.prefer_instance
-        && let Some(m) = candidates.iter().find(|m| m.id == *want)
-    {
-        let (_, hard) = limits(m, port);
-        if routable(m, port, healthy) && loads.get(&m.id).in_flight() < hard {
-            return Pick::Route(Arc::clone(m));
-        }
+    // One pass over the app's machines, one load lookup each; then the candidates sorted by
+    // region tier (forced or preferred order, distance, name) and walked tier by tier.
+    struct Candidate<'a> {
+        tier: (usize, u32, &'a str),
+        m: &'a Arc<MachineEntry>,
+        load: usize,
     }
-    // Region tiers, nearest (or preferred) first.
-    let rank = |region: &str| -> (usize, u32, String) {
+    let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(app.machines.len());
+    for m in &app.machines {
+        if m.cordoned
+            || m.service_for(port).is_none()
+            || prefs.exclude.contains(&m.id)
+            || prefs.force_instance.as_ref().is_some_and(|f| *f != m.id)
+            || (!prefs.force_regions.is_empty() && !prefs.force_regions.contains(&m.region))
+        {
+            continue;
+        }
+        let load = loads.get(&m.id);
+        if load.draining.load(Ordering::Acquire) {
+            continue;
+        }
         let order = prefs
             .force_regions
             .iter()
             .chain(prefs.prefer_regions.iter())
-            .position(|r| r == region)
+            .position(|r| *r == m.region)
             .unwrap_or(usize::MAX);
-        (order, regions.distance(region), region.to_string())
-    };
-    let mut tiers: Vec<(usize, u32, String)> = candidates.iter().map(|m| rank(&m.region)).collect();
-    tiers.sort();
-    tiers.dedup();
+        candidates.push(Candidate {
+            tier: (order, regions.distance(&m.region), m.region.as_str()),
+            m,
+            load: load.in_flight(),
+        });
+    }
+    if let Some(want) = &prefs.prefer_instance
+        && let Some(c) = candidates.iter().find(|c| c.m.id == *want)
+    {
+        let (_, hard) = limits(c.m, port);
+        if routable(c.m, port, healthy) && c.load < hard {
+            return Pick::Route(Arc::clone(c.m));
+        }
+    }
+    candidates.sort_unstable_by(|a, b| a.tier.cmp(&b.tier).then_with(|| a.m.id.cmp(&b.m.id)));
     let mut any_full = false;
-    for tier in &tiers {
-        let in_tier: Vec<&Arc<MachineEntry>> = candidates
-            .iter()
-            .copied()
-            .filter(|m| m.region == tier.2)
-            .collect();
-        let mut under_soft = Vec::new();
-        let mut under_hard = Vec::new();
-        for m in in_tier.iter().filter(|m| routable(m, port, healthy)) {
-            let (soft, hard) = limits(m, port);
-            let load = loads.get(&m.id).in_flight();
-            if load < soft {
-                under_soft.push((load, *m));
-            } else if load < hard {
-                under_hard.push((load, *m));
+    for in_tier in candidates.chunk_by(|a, b| a.tier == b.tier) {
+        // Least loaded under soft, else (after a wake) least loaded under hard; ties go
+        // round-robin.
+        let mut soft_min: Option<(usize, usize)> = None; // (load, how many at it)
+        let mut hard_min: Option<(usize, usize)> = None;
+        let mut routable_here = vec![false; in_tier.len()];
+        for (i, c) in in_tier.iter().enumerate() {
+            if !routable(c.m, port, healthy) {
+                continue;
+            }
+            routable_here[i] = true;
+            let (soft, hard) = limits(c.m, port);
+            let slot = if c.load < soft {
+                &mut soft_min
+            } else if c.load < hard {
+                &mut hard_min
             } else {
                 any_full = true;
-            }
+                continue;
+            };
+            *slot = match *slot {
+                Some((l, n)) if l == c.load => Some((l, n + 1)),
+                Some((l, n)) if l < c.load => Some((l, n)),
+                _ => Some((c.load, 1)),
+            };
         }
-        if let Some(m) = least(&under_soft, loads) {
+        let nth = |(load, ties): (usize, usize), under_soft: bool| {
+            let k = loads.next_tie() % ties;
+            in_tier
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| {
+                    routable_here[*i] && c.load == load && {
+                        let (soft, hard) = limits(c.m, port);
+                        if under_soft {
+                            c.load < soft
+                        } else {
+                            c.load >= soft && c.load < hard
+                        }
+                    }
+                })
+                .nth(k)
+                .map(|(_, c)| Arc::clone(c.m))
+        };
+        if let Some(best) = soft_min
+            && let Some(m) = nth(best, true)
+        {
             return Pick::Route(m);
         }
-        // Everything running here is over soft (or nothing runs): wake one if we can.
-        let mut sleeping: Vec<&Arc<MachineEntry>> = in_tier
+        // Everything running here is over soft (or nothing runs): wake one if we can, ones
+        // already starting first, then suspended ones (they resume fastest).
+        let sleeping = in_tier
             .iter()
-            .copied()
-            .filter(|m| startable(m, port))
-            .collect();
-        // Ones already starting first, then suspended ones (they resume fastest).
-        sleeping.sort_by_key(|m| {
-            let rank = match m.state {
-                State::Starting | State::Created => 0,
-                State::Suspended => 1,
-                State::Stopped => 2,
-                _ => 3,
-            };
-            (rank, m.id.clone())
-        });
-        if let Some(m) = sleeping.first() {
-            return Pick::Wake(Arc::clone(m));
+            .filter(|c| startable(c.m, port))
+            .min_by_key(|c| {
+                let rank = match c.m.state {
+                    State::Starting | State::Created => 0,
+                    State::Suspended => 1,
+                    State::Stopped => 2,
+                    _ => 3,
+                };
+                (rank, &c.m.id)
+            });
+        if let Some(c) = sleeping {
+            return Pick::Wake(Arc::clone(c.m));
         }
-        if let Some(m) = least(&under_hard, loads) {
+        if let Some(best) = hard_min
+            && let Some(m) = nth(best, false)
+        {
             return Pick::Route(m);
         }
     }
     if any_full { Pick::Full } else { Pick::None }
-}
-
-fn least(ms: &[(usize, &Arc<MachineEntry>)], loads: &Loads) -> Option<Arc<MachineEntry>> {
-    let min = ms.iter().map(|(l, _)| *l).min()?;
-    let ties: Vec<&Arc<MachineEntry>> = ms
-        .iter()
-        .filter(|(l, _)| *l == min)
-        .map(|(_, m)| *m)
-        .collect();
-    Some(Arc::clone(ties[loads.next_tie() % ties.len()]))
 }
 
 #[cfg(test)]

@@ -102,9 +102,27 @@ fn overloaded(code: &str, msg: &str) -> Response<Body> {
     r
 }
 
+/// The whole of `body`, if it is no longer than `limit` and arrives complete.
+async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if out.len() + data.len() > limit {
+                return None;
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Some(out.freeze())
+}
+
+fn incoming_body(b: Incoming) -> Body {
+    Body::new(b.map_err(|e| -> BoxError { Box::new(e) }))
+}
+
 /// Holds a machine's load slot until the response body is done (or dropped).
 struct SlotBody {
-    inner: Incoming,
+    inner: Body,
     _slot: Slot,
 }
 
@@ -116,9 +134,7 @@ impl hyper::body::Body for SlotBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner)
-            .poll_frame(cx)
-            .map_err(|e| Box::new(e) as BoxError)
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -463,8 +479,12 @@ async fn route(
         .uri
         .path_and_query()
         .map_or("/".to_string(), |p| p.as_str().to_string());
-    let mut extra_headers: Vec<(String, String)> = Vec::new();
-    let mut delete_headers: Vec<String> = Vec::new();
+    // From fly-replay transforms (and the fallback's fly-replay-failed): set last, over
+    // everything, and removed (after the forwarded headers).
+    let mut extra_headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    let mut delete_headers: Vec<HeaderName> = Vec::new();
+    let mut head_buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut backend_upgrade: Option<hyper::upgrade::OnUpgrade> = None;
     let mut replays = 0usize;
     let mut retries = 0usize;
     let mut src: Option<String> = None;
@@ -594,7 +614,10 @@ async fn route(
                         ..Prefs::default()
                     };
                     extra_headers.retain(|(k, _)| k != "fly-replay-src");
-                    extra_headers.push(("fly-replay-failed".into(), "reason=no_candidate".into()));
+                    extra_headers.push((
+                        HeaderName::from_static("fly-replay-failed"),
+                        HeaderValue::from_static("reason=no_candidate"),
+                    ));
                     continue;
                 }
                 return (
@@ -621,9 +644,76 @@ async fn route(
                 .ports
                 .iter()
                 .any(|p| p.http_options.as_ref().and_then(|o| o.h2_backend) == Some(true));
-        let mut sender = match proxy.pool.sender(target, h2, cfg.connect_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
+        let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let outcome = match (&body, h2 || upgrade) {
+            // The common case: HTTP/1.1 in this task (crate::upstream).
+            (ReqBody::Buffered(b), false) => {
+                head_buf.clear();
+                encode_head(
+                    &mut head_buf,
+                    &Outgoing {
+                        parts: &parts,
+                        path_and_query: &path_and_query,
+                        host: &host,
+                        conn,
+                        region: &cfg.region,
+                        rid,
+                        delete: &delete_headers,
+                        extra: &extra_headers,
+                        src: src.as_deref(),
+                    },
+                    b.len(),
+                );
+                let sent = crate::upstream::send(
+                    &proxy.pool,
+                    target,
+                    cfg.connect_timeout,
+                    &head_buf,
+                    b,
+                    parts.method == Method::HEAD,
+                    idempotent,
+                )
+                .await;
+                match sent {
+                    Ok(r) => Ok(r.map(Body::new)),
+                    Err(crate::upstream::SendError::Connect(e)) => Err(Failure::Connect(e)),
+                    Err(crate::upstream::SendError::Send(m)) => Err(Failure::Send(m)),
+                }
+            }
+            _ => {
+                let r = send_hyper(
+                    proxy,
+                    target,
+                    h2,
+                    &mut body,
+                    &Outgoing {
+                        parts: &parts,
+                        path_and_query: &path_and_query,
+                        host: &host,
+                        conn,
+                        region: &cfg.region,
+                        rid,
+                        delete: &delete_headers,
+                        extra: &extra_headers,
+                        src: src.as_deref(),
+                    },
+                    upgrade,
+                )
+                .await;
+                match r {
+                    Ok(mut resp) => {
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            backend_upgrade = Some(hyper::upgrade::on(&mut resp));
+                        }
+                        Ok(resp.map(incoming_body))
+                    }
+                    Err(f) => Err(f),
+                }
+            }
+        };
+        let resp = match outcome {
+            Ok(r) => r,
+            Err(Failure::Connect(e)) => {
                 let request = request_log(rid, &parts, &path_and_query, None);
                 proxy.log_error(
                     &app.name,
@@ -643,93 +733,19 @@ async fn route(
                 }
                 continue;
             }
-        };
-        let Some(req_body) = body.take() else {
-            return (
-                name,
-                error(
-                    StatusCode::BAD_GATEWAY,
-                    "PA01",
-                    "the request body can not be sent twice",
-                ),
-            );
-        };
-        let mut out = Request::new(req_body);
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = path_and_query
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        let mut h = parts.headers.clone();
-        let upgrade_headers = upgrade.then(|| {
-            (
-                h.get(header::UPGRADE).cloned(),
-                h.get(header::CONNECTION).cloned(),
-            )
-        });
-        strip_hop_by_hop(&mut h);
-        if let Some((Some(up), _)) = upgrade_headers {
-            h.insert(header::UPGRADE, up);
-            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        if !h.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&host)
-        {
-            h.insert(header::HOST, v);
-        }
-        forwarded_headers(&mut h, conn, &proxy.config.region, rid, parts.version);
-        for n in &delete_headers {
-            h.remove(n.as_str());
-        }
-        for (k, v) in &extra_headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                h.insert(k, v);
-            }
-        }
-        if let Some(s) = &src
-            && let Ok(v) = HeaderValue::from_str(s)
-        {
-            h.insert("fly-replay-src", v);
-        }
-        *out.headers_mut() = h;
-        if sender.is_h2() {
-            // HTTP/2 carries the target in :scheme and :authority.
-            let authority = out
-                .headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost")
-                .to_string();
-            let pq = out
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            if let Ok(u) = format!("http://{authority}{pq}").parse() {
-                *out.uri_mut() = u;
-            }
-            *out.version_mut() = Version::HTTP_2;
-            out.headers_mut().remove(header::HOST);
-        }
-        let sent = sender.send(out).await;
-        if let crate::pool::Sender::H1(s) = sender {
-            proxy.pool.put(target, s);
-        }
-        let mut resp = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                let request = request_log(rid, &parts, &path_and_query, None);
-                proxy.log_error(
-                    &app.name,
-                    Some(&machine.id),
-                    "PU02",
-                    &e.to_string(),
-                    Some(&request),
+            Err(Failure::BodyGone) => {
+                return (
+                    name,
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "PA01",
+                        "the request body can not be sent twice",
+                    ),
                 );
-                let idempotent =
-                    matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+            }
+            Err(Failure::Send(e)) => {
+                let request = request_log(rid, &parts, &path_and_query, None);
+                proxy.log_error(&app.name, Some(&machine.id), "PU02", &e, Some(&request));
                 if idempotent && body.replayable() && retries < MAX_CONNECT_RETRIES {
                     retries += 1;
                     failed.push(machine.id.clone());
@@ -753,12 +769,9 @@ async fn route(
             .is_some_and(|v| v.starts_with("application/vnd.fly.replay+json"));
         if resp.headers().contains_key("fly-replay") || json_replay {
             let parsed = if json_replay {
-                match http_body_util::Limited::new(resp.into_body(), MAX_REPLAY_LEN)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => Replay::from_json(&b.to_bytes()),
-                    Err(_) => Err(crate::replay::ReplayError("body too large".into())),
+                match collect_limited(resp.into_body(), MAX_REPLAY_LEN).await {
+                    Some(b) => Replay::from_json(&b),
+                    None => Err(crate::replay::ReplayError("body too large".into())),
                 }
             } else {
                 let v = resp
@@ -853,11 +866,24 @@ async fn route(
                     .map_or(0, |d| d.as_micros()),
                 r.state.as_deref(),
             ));
-            if let Some(p) = r.transform.path {
+            // Checked by the parser; what hyper's URI would refuse is not sent either.
+            if let Some(p) = r.transform.path
+                && p.parse::<hyper::http::uri::PathAndQuery>().is_ok()
+            {
                 path_and_query = p;
             }
-            delete_headers.extend(r.transform.delete_headers);
-            extra_headers.extend(r.transform.set_headers);
+            delete_headers.extend(
+                r.transform
+                    .delete_headers
+                    .iter()
+                    .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()),
+            );
+            extra_headers.extend(r.transform.set_headers.iter().filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            }));
             retries = 0;
             continue;
         }
@@ -865,8 +891,8 @@ async fn route(
         // A websocket (or other) upgrade: splice the two connections while holding the slot.
         if status == StatusCode::SWITCHING_PROTOCOLS
             && let Some(client) = client_upgrade
+            && let Some(backend) = backend_upgrade.take()
         {
-            let backend = hyper::upgrade::on(&mut resp);
             let load = slot.load().clone();
             let websocket = resp
                 .headers()
@@ -901,39 +927,233 @@ async fn route(
     }
 }
 
-fn forwarded_headers(h: &mut HeaderMap, conn: &Conn, region: &str, rid: &str, v: Version) {
-    let ip = conn.peer.ip().to_canonical().to_string();
-    let xff = match header_str(h, "x-forwarded-for") {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
-    };
-    let proto = if conn.tls { "https" } else { "http" };
-    let port = conn.port.to_string();
-    let via = match v {
-        Version::HTTP_2 => "2 hangar",
-        Version::HTTP_10 => "1.0 hangar",
-        _ => "1.1 hangar",
-    };
-    let via = match header_str(h, "via") {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {via}"),
-        _ => via.to_string(),
-    };
-    let client_port = header_str(h, "x-forwarded-port").map(str::to_string);
-    for (k, v) in [
-        ("fly-client-ip", ip.as_str()),
-        ("x-forwarded-for", xff.as_str()),
-        ("x-forwarded-proto", proto),
-        ("x-forwarded-port", client_port.as_deref().unwrap_or(&port)),
-        ("fly-forwarded-port", port.as_str()),
-        ("x-forwarded-ssl", if conn.tls { "on" } else { "off" }),
-        ("fly-region", region),
-        ("via", via.as_str()),
-        ("fly-request-id", rid),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(HeaderName::from_static(k), v);
+/// Why sending a request to a machine failed.
+enum Failure {
+    /// No connection (`PC0x`): tried on another machine.
+    Connect(crate::pool::ConnectError),
+    /// Sent, or not, with no usable answer (`PU02`).
+    Send(String),
+    /// A streamed body was already sent once.
+    BodyGone,
+}
+
+/// What goes to the machine: the client's request, rewritten.
+struct Outgoing<'a> {
+    parts: &'a hyper::http::request::Parts,
+    path_and_query: &'a str,
+    /// The client's `Host` (or authority), added when the request had no `Host`.
+    host: &'a str,
+    conn: &'a Conn,
+    region: &'a str,
+    rid: &'a str,
+    delete: &'a [HeaderName],
+    extra: &'a [(HeaderName, HeaderValue)],
+    src: Option<&'a str>,
+}
+
+impl Outgoing<'_> {
+    /// The §3.5 headers the proxy sets (over the client's), each handed to `f`.
+    fn forwarded(&self, mut f: impl FnMut(&'static str, std::fmt::Arguments<'_>)) {
+        let h = &self.parts.headers;
+        let conn = self.conn;
+        let ip = conn.peer.ip().to_canonical();
+        match header_str(h, "x-forwarded-for") {
+            Some(prev) if !prev.is_empty() => f("x-forwarded-for", format_args!("{prev}, {ip}")),
+            _ => f("x-forwarded-for", format_args!("{ip}")),
         }
+        f("fly-client-ip", format_args!("{ip}"));
+        f(
+            "x-forwarded-proto",
+            format_args!("{}", if conn.tls { "https" } else { "http" }),
+        );
+        match header_str(h, "x-forwarded-port") {
+            Some(p) => f("x-forwarded-port", format_args!("{p}")),
+            None => f("x-forwarded-port", format_args!("{}", conn.port)),
+        }
+        f("fly-forwarded-port", format_args!("{}", conn.port));
+        f(
+            "x-forwarded-ssl",
+            format_args!("{}", if conn.tls { "on" } else { "off" }),
+        );
+        f("fly-region", format_args!("{}", self.region));
+        let via = match self.parts.version {
+            Version::HTTP_2 => "2 hangar",
+            Version::HTTP_10 => "1.0 hangar",
+            _ => "1.1 hangar",
+        };
+        match header_str(h, "via") {
+            Some(prev) if !prev.is_empty() => f("via", format_args!("{prev}, {via}")),
+            _ => f("via", format_args!("{via}")),
+        }
+        f("fly-request-id", format_args!("{}", self.rid));
     }
+
+    /// Whether a header of the client's request is not passed on as it is: hop-by-hop,
+    /// set by the proxy, or removed by a replay.
+    fn replaced(&self, name: &HeaderName, connection_named: &[&str]) -> bool {
+        matches!(
+            name.as_str(),
+            "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "te"
+                | "trailer"
+                | "transfer-encoding"
+                | "upgrade"
+                | "proxy-authorization"
+                | "content-length"
+                | "expect"
+                | "x-forwarded-for"
+                | "fly-client-ip"
+                | "x-forwarded-proto"
+                | "x-forwarded-port"
+                | "fly-forwarded-port"
+                | "x-forwarded-ssl"
+                | "fly-region"
+                | "via"
+                | "fly-request-id"
+                | "fly-replay-src"
+        ) || connection_named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name.as_str()))
+            || self.delete.contains(name)
+            || self.extra.iter().any(|(k, _)| k == name)
+    }
+}
+
+/// Writes the HTTP/1.1 request head for the machine into `buf` (the body, `body_len` bytes,
+/// follows it as is).
+fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
+    use std::io::Write;
+    let h = &o.parts.headers;
+    buf.extend_from_slice(o.parts.method.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(o.path_and_query.as_bytes());
+    buf.extend_from_slice(b" HTTP/1.1\r\n");
+    let connection_named: Vec<&str> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    let mut has_host = false;
+    for (name, value) in h {
+        if o.replaced(name, &connection_named) {
+            continue;
+        }
+        has_host |= name == header::HOST;
+        buf.extend_from_slice(name.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if !has_host && HeaderValue::from_str(o.host).is_ok() {
+        let _ = write!(buf, "host: {}\r\n", o.host);
+    }
+    o.forwarded(|name, value| {
+        let name = HeaderName::from_static(name);
+        if o.delete.contains(&name) || o.extra.iter().any(|(k, _)| *k == name) {
+            return;
+        }
+        let _ = write!(buf, "{name}: {value}\r\n");
+    });
+    for (k, v) in o.extra {
+        buf.extend_from_slice(k.as_str().as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(v.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+    if let Some(s) = o.src
+        && HeaderValue::from_str(s).is_ok()
+    {
+        let _ = write!(buf, "fly-replay-src: {s}\r\n");
+    }
+    let bodiless = matches!(
+        o.parts.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if body_len > 0 || !bodiless {
+        let _ = write!(buf, "content-length: {body_len}\r\n");
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Sends through hyper's client: upgrades (websockets), h2c machines, streamed bodies.
+async fn send_hyper(
+    proxy: &Arc<Proxy>,
+    target: SocketAddr,
+    h2: bool,
+    body: &mut ReqBody,
+    o: &Outgoing<'_>,
+    upgrade: bool,
+) -> Result<Response<Incoming>, Failure> {
+    let mut sender = proxy
+        .pool
+        .sender(target, h2, proxy.config.connect_timeout)
+        .await
+        .map_err(Failure::Connect)?;
+    let req_body = body.take().ok_or(Failure::BodyGone)?;
+    let mut out = Request::new(req_body);
+    *out.method_mut() = o.parts.method.clone();
+    *out.uri_mut() = o
+        .path_and_query
+        .parse()
+        .unwrap_or_else(|_| Uri::from_static("/"));
+    let mut h = o.parts.headers.clone();
+    let upgrade_headers = upgrade.then(|| {
+        (
+            h.get(header::UPGRADE).cloned(),
+            h.get(header::CONNECTION).cloned(),
+        )
+    });
+    strip_hop_by_hop(&mut h);
+    if let Some((Some(up), _)) = upgrade_headers {
+        h.insert(header::UPGRADE, up);
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if !h.contains_key(header::HOST)
+        && let Ok(v) = HeaderValue::from_str(o.host)
+    {
+        h.insert(header::HOST, v);
+    }
+    o.forwarded(|name, value| {
+        if let Ok(v) = HeaderValue::from_str(&value.to_string()) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    });
+    for n in o.delete {
+        h.remove(n);
+    }
+    for (k, v) in o.extra {
+        h.insert(k.clone(), v.clone());
+    }
+    if let Some(s) = o.src
+        && let Ok(v) = HeaderValue::from_str(s)
+    {
+        h.insert("fly-replay-src", v);
+    }
+    *out.headers_mut() = h;
+    if sender.is_h2() {
+        // HTTP/2 carries the target in :scheme and :authority.
+        let authority = out
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_string();
+        if let Ok(u) = format!("http://{authority}{}", o.path_and_query).parse() {
+            *out.uri_mut() = u;
+        }
+        *out.version_mut() = Version::HTTP_2;
+        out.headers_mut().remove(header::HOST);
+    }
+    let sent = sender.send(out).await;
+    if let crate::pool::Sender::H1(s) = sender {
+        proxy.pool.put(target, s);
+    }
+    sent.map_err(|e| Failure::Send(e.to_string()))
 }
 
 fn response_headers(

@@ -44,7 +44,9 @@ pub mod proxy_proto;
 pub mod replay;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;
 pub mod wake;
+pub mod workers;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -103,6 +105,9 @@ pub struct ProxyConfig {
     /// Public connections from these networks (the operator's load balancers) must begin with
     /// a PROXY protocol header (v1 or v2), whose source is then the client.
     pub proxy_protocol_from: Vec<proxy_proto::Cidr>,
+    /// Threads serving the public ports, each with its own runtime and listening sockets
+    /// ([`workers`]); 0: the caller's runtime. Default: one per core.
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -126,6 +131,7 @@ impl Default for ProxyConfig {
             flycast: true,
             platform_log: None,
             proxy_protocol_from: Vec::new(),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -141,7 +147,7 @@ pub struct Proxy {
     pub loads: Loads,
     pub(crate) regions: Regions,
     pub(crate) wakes: Wakes,
-    pub(crate) pool: Pool,
+    pub(crate) pool: Arc<Pool>,
     /// Health check results.
     pub health: Arc<health::Health>,
     /// Its metrics.
@@ -236,6 +242,7 @@ impl Proxy {
             // A CA in memory needs nothing but randomness.
             tls::TlsState::new(&fallback).expect("a host CA in memory")
         });
+        let pool = Arc::new(Pool::new(config.workers));
         Arc::new(Self {
             config,
             store,
@@ -243,7 +250,7 @@ impl Proxy {
             loads: Loads::default(),
             regions,
             wakes: Wakes::default(),
-            pool: Pool::default(),
+            pool,
             health: Arc::default(),
             metrics,
             listening: Mutex::new(HashMap::new()),
@@ -410,6 +417,12 @@ impl Proxy {
             "Flycast (address, port) pairs listened on",
             &[("region", self.config.region.as_str())],
             self.flycast_listening().len() as f64,
+        );
+        f.gauge(
+            "hangar_proxy_upstream_idle_connections",
+            "Keep-alive connections to machines waiting in the pool (all workers)",
+            &[("region", self.config.region.as_str())],
+            self.pool.idle_count() as f64,
         );
         f.gauge(
             "hangar_proxy_wakes_in_progress",
@@ -597,7 +610,8 @@ pub async fn run(
         .acme
         .clone()
         .map(|cfg| tokio::spawn(acme::run(Arc::clone(&proxy), cfg, stopped(stop_rx.clone()))));
-    let mut listeners: HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let workers = workers::Workers::start(proxy.config.workers)?;
+    let mut listeners: HashMap<u16, (PortKind, workers::Listening)> = HashMap::new();
     let mut flycast_listeners = flycast::Listeners::default();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -605,7 +619,7 @@ pub async fn run(
     tokio::pin!(shutdown);
     let mut started = std::collections::HashSet::new();
     loop {
-        sync_listeners(&proxy, &mut listeners).await;
+        sync_listeners(&proxy, &workers, &mut listeners);
         flycast::sync(&proxy, &mut flycast_listeners);
         going_away(&proxy, &mut started);
         proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);
@@ -618,6 +632,9 @@ pub async fn run(
                 }
                 let snap = proxy.catalog.snapshot();
                 proxy.loads.retain(|id| snap.machines.contains_key(id));
+                let addrs: std::collections::HashSet<IpAddr> =
+                    snap.machines.values().map(|m| IpAddr::from(m.addr)).collect();
+                proxy.pool.prune(|a| addrs.contains(&a.ip()));
             }
         }
     }
@@ -642,6 +659,7 @@ pub async fn run(
     while proxy.connections() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    workers.stop().await;
     Ok(())
 }
 
@@ -669,9 +687,10 @@ fn going_away(proxy: &Proxy, started: &mut std::collections::HashSet<String>) {
     }
 }
 
-async fn sync_listeners(
+fn sync_listeners(
     proxy: &Arc<Proxy>,
-    listeners: &mut HashMap<u16, (PortKind, tokio::task::JoinHandle<()>)>,
+    workers: &workers::Workers,
+    listeners: &mut HashMap<u16, (PortKind, workers::Listening)>,
 ) {
     let wanted = proxy.catalog.snapshot().ports();
     listeners.retain(|port, (kind, h)| {
@@ -692,33 +711,34 @@ async fn sync_listeners(
         }
         let listen_port = proxy.config.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(proxy.config.bind, listen_port);
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let p = Arc::clone(proxy);
+        let serve = move |listener: tokio::net::TcpListener| {
+            let p = Arc::clone(&p);
+            async move {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => p.accept(stream, peer, port, kind),
+                        Err(e) => {
+                            // Out of fds and the like: back off, never spin.
+                            eprintln!("hangar-proxy: accept on port {port}: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            }
+        };
+        let listening = match workers.listen(addr, serve) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("hangar-proxy: can not listen on {addr} for port {port}: {e}");
                 continue;
             }
         };
-        if let Ok(local) = listener.local_addr() {
-            proxy
-                .listening
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(port, local);
-        }
-        let p = Arc::clone(proxy);
-        let h = tokio::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => p.accept(stream, peer, port, kind),
-                    Err(e) => {
-                        // Out of fds and the like: back off, never spin.
-                        eprintln!("hangar-proxy: accept on port {port}: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        });
-        listeners.insert(port, (kind, h));
+        proxy
+            .listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(port, listening.local);
+        listeners.insert(port, (kind, listening));
     }
 }

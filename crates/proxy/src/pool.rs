@@ -1,6 +1,8 @@
 //! Connections to machines: HTTP/1.1 over TCP to `[6PN]:internal_port`, kept for reuse.
 //! A connection is checked out only when idle (`is_ready`), so one is never shared by two
-//! requests; the number kept idle per backend is bounded.
+//! requests; the number kept idle per backend is bounded. Idle HTTP/1.1 connections are kept
+//! per [worker](crate::workers): a connection's task runs on the worker that opened it, so a
+//! request reuses only connections of its own thread.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::http::Body;
+use crate::upstream::Conn;
 
 /// Idle connections kept per backend.
 const MAX_IDLE: usize = 64;
@@ -37,10 +40,27 @@ impl ConnectError {
     }
 }
 
-/// The pool.
+/// Idle connections of one worker.
 #[derive(Debug, Default)]
+struct Shard {
+    /// hyper's (upgrades go through it).
+    hyper: HashMap<SocketAddr, Vec<SendRequest<Body>>>,
+    /// [`crate::upstream`]'s.
+    conns: HashMap<SocketAddr, Vec<Conn>>,
+}
+
+type Idle = Mutex<Shard>;
+
+/// An idle connection older than this is closed rather than reused: machines' servers close
+/// idle keep-alive connections after a few seconds (Node's default is 5 s), and a request
+/// written just as that happens would fail.
+pub const MAX_IDLE_TIME: Duration = Duration::from_secs(3);
+
+/// The pool.
+#[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<SendRequest<Body>>>>,
+    /// Shard 0 for threads that are not workers, then one per worker.
+    idle: Vec<Idle>,
     /// HTTP/2 (h2c) connections, one per backend, shared by every request to it.
     h2: Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>,
 }
@@ -72,7 +92,26 @@ impl Sender {
     }
 }
 
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new(0)
+    }
+}
+
 impl Pool {
+    /// A pool for `workers` worker threads.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            idle: (0..=workers).map(|_| Idle::default()).collect(),
+            h2: Mutex::default(),
+        }
+    }
+
+    fn shard(&self) -> &Idle {
+        let i = crate::workers::current().map_or(0, |w| w + 1);
+        self.idle.get(i).unwrap_or(&self.idle[0])
+    }
+
     /// An idle connection to `addr`, or a new one.
     pub async fn get(
         &self,
@@ -80,8 +119,8 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<SendRequest<Body>, ConnectError> {
         {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(list) = idle.get_mut(&addr) {
+            let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(list) = idle.hyper.get_mut(&addr) {
                 list.retain(|s| !s.is_closed());
                 if let Some(i) = list.iter().position(|s| s.is_ready()) {
                     return Ok(list.swap_remove(i));
@@ -139,24 +178,69 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(addr).or_default();
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.hyper.entry(addr).or_default();
         list.retain(|s| !s.is_closed());
         if list.len() < MAX_IDLE {
             list.push(sender);
         }
     }
 
-    /// Drops every connection to machines no longer live.
-    pub fn retain(&self, live: impl Fn(&SocketAddr) -> bool) {
+    /// An idle [`crate::upstream`] connection to `addr` of this worker, if one is fresh.
+    pub fn take_conn(&self, addr: SocketAddr) -> Option<Conn> {
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.conns.get_mut(&addr)?;
+        // Most recently used first; older ones than MAX_IDLE_TIME are closed.
+        while let Some(c) = list.pop() {
+            if c.idle_since.elapsed() < MAX_IDLE_TIME {
+                return Some(c);
+            }
+            list.clear();
+        }
+        None
+    }
+
+    /// Gives back an [`crate::upstream`] connection whose response is complete.
+    pub fn put_conn(&self, addr: SocketAddr, mut conn: Conn) {
+        conn.idle_since = std::time::Instant::now();
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.conns.entry(addr).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(conn);
+        }
+    }
+
+    /// Closes idle connections past [`MAX_IDLE_TIME`] and those of machines no longer
+    /// `live`, on every worker (the proxy does it every second), so that connections to
+    /// machines that went away do not hold sockets.
+    pub fn prune(&self, live: impl Fn(&SocketAddr) -> bool) {
+        for shard in &self.idle {
+            let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            s.conns.retain(|a, list| {
+                list.retain(|c| c.idle_since.elapsed() < MAX_IDLE_TIME);
+                live(a) && !list.is_empty()
+            });
+            s.hyper.retain(|a, list| {
+                list.retain(|c| !c.is_closed());
+                live(a) && !list.is_empty()
+            });
+        }
+    }
+
+    /// Idle connections kept, all workers and machines together.
+    pub fn idle_count(&self) -> usize {
         self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|a, _| live(a));
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                s.hyper.values().map(Vec::len).sum::<usize>()
+                    + s.conns.values().map(Vec::len).sum::<usize>()
+            })
+            .sum()
     }
 }
 
-async fn connect(
+pub(crate) async fn connect(
     addr: SocketAddr,
     connect_timeout: Duration,
 ) -> Result<tokio::net::TcpStream, ConnectError> {

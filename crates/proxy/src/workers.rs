@@ -1,0 +1,269 @@
+//! The proxy's workers: a thread per core, each with its own current-thread tokio runtime and
+//! its own `SO_REUSEPORT` listening socket on every public port. The kernel spreads new
+//! connections over the workers' sockets; a client connection, the requests on it and the
+//! upstream connections they use then stay on one thread ([`crate::pool`] keeps a shard per
+//! worker), with no work stealing and no wake-ups across threads (PERFORMANCE.md: "keep
+//! connections on one thread").
+//!
+//! With no worker threads configured, listeners run on the caller's runtime instead.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+thread_local! {
+    static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The index of the worker the calling thread is, if it is one.
+pub fn current() -> Option<usize> {
+    INDEX.with(Cell::get)
+}
+
+/// The running workers.
+#[derive(Debug)]
+pub struct Workers {
+    handles: Vec<Handle>,
+    stops: Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Workers {
+    /// Starts `n` worker threads; with `n == 0`, the caller's runtime is the one worker.
+    /// Must be called inside a tokio runtime.
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        if n == 0 {
+            return Ok(Self {
+                handles: vec![Handle::current()],
+                stops: Mutex::new(Vec::new()),
+                threads: Mutex::new(Vec::new()),
+            });
+        }
+        let mut handles = Vec::with_capacity(n);
+        let mut stops = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+            let thread = std::thread::Builder::new()
+                .name(format!("hangar-proxy-{i}"))
+                .spawn(move || {
+                    INDEX.with(|c| c.set(Some(i)));
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = handle_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    // Runs every task spawned on it until told to stop; dropping the runtime
+                    // then drops what is left (the caller waited for connections already).
+                    let _ = rt.block_on(stop_rx);
+                })?;
+            let handle = handle_rx
+                .recv()
+                .map_err(|_| std::io::Error::other("a proxy worker exited at start"))??;
+            handles.push(handle);
+            stops.push(stop_tx);
+            threads.push(thread);
+        }
+        Ok(Self {
+            handles,
+            stops: Mutex::new(stops),
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// How many workers there are.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether there are none (never: the caller's runtime is one).
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Binds one listening socket per worker on `addr` (port 0: one port chosen for all) and
+    /// runs `serve` on each, in its worker, until the returned handles are aborted.
+    pub fn listen<F, Fut>(&self, addr: SocketAddr, serve: F) -> std::io::Result<Listening>
+    where
+        F: Fn(tokio::net::TcpListener) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let sockets = bind_group(addr, self.handles.len())?;
+        let local = sockets[0].local_addr()?;
+        let mut tasks = Vec::with_capacity(sockets.len());
+        for (socket, handle) in sockets.into_iter().zip(&self.handles) {
+            // Registered with the worker's own reactor, inside it.
+            let _entered = handle.enter();
+            let listener = tokio::net::TcpListener::from_std(socket)?;
+            tasks.push(handle.spawn(serve(listener)));
+        }
+        Ok(Listening { local, tasks })
+    }
+
+    /// Stops the worker threads (what still runs on them is dropped) and waits for them.
+    pub async fn stop(&self) {
+        for s in self
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = s.send(());
+        }
+        let threads: Vec<_> = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect();
+        if threads.is_empty() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // Not stopped through `stop` (e.g. the proxy's task was aborted): tell the threads,
+        // without waiting for them here (this may run inside a runtime).
+        for s in self
+            .stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A port listened on by every worker.
+#[derive(Debug)]
+pub struct Listening {
+    /// The address bound (with the port chosen, for port 0).
+    pub local: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listening {
+    /// Whether a worker's accept loop ended.
+    pub fn is_finished(&self) -> bool {
+        self.tasks.iter().any(JoinHandle::is_finished)
+    }
+
+    /// Stops accepting (connections already accepted go on).
+    pub fn abort(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// `n` listening sockets on one address, in one `SO_REUSEPORT` group when `n > 1`.
+///
+/// A fixed port is first bound without `SO_REUSEPORT`, so that a port some other process
+/// listens on (even one with `SO_REUSEPORT` set) is an error rather than shared with it.
+pub fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if n > 1 && addr.port() != 0 {
+        drop(bind_one(addr, false)?);
+    }
+    let first = bind_one(addr, n > 1)?;
+    let chosen = first.local_addr()?;
+    let mut out = vec![first];
+    for _ in 1..n {
+        out.push(bind_one(chosen, true)?);
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // As tokio's own bind: a restarted proxy gets its port back despite TIME_WAIT.
+    s.set_reuse_address(true)?;
+    if reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_group_shares_one_port_and_a_taken_port_is_an_error() {
+        let group = bind_group("127.0.0.1:0".parse().expect("addr"), 3).expect("bind");
+        let ports: Vec<u16> = group
+            .iter()
+            .map(|l| l.local_addr().expect("local").port())
+            .collect();
+        assert!(ports.iter().all(|p| *p == ports[0] && *p != 0), "{ports:?}");
+        // Another group on the same fixed port: refused, not shared.
+        let err =
+            bind_group(SocketAddr::from(([127, 0, 0, 1], ports[0])), 2).expect_err("port in use");
+        assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+    }
+
+    #[tokio::test]
+    async fn workers_accept_on_their_own_threads_and_stop() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let workers = Workers::start(2).expect("workers");
+        let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (Arc::clone(&seen), Arc::clone(&accepted));
+        let listening = workers
+            .listen("127.0.0.1:0".parse().expect("addr"), move |l| {
+                let (s, a) = (Arc::clone(&s), Arc::clone(&a));
+                async move {
+                    while let Ok((_c, _)) = l.accept().await {
+                        s.lock().expect("lock").insert(current());
+                        a.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+            .expect("listen");
+        for _ in 0..64 {
+            let _c = tokio::net::TcpStream::connect(listening.local)
+                .await
+                .expect("connect");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while accepted.load(Ordering::SeqCst) < 64 {
+            assert!(std::time::Instant::now() < deadline, "not all accepted");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().expect("lock").clone();
+        assert!(seen.iter().all(Option::is_some), "accepted off a worker");
+        // 64 connections hashed over two sockets all landing on one: 2^-63.
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        listening.abort();
+        workers.stop().await;
+        assert!(
+            tokio::net::TcpStream::connect(listening.local)
+                .await
+                .is_err(),
+            "still listening after stop"
+        );
+    }
+}
