@@ -14,6 +14,9 @@ use std::sync::Mutex;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
+/// Period of each worker's idle timer (see [`Workers::start`]).
+const TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
 thread_local! {
     static INDEX: Cell<Option<usize>> = const { Cell::new(None) };
 }
@@ -63,6 +66,16 @@ impl Workers {
                         }
                     };
                     let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    // A timer always due within TICK: without one, the header-read timer
+                    // hyper arms after each response finds the timer wheel empty, and tokio
+                    // then wakes its own parked driver through the eventfd (a `write` per
+                    // request on a quiet connection).
+                    rt.spawn(async {
+                        let mut tick = tokio::time::interval(TICK);
+                        loop {
+                            tick.tick().await;
+                        }
+                    });
                     // Runs every task spawned on it until told to stop; dropping the runtime
                     // then drops what is left (the caller waited for connections already).
                     let _ = rt.block_on(stop_rx);
