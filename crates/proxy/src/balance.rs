@@ -27,7 +27,7 @@ pub struct Load {
     last_active_ms: AtomicU64,
     /// Set while autostop stops it: no new traffic.
     pub draining: AtomicBool,
-    freed: Arc<Notify>,
+    freed: Arc<Freed>,
     /// Bumped when the machine goes away (leaves `started`, or the proxy stops): its
     /// websockets get a close frame ([`crate::ws`]).
     away: tokio::sync::watch::Sender<u64>,
@@ -80,7 +80,10 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.0.touch();
-        self.0.freed.notify_waiters();
+        // Only when someone waits: notifying takes a lock every worker would share.
+        if self.0.freed.waiting.load(Ordering::Acquire) > 0 {
+            self.0.freed.notify.notify_waiters();
+        }
     }
 }
 
@@ -96,7 +99,24 @@ impl Slot {
 pub struct Loads {
     inner: Mutex<HashMap<String, Arc<Load>>>,
     tie: AtomicUsize,
-    freed: Arc<Notify>,
+    freed: Arc<Freed>,
+}
+
+/// Wakes requests waiting for a slot on any machine.
+#[derive(Debug, Default)]
+struct Freed {
+    notify: Notify,
+    /// Requests waiting now.
+    waiting: AtomicUsize,
+}
+
+/// Counts a waiter for as long as it waits.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -134,7 +154,10 @@ impl Loads {
 
     /// Resolves when a slot is freed on any machine.
     pub async fn any_freed(&self) {
-        self.freed.notified().await;
+        let notified = self.freed.notify.notified();
+        self.freed.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&self.freed.waiting);
+        notified.await;
     }
 
     /// Requests or connections in flight on every machine.

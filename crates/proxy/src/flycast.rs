@@ -147,12 +147,8 @@ fn accept(
         let _guard = guard;
         match kind {
             FlycastPort::Http => {
-                let conn = crate::http::Conn {
-                    peer,
-                    port,
-                    tls: false,
-                    app: Some(app),
-                };
+                let conn =
+                    crate::http::Conn::new(peer, port, false, Some(app), &proxy.config.region);
                 crate::serve_http_conn(proxy, stream, conn).await;
             }
             FlycastPort::Raw => {

@@ -43,6 +43,32 @@ pub struct Conn {
     /// The app of the Flycast address the connection came to (routing ignores `Host`, and
     /// `force_https` does not apply); `None` on public listeners.
     pub app: Option<String>,
+    /// The client's address as text, and the forwarded headers that are the same for every
+    /// request of the connection, written once.
+    ip_text: String,
+    fixed_headers: Vec<u8>,
+}
+
+impl Conn {
+    /// A client connection of this proxy (`region`: the proxy's).
+    pub fn new(peer: SocketAddr, port: u16, tls: bool, app: Option<String>, region: &str) -> Self {
+        let ip_text = peer.ip().to_canonical().to_string();
+        let fixed_headers = format!(
+            "fly-client-ip: {ip_text}\r\nx-forwarded-proto: {}\r\nfly-forwarded-port: {port}\r\n\
+             x-forwarded-ssl: {}\r\nfly-region: {region}\r\n",
+            if tls { "https" } else { "http" },
+            if tls { "on" } else { "off" },
+        )
+        .into_bytes();
+        Self {
+            peer,
+            port,
+            tls,
+            app,
+            ip_text,
+            fixed_headers,
+        }
+    }
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -360,7 +386,7 @@ async fn read_body(
 /// Serves one request.
 pub async fn handle(
     proxy: Arc<Proxy>,
-    conn: Conn,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
@@ -951,6 +977,15 @@ struct Outgoing<'a> {
     src: Option<&'a str>,
 }
 
+/// This proxy's `Via` entry for a request of `version`.
+fn via_token(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_2 => "2 hangar",
+        Version::HTTP_10 => "1.0 hangar",
+        _ => "1.1 hangar",
+    }
+}
+
 impl Outgoing<'_> {
     /// The §3.5 headers the proxy sets (over the client's), each handed to `f`.
     fn forwarded(&self, mut f: impl FnMut(&'static str, std::fmt::Arguments<'_>)) {
@@ -976,11 +1011,7 @@ impl Outgoing<'_> {
             format_args!("{}", if conn.tls { "on" } else { "off" }),
         );
         f("fly-region", format_args!("{}", self.region));
-        let via = match self.parts.version {
-            Version::HTTP_2 => "2 hangar",
-            Version::HTTP_10 => "1.0 hangar",
-            _ => "1.1 hangar",
-        };
+        let via = via_token(self.parts.version);
         match header_str(h, "via") {
             Some(prev) if !prev.is_empty() => f("via", format_args!("{prev}, {via}")),
             _ => f("via", format_args!("{via}")),
@@ -1052,13 +1083,42 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
     if !has_host && HeaderValue::from_str(o.host).is_ok() {
         let _ = write!(buf, "host: {}\r\n", o.host);
     }
-    o.forwarded(|name, value| {
-        let name = HeaderName::from_static(name);
-        if o.delete.contains(&name) || o.extra.iter().any(|(k, _)| *k == name) {
-            return;
+    if o.delete.is_empty() && o.extra.is_empty() {
+        // The common case, without formatting: the connection's fixed headers, then the
+        // four that depend on the request.
+        let c = o.conn;
+        buf.extend_from_slice(&c.fixed_headers);
+        buf.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(prev) = header_str(h, "x-forwarded-for").filter(|p| !p.is_empty()) {
+            buf.extend_from_slice(prev.as_bytes());
+            buf.extend_from_slice(b", ");
         }
-        let _ = write!(buf, "{name}: {value}\r\n");
-    });
+        buf.extend_from_slice(c.ip_text.as_bytes());
+        buf.extend_from_slice(b"\r\nx-forwarded-port: ");
+        match header_str(h, "x-forwarded-port") {
+            Some(p) => buf.extend_from_slice(p.as_bytes()),
+            None => {
+                let _ = write!(buf, "{}", c.port);
+            }
+        }
+        buf.extend_from_slice(b"\r\nvia: ");
+        if let Some(prev) = header_str(h, "via").filter(|p| !p.is_empty()) {
+            buf.extend_from_slice(prev.as_bytes());
+            buf.extend_from_slice(b", ");
+        }
+        buf.extend_from_slice(via_token(o.parts.version).as_bytes());
+        buf.extend_from_slice(b"\r\nfly-request-id: ");
+        buf.extend_from_slice(o.rid.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    } else {
+        o.forwarded(|name, value| {
+            let name = HeaderName::from_static(name);
+            if o.delete.contains(&name) || o.extra.iter().any(|(k, _)| *k == name) {
+                return;
+            }
+            let _ = write!(buf, "{name}: {value}\r\n");
+        });
+    }
     for (k, v) in o.extra {
         buf.extend_from_slice(k.as_str().as_bytes());
         buf.extend_from_slice(b": ");
@@ -1169,10 +1229,10 @@ fn response_headers(
             HeaderValue::from_static(concat!("Hangar/", env!("CARGO_PKG_VERSION"))),
         );
         let via = match h.get(header::VIA).and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev}, 1.1 hangar"),
-            None => "1.1 hangar".into(),
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, 1.1 hangar")).ok(),
+            None => Some(HeaderValue::from_static("1.1 hangar")),
         };
-        if let Ok(v) = HeaderValue::from_str(&via) {
+        if let Some(v) = via {
             h.insert(header::VIA, v);
         }
         if let Ok(v) = HeaderValue::from_str(rid) {
@@ -1246,6 +1306,58 @@ mod tests {
         assert_eq!(app_from_host("[::1]:80", "localhost"), None);
         assert_eq!(app_from_host(&"a".repeat(300), "localhost"), None);
         assert_eq!(app_from_host("", "localhost"), None);
+    }
+
+    #[test]
+    fn the_fast_forwarded_headers_are_the_general_ones() {
+        for (tls, version, prev) in [
+            (false, Version::HTTP_11, false),
+            (true, Version::HTTP_2, true),
+            (false, Version::HTTP_10, true),
+        ] {
+            let mut req = Request::new(());
+            *req.version_mut() = version;
+            if prev {
+                let h = req.headers_mut();
+                h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+                h.insert("via", HeaderValue::from_static("1.1 lb"));
+                h.insert("x-forwarded-port", HeaderValue::from_static("8443"));
+                h.insert("fly-region", HeaderValue::from_static("spoofed"));
+            }
+            let (parts, ()) = req.into_parts();
+            let conn = Conn::new(
+                "[::ffff:192.0.2.7]:5555".parse().expect("addr"),
+                443,
+                tls,
+                None,
+                "ams",
+            );
+            let o = Outgoing {
+                parts: &parts,
+                path_and_query: "/",
+                host: "a.localhost",
+                conn: &conn,
+                region: "ams",
+                rid: "0123456789abcdef0123-ams",
+                delete: &[],
+                extra: &[],
+                src: None,
+            };
+            let mut fast = Vec::new();
+            encode_head(&mut fast, &o, 0);
+            let fast = String::from_utf8(fast).expect("utf-8");
+            let mut fast: Vec<&str> = fast
+                .lines()
+                .filter(|l| !l.starts_with("GET ") && !l.starts_with("host:") && !l.is_empty())
+                .collect();
+            fast.sort_unstable();
+            let mut general = Vec::new();
+            o.forwarded(|name, value| general.push(format!("{name}: {value}")));
+            general.sort_unstable();
+            assert_eq!(fast, general, "tls {tls}, {version:?}, prev {prev}");
+            assert!(fast.contains(&"fly-client-ip: 192.0.2.7"));
+            assert!(fast.contains(&"fly-region: ams"));
+        }
     }
 
     #[test]

@@ -511,12 +511,7 @@ pub(crate) async fn serve_http<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = http::Conn {
-        peer,
-        port,
-        tls,
-        app: None,
-    };
+    let conn = http::Conn::new(peer, port, tls, None, &proxy.config.region);
     serve_http_conn(proxy, stream, conn).await;
 }
 
@@ -526,10 +521,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let p = Arc::clone(&proxy);
+    let conn = Arc::new(conn);
     let resets = Arc::new(ResetWatch::default());
     let r = Arc::clone(&resets);
     let svc = hyper::service::service_fn(move |req| {
-        let fut = http::handle(Arc::clone(&p), conn.clone(), req);
+        let fut = http::handle(Arc::clone(&p), Arc::clone(&conn), req);
         let watch = Arc::clone(&r);
         watch.started.fetch_add(1, Ordering::AcqRel);
         async move {

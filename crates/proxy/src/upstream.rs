@@ -237,26 +237,23 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
         return Ok(Some(Parsed::Informational));
     }
     let status = StatusCode::from_u16(code).map_err(|_| format!("invalid status {code}"))?;
-    // The head's bytes stay shared by the header values (no copy per value).
+    // The head's bytes stay shared by the header values (no copy per value): their offsets
+    // are taken before the head is split off the buffer.
     let count = r.headers.len();
-    let idx: Vec<(usize, usize, usize, usize)> = {
-        let base = buf.as_ptr() as usize;
-        r.headers
-            .iter()
-            .map(|h| {
-                let ns = h.name.as_ptr() as usize - base;
-                let vs = h.value.as_ptr() as usize - base;
-                (ns, ns + h.name.len(), vs, vs + h.value.len())
-            })
-            .collect()
-    };
+    let mut idx = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let base = buf.as_ptr() as usize;
+    for (slot, h) in idx.iter_mut().zip(r.headers.iter()) {
+        let ns = h.name.as_ptr() as usize - base;
+        let vs = h.value.as_ptr() as usize - base;
+        *slot = (ns, ns + h.name.len(), vs, vs + h.value.len());
+    }
     let head = buf.split_to(n).freeze();
     let mut map = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut te = false;
     let mut keep_alive = version == Version::HTTP_11;
-    for (ns, ne, vs, ve) in idx {
+    for &(ns, ne, vs, ve) in &idx[..count] {
         let name = HeaderName::from_bytes(&head[ns..ne])
             .map_err(|_| "invalid header name in the response".to_string())?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
