@@ -97,10 +97,17 @@ async fn an_apps_stream_holds_every_machine_and_the_runner_in_time_order() {
     let two = create(&c, "logs-merge", "fra", chatty("two")).await;
     wait(&c, "logs-merge", &one, "started", "").await;
     wait(&c, "logs-merge", &two, "started", "").await;
-    let all = eventually("both machines' output", async || {
+    // The runner's "started in" line is written once the start is recorded, which can come
+    // after the machine's first output: wait for both machines' too.
+    let all = eventually("both machines' output and start lines", async || {
         let all = stream(&c, "logs-merge", "").await;
         let m = messages(&all);
-        (m.contains(&"one-3") && m.contains(&"two-3") && m.contains(&"two-err")).then_some(all)
+        let started = m
+            .iter()
+            .filter(|l| l.starts_with("machine started in"))
+            .count();
+        (m.contains(&"one-3") && m.contains(&"two-3") && m.contains(&"two-err") && started >= 2)
+            .then_some(all)
     })
     .await;
     sorted_by_time(&all);
