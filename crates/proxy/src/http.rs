@@ -26,6 +26,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Body of requests and responses on both sides.
 pub type Body = BoxBody<Bytes, BoxError>;
 
+const FLY_REQUEST_ID: HeaderName = HeaderName::from_static("fly-request-id");
+
 /// Most `fly-replay`s one request follows (the reference's limit; then `PA02`).
 pub const MAX_REPLAYS: usize = 10;
 /// Connect attempts on other machines after a failed connect.
@@ -234,6 +236,11 @@ pub fn app_from_host(host: &str, domain: &str) -> Option<String> {
     valid.then(|| app.to_string())
 }
 
+/// A header value as text, trimmed; values that are not text count as absent.
+fn text(v: Option<&HeaderValue>) -> Option<&[u8]> {
+    v.and_then(|v| v.to_str().ok()).map(|v| v.trim().as_bytes())
+}
+
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
@@ -251,6 +258,11 @@ fn list(h: &HeaderMap, name: &str) -> Vec<String> {
 }
 
 fn prefs_from(h: &HeaderMap) -> Prefs {
+    // One pass over the request's headers (most requests have none of these) rather than a
+    // lookup of each name.
+    if !h.keys().any(|n| n.as_str().starts_with("fly-")) {
+        return Prefs::default();
+    }
     Prefs {
         force_instance: header_str(h, "fly-force-instance-id").map(str::to_string),
         prefer_instance: header_str(h, "fly-prefer-instance-id").map(str::to_string),
@@ -367,7 +379,13 @@ async fn read_body(
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<ReqBody, Response<Body>> {
-    let len = header_str(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if hyper::body::Body::is_end_stream(&body) {
+        return Ok(ReqBody::Buffered(Bytes::new()));
+    }
+    let len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     match len {
         Some(n) if n as usize <= limit && !chunked => {
@@ -378,7 +396,7 @@ async fn read_body(
                 .to_bytes();
             Ok(ReqBody::Buffered(b))
         }
-        None if !chunked => Ok(ReqBody::Buffered(Bytes::new())),
+        // Unknown length (chunked, or h2 without content-length): streamed once.
         _ => Ok(ReqBody::Stream(Some(body))),
     }
 }
@@ -413,10 +431,10 @@ pub async fn handle(
         .metrics
         .http_response(&app_name, status.as_u16(), started.elapsed());
     let h = resp.headers_mut();
-    if !h.contains_key("fly-request-id")
+    if !h.contains_key(&FLY_REQUEST_ID)
         && let Ok(v) = HeaderValue::from_str(&rid)
     {
-        h.insert("fly-request-id", v);
+        h.insert(FLY_REQUEST_ID, v);
     }
     Ok(resp)
 }
@@ -452,7 +470,12 @@ async fn route(
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| header_str(req.headers(), "host").map(str::to_string))
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.trim().to_string())
+        })
         .unwrap_or_default();
     let snap = proxy.catalog.snapshot();
     let flycast = conn.app.is_some();
@@ -493,10 +516,13 @@ async fn route(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
-    let mut body = if upgrade {
+    // No body at all (HTTP/1.1 without Content-Length or Transfer-Encoding, h2 ended with its
+    // headers): nothing to read.
+    let bodiless = hyper::body::Body::is_end_stream(&body);
+    let mut body = if upgrade || bodiless {
         ReqBody::Buffered(Bytes::new())
     } else {
-        match read_body(body, &parts.headers, cfg.replay_body_limit).await {
+        match Box::pin(read_body(body, &parts.headers, cfg.replay_body_limit)).await {
             Ok(b) => b,
             Err(r) => return (name, r),
         }
@@ -560,17 +586,17 @@ async fn route(
                     }
                 };
                 proxy.loads.get(&m.id).touch();
-                match proxy
-                    .wakes
-                    .wake(
-                        &proxy.store,
-                        &proxy.catalog,
-                        &m.id,
-                        m.addr,
-                        internal,
-                        cfg.wake_timeout,
-                    )
-                    .await
+                // Rare paths' futures are boxed: the request's own future, moved per
+                // request, stays small.
+                match Box::pin(proxy.wakes.wake(
+                    &proxy.store,
+                    &proxy.catalog,
+                    &m.id,
+                    m.addr,
+                    internal,
+                    cfg.wake_timeout,
+                ))
+                .await
                 {
                     Ok(d) => {
                         proxy.metrics.cold_start(&app.name, d);
@@ -618,10 +644,10 @@ async fn route(
                     );
                 };
                 let left = cfg.queue_timeout.saturating_sub(since.elapsed());
-                let _ = tokio::time::timeout(
+                let _ = Box::pin(tokio::time::timeout(
                     left.min(Duration::from_millis(100)),
                     proxy.loads.any_freed(),
-                )
+                ))
                 .await;
                 continue;
             }
@@ -707,7 +733,7 @@ async fn route(
                 }
             }
             _ => {
-                let r = send_hyper(
+                let r = Box::pin(send_hyper(
                     proxy,
                     target,
                     h2,
@@ -724,7 +750,7 @@ async fn route(
                         src: src.as_deref(),
                     },
                     upgrade,
-                )
+                ))
                 .await;
                 match r {
                     Ok(mut resp) => {
@@ -787,15 +813,21 @@ async fn route(
                 );
             }
         };
-        // fly-replay, header or JSON form.
-        let json_replay = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/vnd.fly.replay+json"));
-        if resp.headers().contains_key("fly-replay") || json_replay {
+        // One pass over the answer's headers: fly-replay (header or JSON form), hop-by-hop.
+        let (mut header_replay, mut json_replay, mut hop_by_hop) = (false, false, false);
+        for (n, v) in resp.headers() {
+            match n.as_str() {
+                "fly-replay" => header_replay = true,
+                "content-type" => {
+                    json_replay |= v.as_bytes().starts_with(b"application/vnd.fly.replay+json");
+                }
+                n if HOP_BY_HOP.contains(&n) => hop_by_hop = true,
+                _ => {}
+            }
+        }
+        if header_replay || json_replay {
             let parsed = if json_replay {
-                match collect_limited(resp.into_body(), MAX_REPLAY_LEN).await {
+                match Box::pin(collect_limited(resp.into_body(), MAX_REPLAY_LEN)).await {
                     Some(b) => Replay::from_json(&b),
                     None => Err(crate::replay::ReplayError("body too large".into())),
                 }
@@ -942,7 +974,9 @@ async fn route(
             return (name, Response::from_parts(p, full(Bytes::new())));
         }
         let (mut p, incoming) = resp.into_parts();
-        strip_hop_by_hop(&mut p.headers);
+        if hop_by_hop {
+            strip_hop_by_hop(&mut p.headers);
+        }
         response_headers(&mut p.headers, &opts, rid, cold, preferred_unavailable);
         let body = SlotBody {
             inner: incoming,
@@ -1061,16 +1095,32 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
     buf.push(b' ');
     buf.extend_from_slice(o.path_and_query.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    let connection_named: Vec<&str> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .collect();
+    let connection_named: Vec<&str> = if h.contains_key(header::CONNECTION) {
+        h.get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut has_host = false;
+    // The client's values the forwarded headers extend (the first of each, as `get`).
+    let (mut xff, mut xfp, mut via) = (None, None, None);
     for (name, value) in h {
+        let slot = match name.as_str() {
+            "x-forwarded-for" => Some(&mut xff),
+            "x-forwarded-port" => Some(&mut xfp),
+            "via" => Some(&mut via),
+            _ => None,
+        };
+        if let Some(s) = slot
+            && s.is_none()
+        {
+            *s = Some(value);
+        }
         if o.replaced(name, &connection_named) {
             continue;
         }
@@ -1089,21 +1139,21 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
         let c = o.conn;
         buf.extend_from_slice(&c.fixed_headers);
         buf.extend_from_slice(b"x-forwarded-for: ");
-        if let Some(prev) = header_str(h, "x-forwarded-for").filter(|p| !p.is_empty()) {
-            buf.extend_from_slice(prev.as_bytes());
+        if let Some(prev) = text(xff).filter(|p| !p.is_empty()) {
+            buf.extend_from_slice(prev);
             buf.extend_from_slice(b", ");
         }
         buf.extend_from_slice(c.ip_text.as_bytes());
         buf.extend_from_slice(b"\r\nx-forwarded-port: ");
-        match header_str(h, "x-forwarded-port") {
-            Some(p) => buf.extend_from_slice(p.as_bytes()),
+        match text(xfp) {
+            Some(p) => buf.extend_from_slice(p),
             None => {
                 let _ = write!(buf, "{}", c.port);
             }
         }
         buf.extend_from_slice(b"\r\nvia: ");
-        if let Some(prev) = header_str(h, "via").filter(|p| !p.is_empty()) {
-            buf.extend_from_slice(prev.as_bytes());
+        if let Some(prev) = text(via).filter(|p| !p.is_empty()) {
+            buf.extend_from_slice(prev);
             buf.extend_from_slice(b", ");
         }
         buf.extend_from_slice(via_token(o.parts.version).as_bytes());
@@ -1236,7 +1286,7 @@ fn response_headers(
             h.insert(header::VIA, v);
         }
         if let Ok(v) = HeaderValue::from_str(rid) {
-            h.insert("fly-request-id", v);
+            h.insert(FLY_REQUEST_ID, v);
         }
     }
     if let Some(d) = cold

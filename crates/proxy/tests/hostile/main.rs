@@ -41,12 +41,21 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let s = s.clone();
                         async move {
-                            s.lock().expect("lock").push(format!(
-                                "{} {} {:?}",
-                                req.method(),
-                                req.uri(),
-                                req.version()
-                            ));
+                            use http_body_util::BodyExt;
+                            let line =
+                                format!("{} {} {:?}", req.method(), req.uri(), req.version());
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            // A body, when there is one, as " body=<text>".
+                            s.lock().expect("lock").push(if body.is_empty() {
+                                line
+                            } else {
+                                format!("{line} body={}", String::from_utf8_lossy(&body))
+                            });
                             Ok::<_, std::convert::Infallible>(hyper::Response::new(
                                 http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
                             ))
@@ -340,6 +349,53 @@ async fn h2_rapid_reset_closes_the_connection() {
     );
     conn.abort();
     still_serves(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_the_machine_with_or_without_a_length() {
+    let s = setup("bodies").await;
+    // HTTP/1.1 with content-length (buffered, sent in one write) and chunked (streamed).
+    let r = raw(
+        s.addr,
+        b"POST /cl HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let r = raw(
+        s.addr,
+        b"POST /chunked HTTP/1.1\r\nhost: web.localhost\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    // h2 DATA frames without content-length.
+    let tcp = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://web.localhost/h2body")
+        .body(())
+        .expect("request");
+    let (resp, mut stream) = client.send_request(req, false).expect("send");
+    stream
+        .send_data(bytes::Bytes::from_static(b"from h2"), true)
+        .expect("data");
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+        .await
+        .expect("in time")
+        .expect("response");
+    assert_eq!(resp.status(), 200);
+    conn.abort();
+    let seen = s.seen.lock().expect("lock").clone();
+    for want in [
+        "POST /cl HTTP/1.1 body=hello",
+        "POST /chunked HTTP/1.1 body=abcde",
+        "POST /h2body HTTP/1.1 body=from h2",
+    ] {
+        assert!(seen.iter().any(|l| l == want), "{want:?} not in {seen:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
