@@ -196,6 +196,10 @@ http {
     ssl_certificate %(w)s/peer-chain.pem;
     ssl_certificate_key %(w)s/peer.key;
     ssl_protocols TLSv1.2 TLSv1.3;
+    # The request headers Hangar must add (PLATFORM.md 3.5), so that every proxy does the
+    # same work and the backend parses the same request.
+    set $fwd_ssl off;
+    if ($https) { set $fwd_ssl on; }
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -203,6 +207,13 @@ http {
       proxy_set_header Host $host;
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Port $server_port;
+      proxy_set_header X-Forwarded-SSL $fwd_ssl;
+      proxy_set_header Fly-Client-IP $remote_addr;
+      proxy_set_header Fly-Forwarded-Port $server_port;
+      proxy_set_header Fly-Region local;
+      proxy_set_header Via "1.1 nginx";
+      proxy_set_header Fly-Request-Id $request_id;
     }
   }
 }
@@ -223,8 +234,18 @@ defaults
 frontend bench
   bind 127.0.0.1:%(http)d
   bind 127.0.0.1:%(tls)d ssl crt %(w)s/peer.pem
+  # The request headers Hangar must add (PLATFORM.md 3.5), as for nginx.
   option forwardfor
+  http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Port %%[dst_port]
+  http-request set-header X-Forwarded-SSL off
+  http-request set-header X-Forwarded-SSL on if { ssl_fc }
+  http-request set-header Fly-Client-IP %%[src]
+  http-request set-header Fly-Forwarded-Port %%[dst_port]
+  http-request set-header Fly-Region local
+  http-request set-header Via "1.1 haproxy"
+  http-request set-header Fly-Request-Id %%[uuid]
   default_backend backend
 backend backend
   server s1 ipv6@%(addr)s:%(port)d

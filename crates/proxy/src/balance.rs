@@ -47,7 +47,12 @@ impl Load {
 
     /// Marks activity now (e.g. bytes moving on a long-lived connection).
     pub fn touch(&self) {
-        self.last_active_ms.store(now_ms(), Ordering::Release);
+        // Written only when the millisecond changed: many requests share one, and a write
+        // takes the line from the other workers.
+        let now = now_ms();
+        if self.last_active_ms.load(Ordering::Relaxed) != now {
+            self.last_active_ms.store(now, Ordering::Release);
+        }
     }
 
     /// The machine is going away: long-lived connections on it should end gracefully.
@@ -95,8 +100,12 @@ impl Slot {
 }
 
 /// Loads of every machine.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Loads {
+    /// Tells instances apart in the per-thread cache.
+    id: u64,
+    /// Bumped when machines are forgotten: per-thread caches start over.
+    generation: AtomicU64,
     inner: Mutex<HashMap<String, Arc<Load>>>,
     tie: AtomicUsize,
     freed: Arc<Freed>,
@@ -125,9 +134,52 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+impl Default for Loads {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            inner: Mutex::default(),
+            tie: AtomicUsize::new(0),
+            freed: Arc::default(),
+        }
+    }
+}
+
+type LoadCache = (u64, u64, HashMap<String, Arc<Load>>);
+
+thread_local! {
+    /// This thread's view of one [`Loads`] (instance, generation, records): every request
+    /// looks up its machines' loads, and a lock shared by all workers would be taken each time.
+    static CACHE: std::cell::RefCell<LoadCache> = std::cell::RefCell::new((u64::MAX, 0, HashMap::new()));
+}
+
 impl Loads {
     /// The load record of a machine (made on first use).
     pub fn get(&self, id: &str) -> Arc<Load> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = CACHE.with(|c| {
+            let c = c.borrow();
+            (c.0 == self.id && c.1 == generation)
+                .then(|| c.2.get(id).cloned())
+                .flatten()
+        });
+        if let Some(l) = cached {
+            return l;
+        }
+        let l = self.get_shared(id);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.0 != self.id || c.1 != generation {
+                *c = (self.id, generation, HashMap::new());
+            }
+            c.2.insert(id.to_string(), Arc::clone(&l));
+        });
+        l
+    }
+
+    fn get_shared(&self, id: &str) -> Arc<Load> {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = m.get(id) {
             return l.clone();
@@ -193,10 +245,12 @@ impl Loads {
 
     /// Forgets machines that are gone.
     pub fn retain(&self, live: impl Fn(&str) -> bool) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|id, l| live(id) || l.in_flight() > 0);
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let before = m.len();
+        m.retain(|id, l| live(id) || l.in_flight() > 0);
+        if m.len() != before {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     fn next_tie(&self) -> usize {

@@ -133,12 +133,25 @@ pub fn specs(m: &MachineEntry) -> Vec<CheckSpec> {
 pub struct Health {
     /// machine → check name → (passing, service port).
     status: RwLock<Results>,
+    /// Whether any check in `status` is failing: while none is, routing asks nothing else
+    /// (no lock shared by every worker on every request).
+    any_failing: std::sync::atomic::AtomicBool,
     tasks: Mutex<Checkers>,
 }
 
 impl Health {
+    /// Keeps `any_failing` true of `status` (called with its write lock held).
+    fn note_failing(&self, status: &Results) {
+        let failing = status.values().any(|c| c.values().any(|(ok, _)| !ok));
+        self.any_failing
+            .store(failing, std::sync::atomic::Ordering::Release);
+    }
+
     /// Whether the machine's service on `internal_port` has no critical check.
     pub fn service_healthy(&self, machine: &str, internal_port: i64) -> bool {
+        if !self.any_failing.load(std::sync::atomic::Ordering::Acquire) {
+            return true;
+        }
         let status = self.status.read().unwrap_or_else(|p| p.into_inner());
         status.get(machine).is_none_or(|checks| {
             checks
@@ -153,6 +166,7 @@ impl Health {
             .entry(machine.to_string())
             .or_default()
             .insert(spec.name.clone(), (ok, spec.service_port));
+        self.note_failing(&status);
         prev.map(|p| p.0) != Some(ok)
     }
 
@@ -174,10 +188,10 @@ impl Health {
             keep
         });
         for id in gone {
-            self.status
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&id);
+            let mut status = self.status.write().unwrap_or_else(|p| p.into_inner());
+            status.remove(&id);
+            self.note_failing(&status);
+            drop(status);
             if let Err(e) = store.clear_checks(&id) {
                 eprintln!("hangar-proxy: clearing checks of {id}: {e}");
             }

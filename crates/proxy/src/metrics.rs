@@ -18,6 +18,8 @@ type ResponseMetrics = (Arc<Counter>, Arc<Histogram>);
 /// Every metric of the proxy.
 #[derive(Debug)]
 pub struct ProxyMetrics {
+    /// Tells this instance's handles apart in the per-thread cache.
+    id: u64,
     region: String,
     registry: Registry,
     /// By app, then status (looked up without allocating).
@@ -49,7 +51,9 @@ impl Drop for Waiting<'_> {
 impl ProxyMetrics {
     /// Metrics labelled with `region`.
     pub fn new(region: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Self {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             region: region.to_string(),
             registry: Registry::new(),
             responses: Mutex::new(HashMap::new()),
@@ -59,6 +63,24 @@ impl ProxyMetrics {
 
     /// Counts a response.
     pub fn http_response(&self, app: &str, status: u16, took: Duration) {
+        // Each worker keeps the handles it used: no lock, and no reference count touched by
+        // every worker, per response.
+        thread_local! {
+            static HANDLES: std::cell::RefCell<HashMap<(u64, u16), HashMap<String, ResponseMetrics>>> =
+                std::cell::RefCell::new(HashMap::new());
+        }
+        let cached = HANDLES.with(|h| {
+            let h = h.borrow();
+            h.get(&(self.id, status))
+                .and_then(|m| m.get(app))
+                .map(|(c, h)| {
+                    c.inc();
+                    h.observe(took.as_secs_f64());
+                })
+        });
+        if cached.is_some() {
+            return;
+        }
         let (c, h) = {
             let mut r = self.responses.lock().unwrap_or_else(|p| p.into_inner());
             if !r.contains_key(app) {
@@ -92,6 +114,13 @@ impl ProxyMetrics {
         };
         c.inc();
         h.observe(took.as_secs_f64());
+        HANDLES.with(|cache| {
+            cache
+                .borrow_mut()
+                .entry((self.id, status))
+                .or_default()
+                .insert(app.to_string(), (c, h));
+        });
     }
 
     /// Takes a place in the app's bounded wait queue, or `None` when it is full.
