@@ -98,9 +98,9 @@ struct Args {
     /// must start with a PROXY protocol header (v1 or v2); its source is then the client.
     #[arg(long, value_delimiter = ',')]
     proxy_protocol_from: Vec<String>,
-    /// Threads serving the proxy's public ports, each with its own listening sockets
-    /// (SO_REUSEPORT) and connections; 0 runs them on the daemon's shared runtime.
-    /// Default: one per core.
+    /// Threads serving the proxy's public ports, each with its own runtime; they share each
+    /// port's listening socket and keep their connections. 0 runs them on the daemon's shared
+    /// runtime. Default: one per core.
     #[arg(long)]
     proxy_workers: Option<usize>,
     /// Operators' address of the private DNS (`.internal` names of every network, other

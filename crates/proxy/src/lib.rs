@@ -105,7 +105,7 @@ pub struct ProxyConfig {
     /// Public connections from these networks (the operator's load balancers) must begin with
     /// a PROXY protocol header (v1 or v2), whose source is then the client.
     pub proxy_protocol_from: Vec<proxy_proto::Cidr>,
-    /// Threads serving the public ports, each with its own runtime and listening sockets
+    /// Threads serving the public ports, each with its own runtime, sharing each port's socket
     /// ([`workers`]); 0: the caller's runtime. Default: one per core.
     pub workers: usize,
 }
