@@ -697,25 +697,22 @@ async fn route(
                 .iter()
                 .any(|p| p.http_options.as_ref().and_then(|o| o.h2_backend) == Some(true));
         let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let outgoing = Outgoing {
+            parts: &parts,
+            path_and_query: &path_and_query,
+            host: &host,
+            conn,
+            region: &cfg.region,
+            rid,
+            delete: &delete_headers,
+            extra: &extra_headers,
+            src: src.as_deref(),
+        };
         let outcome = match (&body, h2 || upgrade) {
             // The common case: HTTP/1.1 in this task (crate::upstream).
             (ReqBody::Buffered(b), false) => {
                 head_buf.clear();
-                encode_head(
-                    &mut head_buf,
-                    &Outgoing {
-                        parts: &parts,
-                        path_and_query: &path_and_query,
-                        host: &host,
-                        conn,
-                        region: &cfg.region,
-                        rid,
-                        delete: &delete_headers,
-                        extra: &extra_headers,
-                        src: src.as_deref(),
-                    },
-                    b.len(),
-                );
+                encode_head(&mut head_buf, &outgoing, b.len());
                 let sent = crate::upstream::send(
                     &proxy.pool,
                     target,
@@ -733,25 +730,8 @@ async fn route(
                 }
             }
             _ => {
-                let r = Box::pin(send_hyper(
-                    proxy,
-                    target,
-                    h2,
-                    &mut body,
-                    &Outgoing {
-                        parts: &parts,
-                        path_and_query: &path_and_query,
-                        host: &host,
-                        conn,
-                        region: &cfg.region,
-                        rid,
-                        delete: &delete_headers,
-                        extra: &extra_headers,
-                        src: src.as_deref(),
-                    },
-                    upgrade,
-                ))
-                .await;
+                let r =
+                    Box::pin(send_hyper(proxy, target, h2, &mut body, &outgoing, upgrade)).await;
                 match r {
                     Ok(mut resp) => {
                         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

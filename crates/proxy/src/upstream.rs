@@ -685,8 +685,11 @@ mod wire_tests {
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
 
-    async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> Result<(StatusCode, Bytes), String> {
-        let r = send(
+    async fn send_get(
+        pool: &Arc<Pool>,
+        addr: SocketAddr,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        send(
             pool,
             addr,
             Duration::from_secs(2),
@@ -696,7 +699,10 @@ mod wire_tests {
             true,
         )
         .await
-        .map_err(|e| e.to_string())?;
+    }
+
+    async fn get(pool: &Arc<Pool>, addr: SocketAddr) -> Result<(StatusCode, Bytes), String> {
+        let r = send_get(pool, addr).await.map_err(|e| e.to_string())?;
         let status = r.status();
         let body = r
             .into_body()
@@ -790,17 +796,7 @@ mod wire_tests {
         let addr = l.local_addr().expect("addr");
         drop(l);
         let pool = Arc::new(Pool::new(0));
-        let e = send(
-            &pool,
-            addr,
-            Duration::from_secs(2),
-            GET,
-            &Bytes::new(),
-            false,
-            true,
-        )
-        .await
-        .expect_err("refused");
+        let e = send_get(&pool, addr).await.expect_err("refused");
         assert!(
             matches!(e, SendError::Connect(ConnectError::Refused)),
             "{e:?}"
@@ -817,17 +813,7 @@ mod wire_tests {
         });
         let (addr, accepted) = server(vec![big.as_slice()], false).await;
         let pool = Arc::new(Pool::new(0));
-        let r = send(
-            &pool,
-            addr,
-            Duration::from_secs(2),
-            GET,
-            &Bytes::new(),
-            false,
-            true,
-        )
-        .await
-        .expect("head");
+        let r = send_get(&pool, addr).await.expect("head");
         assert_eq!(
             hyper::body::Body::size_hint(r.body()).exact(),
             Some(1_000_000)

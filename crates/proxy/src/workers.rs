@@ -129,8 +129,8 @@ impl Workers {
         Ok(Listening { local, tasks })
     }
 
-    /// Stops the worker threads (what still runs on them is dropped) and waits for them.
-    pub async fn stop(&self) {
+    /// Tells every worker thread to stop (without waiting).
+    fn signal_stop(&self) {
         for s in self
             .stops
             .lock()
@@ -139,6 +139,11 @@ impl Workers {
         {
             let _ = s.send(());
         }
+    }
+
+    /// Stops the worker threads (what still runs on them is dropped) and waits for them.
+    pub async fn stop(&self) {
+        self.signal_stop();
         let threads: Vec<_> = self
             .threads
             .lock()
@@ -161,14 +166,7 @@ impl Drop for Workers {
     fn drop(&mut self) {
         // Not stopped through `stop` (e.g. the proxy's task was aborted): tell the threads,
         // without waiting for them here (this may run inside a runtime).
-        for s in self
-            .stops
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-        {
-            let _ = s.send(());
-        }
+        self.signal_stop();
     }
 }
 

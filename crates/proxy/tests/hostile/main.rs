@@ -292,14 +292,22 @@ async fn slow_heads_are_cut_off() {
     still_serves(&s).await;
 }
 
+/// An h2 (prior knowledge) client to the proxy, its connection driven by a task.
+async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    (client, tokio::spawn(conn))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_rapid_reset_closes_the_connection() {
     let s = setup("reset").await;
-    let tcp = tokio::net::TcpStream::connect(s.addr)
-        .await
-        .expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = h2_client(s.addr).await;
     // h2 works before the attack.
     let req = http::Request::builder()
         .uri("http://web.localhost/h2")
@@ -368,11 +376,7 @@ async fn request_bodies_reach_the_machine_with_or_without_a_length() {
     .await;
     assert_eq!(status(&r), 200, "{r}");
     // h2 DATA frames without content-length.
-    let tcp = tokio::net::TcpStream::connect(s.addr)
-        .await
-        .expect("connect");
-    let (mut client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
-    let conn = tokio::spawn(conn);
+    let (mut client, conn) = h2_client(s.addr).await;
     let req = http::Request::builder()
         .method("POST")
         .uri("http://web.localhost/h2body")
