@@ -240,15 +240,31 @@ async fn https_gets_the_automatic_certificate_and_the_app_sees_https() {
         t0.elapsed()
     );
 
-    let text = proxy.render_metrics();
-    for want in [
-        "fly_edge_tls_handshake_time_seconds_count{region=\"local\",version=\"TLSv1.3\"}",
-        "fly_edge_tls_handshake_time_seconds_count{region=\"local\",version=\"TLSv1.2\"}",
-        "fly_edge_tls_handshake_errors{region=\"local\",servername=\"unknown\"}",
-        "fly_edge_tls_handshake_errors{region=\"local\",servername=\"tls-web.localhost\"}",
-        "hangar_proxy_errors_total{app=\"\",region=\"local\",code=\"PT08\"}",
-    ] {
-        assert!(text.contains(want), "{want} missing:\n{text}");
+    metrics_with(
+        &proxy,
+        &[
+            "fly_edge_tls_handshake_time_seconds_count{region=\"local\",version=\"TLSv1.3\"}",
+            "fly_edge_tls_handshake_time_seconds_count{region=\"local\",version=\"TLSv1.2\"}",
+            "fly_edge_tls_handshake_errors{region=\"local\",servername=\"unknown\"}",
+            "fly_edge_tls_handshake_errors{region=\"local\",servername=\"tls-web.localhost\"}",
+            "hangar_proxy_errors_total{app=\"\",region=\"local\",code=\"PT08\"}",
+        ],
+    )
+    .await;
+}
+
+/// The proxy's metrics once they hold every line of `want`. A failed handshake is counted by
+/// the worker that served it after the alert went out, so the client can see the failure
+/// first: waited for (10 s at most), not assumed.
+async fn metrics_with(proxy: &Arc<Proxy>, want: &[&str]) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = proxy.render_metrics();
+        match want.iter().find(|w| !text.contains(*w)) {
+            None => return text,
+            Some(w) if std::time::Instant::now() > deadline => panic!("{w} missing:\n{text}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
     }
 }
 
@@ -298,13 +314,11 @@ async fn a_tls_only_port_passes_the_plaintext_to_a_raw_tcp_machine() {
     )
     .await;
     assert!(r.is_err(), "TLS 1.2 on a TLSv1.3-only port");
-    let text = proxy.render_metrics();
-    assert!(
-        text.contains(
-            "fly_edge_tls_handshake_errors{region=\"local\",servername=\"tls-raw.localhost\"} 1"
-        ),
-        "{text}"
-    );
+    metrics_with(
+        &proxy,
+        &["fly_edge_tls_handshake_errors{region=\"local\",servername=\"tls-raw.localhost\"} 1"],
+    )
+    .await;
 }
 
 /// A CA of the test's own and a certificate for `names` signed by it: (CA PEM, chain, key).
