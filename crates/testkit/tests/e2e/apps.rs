@@ -76,13 +76,7 @@ async fn a_networks_bridge_goes_with_its_last_machine_and_comes_back_with_the_ne
         }
     };
     for app in ["br-a", "br-b"] {
-        let r = c
-            .post(
-                "/v1/apps",
-                &json!({"app_name": app, "org_slug": "personal"}),
-            )
-            .await;
-        assert_eq!(r.status, 201, "{}", r.text);
+        super::app(&c, app).await;
     }
     let (a, ip) = create("br-a").await;
     let (b, _) = create("br-b").await;

@@ -112,13 +112,7 @@ async fn a_machine_reaches_the_outside_over_nated_ipv4() {
     }
     let c = cluster.client();
     let app = "egress-app";
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": app, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    super::app(&c, app).await;
     let r = c
         .post(
             &format!("/v1/apps/{app}/machines"),

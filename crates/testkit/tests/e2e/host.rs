@@ -10,13 +10,7 @@ use super::wait;
 
 async fn setup(cluster: &TestCluster, app: &str, script: &str) -> (Client, String) {
     let c = cluster.client();
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": app, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    super::app(&c, app).await;
     let r = c
         .post(
             &format!("/v1/apps/{app}/machines"),
@@ -261,13 +255,7 @@ async fn an_uploaded_image_archive_runs_as_a_machine() {
     let cluster = TestCluster::start().await.expect("cluster");
     let c = cluster.client();
     let app = "upload-app";
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": app, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    super::app(&c, app).await;
     let image = busybox_image().expect("image");
     let archive = cluster.path().join("upload.tar");
     write_docker_save(&[(&image, &["uploaded/busybox:v1"])], &archive).expect("archive");

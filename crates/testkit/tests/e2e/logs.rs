@@ -10,7 +10,8 @@ use hangar_proxy::ProxyConfig;
 use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
-use super::proxy::{app, get, listening};
+use super::app;
+use super::proxy::{get, listening};
 use super::wait;
 
 async fn eventually<T, F: AsyncFnMut() -> Option<T>>(what: &str, mut f: F) -> T {

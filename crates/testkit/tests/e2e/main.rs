@@ -24,6 +24,17 @@ use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Creates app `name` in the personal org.
+pub(crate) async fn app(c: &Client, name: &str) {
+    let r = c
+        .post(
+            "/v1/apps",
+            &json!({"app_name": name, "org_slug": "personal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
 pub(crate) async fn wait(c: &Client, app: &str, id: &str, state: &str, extra: &str) {
     let r = c
         .get(&format!(

@@ -10,21 +10,11 @@ use hangar_runtime::LinuxDriver;
 use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
-use super::{try_http_get_ready, wait};
+use super::{app, try_http_get_ready, wait};
 
 /// What the app serves: a counter with labels the platform overwrites, a line that does not
 /// parse, a family only the platform may serve, and a NaN.
 const EXPOSITION: &str = r#"'# HELP app_requests_total Requests served.' '# TYPE app_requests_total counter' 'app_requests_total{path="/",instance="spoofed",app="other"} 42' 'this line is not metrics' 'fly_instance_up{instance="fake"} 1' 'app_temperature_celsius NaN'"#;
-
-async fn app(c: &Client, name: &str) {
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": name, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-}
 
 /// Creates a machine running `script`; returns (id, private ip, region).
 async fn machine(c: &Client, app: &str, script: &str, metrics: Value) -> (String, String, String) {

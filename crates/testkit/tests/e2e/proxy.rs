@@ -11,7 +11,7 @@ use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::wait;
+use super::{app, wait};
 
 /// An "upgrade" server for `nc -e sh -c`: reads the request head, answers 101, then echoes.
 const UPGRADE: &str = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat";
@@ -66,16 +66,6 @@ fn http_service(extra: Value) -> Value {
         }
     }
     s
-}
-
-pub(crate) async fn app(c: &Client, name: &str) {
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": name, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
 }
 
 pub(crate) async fn machine(c: &Client, app: &str, config: Value) -> String {

@@ -5,17 +5,7 @@ use std::time::{Duration, Instant};
 use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
-use super::{http_get, http_get_ready, wait};
-
-async fn app(c: &Client, name: &str) {
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": name, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-}
+use super::{app, http_get, http_get_ready, wait};
 
 async fn machine(c: &Client, app: &str, config: Value) -> (String, String) {
     let r = c

@@ -19,7 +19,8 @@ use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::proxy::{app, get, listening, machine, web};
+use super::app;
+use super::proxy::{get, listening, machine, web};
 
 /// A service like fly.toml's `[http_service]`: 80 `http` (maybe `force_https`) and 443
 /// `tls`+`http`, with `tls_options` on 443.

@@ -13,16 +13,6 @@ use serde_json::{Value, json};
 
 use super::wait;
 
-async fn create_app(c: &Client, app: &str) {
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": app, "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-}
-
 /// Polls a volume until `done` holds for it (or it is gone, `None`), bounded.
 async fn volume_until(c: &Client, app: &str, id: &str, done: impl Fn(Option<&Value>) -> bool) {
     let mut last = String::new();
@@ -131,7 +121,7 @@ async fn volumes_keep_data_copy_it_grow_and_leave_nothing_behind() {
     let c = cluster.client();
     let app = "e2e-vol";
     let volumes = cluster.path().join("volumes");
-    create_app(&c, app).await;
+    super::app(&c, app).await;
     let vol = created_volume(&c, app, json!({"name": "data", "size_gb": 1})).await;
 
     // A machine writes into it.
