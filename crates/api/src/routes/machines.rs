@@ -768,6 +768,10 @@ pub(crate) async fn wait(
     Path((app, id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    // Subscribed before the machine is read: a change committed between the read and the
+    // subscription would otherwise be seen as already known, and the wait would sleep
+    // through the very state it waits for.
+    let mut rx = s.store.subscribe();
     let (a, m) = load(&s, &c, &app, &id)?;
     let q = query_pairs(raw.as_deref());
     let wanted: Vec<MState> = q
@@ -810,7 +814,6 @@ pub(crate) async fn wait(
     let version = first(&q, "instance_id")
         .or(first(&q, "version"))
         .filter(|v| !v.is_empty());
-    let mut rx = s.store.subscribe();
     let deadline = tokio::time::Instant::now() + StdDuration::from_secs(secs);
     let mut current = m;
     loop {
