@@ -18,7 +18,9 @@ mod registry;
 mod write;
 
 pub use parse::{ParseLimits, Parsed, parse, relabel};
-pub use registry::{Counter, DURATION_BUCKETS, Gauge, Histogram, Registry};
+pub use registry::{
+    Counter, DURATION_BUCKETS, Gauge, Histogram, Registry, SHARDS, set_thread_shard,
+};
 
 use std::collections::HashMap;
 

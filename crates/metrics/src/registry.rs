@@ -56,9 +56,26 @@ impl Gauge {
 #[derive(Debug)]
 pub struct Histogram {
     bounds: Vec<f64>,
-    /// Per bucket (not cumulative); the last one is above every bound.
-    counts: Vec<AtomicU64>,
-    sum: Gauge,
+    /// [`SHARDS`] blocks of `stride` cells. A block's first `bounds.len() + 1` cells count
+    /// per bucket (not cumulative; the last is above every bound), the next holds the sum (f64
+    /// bits), and the rest keep blocks a cache line apart: threads that observe at high rates
+    /// (the proxy's workers, see [`set_thread_shard`]) each write blocks of their own.
+    cells: Box<[AtomicU64]>,
+    stride: usize,
+}
+
+/// Blocks per histogram.
+pub const SHARDS: usize = 4;
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Makes this thread write histogram block `i % SHARDS` (every thread writes block 0 unless
+/// told otherwise). Worker threads that share no other memory per request take one each, so
+/// that counting does not move a cache line between them per observation.
+pub fn set_thread_shard(i: usize) {
+    SHARD.with(|s| s.set(i % SHARDS));
 }
 
 impl Histogram {
@@ -68,11 +85,13 @@ impl Histogram {
         let mut b: Vec<f64> = bounds.iter().copied().filter(|x| x.is_finite()).collect();
         b.sort_by(f64::total_cmp);
         b.dedup();
-        let counts = (0..=b.len()).map(|_| AtomicU64::new(0)).collect();
+        // Buckets, the sum, and a cache line (8 cells) of space before the next block.
+        let stride = (b.len() + 2 + 8).next_multiple_of(8);
+        let cells = (0..stride * SHARDS).map(|_| AtomicU64::new(0)).collect();
         Self {
             bounds: b,
-            counts,
-            sum: Gauge::default(),
+            cells,
+            stride,
         }
     }
 
@@ -81,16 +100,37 @@ impl Histogram {
         if v.is_nan() {
             return;
         }
+        let base = SHARD.with(std::cell::Cell::get) * self.stride;
         let i = self.bounds.partition_point(|b| *b < v);
-        if let Some(c) = self.counts.get(i) {
+        if let Some(c) = self.cells.get(base + i) {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        self.sum.add(v);
+        if let Some(sum) = self.cells.get(base + self.bounds.len() + 1) {
+            let _ = sum.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some((f64::from_bits(b) + v).to_bits())
+            });
+        }
+    }
+
+    /// Observations of bucket `i` (not cumulative), every block together.
+    fn bucket(&self, i: usize) -> u64 {
+        (0..SHARDS)
+            .filter_map(|s| self.cells.get(s * self.stride + i))
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The sum of the observations.
+    pub fn sum(&self) -> f64 {
+        (0..SHARDS)
+            .filter_map(|s| self.cells.get(s * self.stride + self.bounds.len() + 1))
+            .map(|c| f64::from_bits(c.load(Ordering::Relaxed)))
+            .sum()
     }
 
     /// Observations so far.
     pub fn count(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        (0..=self.bounds.len()).map(|i| self.bucket(i)).sum()
     }
 
     /// Adds the `_bucket`, `_sum` and `_count` samples to `family` (a histogram family).
@@ -98,8 +138,8 @@ impl Histogram {
         let bucket = format!("{}_bucket", family.name);
         let mut cumulative = 0u64;
         let mut le = String::new();
-        for (i, c) in self.counts.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
+        for i in 0..=self.bounds.len() {
+            cumulative += self.bucket(i);
             le.clear();
             match self.bounds.get(i) {
                 Some(b) => crate::write::value(&mut le, *b),
@@ -109,7 +149,7 @@ impl Histogram {
             l.push(("le", &le));
             family.add_named(&bucket, &l, cumulative as f64);
         }
-        family.add_named(&format!("{}_sum", family.name), labels, self.sum.get());
+        family.add_named(&format!("{}_sum", family.name), labels, self.sum());
         family.add_named(&format!("{}_count", family.name), labels, cumulative as f64);
     }
 }
@@ -119,12 +159,14 @@ enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
     Histogram(Arc<Histogram>),
+    /// A counter whose value is a histogram's count (nothing more to write per event).
+    CountOf(Arc<Histogram>),
 }
 
 impl Metric {
     fn kind(&self) -> MetricType {
         match self {
-            Metric::Counter(_) => MetricType::Counter,
+            Metric::Counter(_) | Metric::CountOf(_) => MetricType::Counter,
             Metric::Gauge(_) => MetricType::Gauge,
             Metric::Histogram(_) => MetricType::Histogram,
         }
@@ -193,6 +235,12 @@ impl Registry {
         }
     }
 
+    /// Exposes `of`'s count as the counter `name{labels}` (when that name and label set is
+    /// not taken): for a count that a histogram already keeps.
+    pub fn counter_of(&self, name: &str, help: &str, labels: &[(&str, &str)], of: &Arc<Histogram>) {
+        self.get_or_insert(name, help, labels, || Metric::CountOf(Arc::clone(of)));
+    }
+
     /// The gauge `name{labels}`.
     pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Arc<Gauge> {
         match self.get_or_insert(name, help, labels, || Metric::Gauge(Arc::default())) {
@@ -234,6 +282,7 @@ impl Registry {
                 .collect();
             match &e.metric {
                 Metric::Counter(c) => f.add(&labels, c.get() as f64),
+                Metric::CountOf(h) => f.add(&labels, h.count() as f64),
                 Metric::Gauge(g) => f.add(&labels, g.get()),
                 Metric::Histogram(h) => h.write_to(f, &labels),
             }
@@ -251,6 +300,43 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_blocks_add_up_across_threads_and_counts_can_be_exposed() {
+        let r = Arc::new(Registry::new());
+        let h = r.histogram("t_seconds", "", &[], &[0.5]);
+        r.counter_of("t_total", "", &[], &h);
+        let threads: Vec<_> = (0..6)
+            .map(|i| {
+                let h = Arc::clone(&h);
+                std::thread::spawn(move || {
+                    set_thread_shard(i);
+                    for _ in 0..1000 {
+                        h.observe(0.25);
+                        h.observe(1.0);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert_eq!(h.count(), 12_000);
+        assert!((h.sum() - 7_500.0).abs() < 1e-6, "{}", h.sum());
+        let text = r.render();
+        assert!(
+            text.contains("t_seconds_bucket{le=\"0.5\"} 6000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("t_seconds_bucket{le=\"+Inf\"} 12000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE t_total counter\nt_total 12000\n"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn registry_exposition() {

@@ -107,7 +107,6 @@ pub struct Loads {
     /// Bumped when machines are forgotten: per-thread caches start over.
     generation: AtomicU64,
     inner: Mutex<HashMap<String, Arc<Load>>>,
-    tie: AtomicUsize,
     freed: Arc<Freed>,
 }
 
@@ -141,7 +140,6 @@ impl Default for Loads {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
             generation: AtomicU64::new(0),
             inner: Mutex::default(),
-            tie: AtomicUsize::new(0),
             freed: Arc::default(),
         }
     }
@@ -156,6 +154,25 @@ thread_local! {
 }
 
 impl Loads {
+    /// Reads a machine's load record without taking a reference to it: `pick` looks at every
+    /// candidate per request, and a reference count both workers write would be touched each
+    /// time.
+    pub fn with<R>(&self, id: &str, f: impl FnOnce(&Load) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        // `Ok`: read from this thread's cache; `Err`: not there, `f` comes back unused.
+        let read = CACHE.with(|c| {
+            let c = c.borrow();
+            match c.2.get(id) {
+                Some(l) if c.0 == self.id && c.1 == generation => Ok(f(l)),
+                _ => Err(f),
+            }
+        });
+        match read {
+            Ok(r) => r,
+            Err(f) => f(&self.get(id)),
+        }
+    }
+
     /// The load record of a machine (made on first use).
     pub fn get(&self, id: &str) -> Arc<Load> {
         let generation = self.generation.load(Ordering::Acquire);
@@ -253,8 +270,17 @@ impl Loads {
         }
     }
 
+    /// Round-robin among equals, per thread (a counter shared by the workers would be written
+    /// by each of them per request).
     fn next_tie(&self) -> usize {
-        self.tie.fetch_add(1, Ordering::Relaxed)
+        thread_local! {
+            static TIE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        }
+        TIE.with(|t| {
+            let n = t.get();
+            t.set(n.wrapping_add(1));
+            n
+        })
     }
 }
 
@@ -317,11 +343,11 @@ pub struct Prefs {
 
 /// What to do with a request.
 #[derive(Debug, Clone)]
-pub enum Pick {
+pub enum Pick<'a> {
     /// Send it to this started machine.
-    Route(Arc<MachineEntry>),
+    Route(&'a Arc<MachineEntry>),
     /// Start this machine, then send it there.
-    Wake(Arc<MachineEntry>),
+    Wake(&'a Arc<MachineEntry>),
     /// Every candidate is at its hard limit: wait for a slot.
     Full,
     /// Nothing can take it.
@@ -348,14 +374,14 @@ fn startable(m: &MachineEntry, port: u16) -> bool {
 }
 
 /// Chooses a machine of `app` for a request on public `port`.
-pub fn pick(
-    app: &AppEntry,
+pub fn pick<'a>(
+    app: &'a AppEntry,
     port: u16,
     prefs: &Prefs,
     loads: &Loads,
     regions: &Regions,
     healthy: Healthy<'_>,
-) -> Pick {
+) -> Pick<'a> {
     // One pass over the app's machines, one load lookup each; then the candidates sorted by
     // region tier (forced or preferred order, distance, name) and walked tier by tier.
     struct Candidate<'a> {
@@ -373,10 +399,11 @@ pub fn pick(
         {
             continue;
         }
-        let load = loads.get(&m.id);
-        if load.draining.load(Ordering::Acquire) {
+        let Some(load) = loads.with(&m.id, |l| {
+            (!l.draining.load(Ordering::Acquire)).then(|| l.in_flight())
+        }) else {
             continue;
-        }
+        };
         let order = prefs
             .force_regions
             .iter()
@@ -386,7 +413,7 @@ pub fn pick(
         candidates.push(Candidate {
             tier: (order, regions.distance(&m.region), m.region.as_str()),
             m,
-            load: load.in_flight(),
+            load,
         });
     }
     if let Some(want) = &prefs.prefer_instance
@@ -394,7 +421,7 @@ pub fn pick(
     {
         let (_, hard) = limits(c.m, port);
         if routable(c.m, port, healthy) && c.load < hard {
-            return Pick::Route(Arc::clone(c.m));
+            return Pick::Route(c.m);
         }
     }
     candidates.sort_unstable_by(|a, b| a.tier.cmp(&b.tier).then_with(|| a.m.id.cmp(&b.m.id)));
@@ -441,7 +468,7 @@ pub fn pick(
                     }
                 })
                 .nth(k)
-                .map(|(_, c)| Arc::clone(c.m))
+                .map(|(_, c)| c.m)
         };
         if let Some(best) = soft_min
             && let Some(m) = nth(best, true)
@@ -463,7 +490,7 @@ pub fn pick(
                 (rank, &c.m.id)
             });
         if let Some(c) = sleeping {
-            return Pick::Wake(Arc::clone(c.m));
+            return Pick::Wake(c.m);
         }
         if let Some(best) = hard_min
             && let Some(m) = nth(best, false)

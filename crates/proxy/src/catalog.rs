@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use hangar_api_types::{Autostop, MachineService, StopConfig};
@@ -284,14 +285,48 @@ const BATCH: usize = 1000;
 pub struct CatalogHandle {
     current: RwLock<Arc<Catalog>>,
     changed: watch::Sender<u64>,
+    /// This handle's identity for the per-thread views (unique in the process).
+    id: u64,
+    /// Bumped by every install (after the new snapshot is in place).
+    generation: AtomicU64,
+}
+
+/// A snapshot as one thread holds it: the catalog behind a reference count of this thread's
+/// own (see [`CatalogHandle::view`]).
+pub type View = Arc<Arc<Catalog>>;
+
+thread_local! {
+    /// The view this thread last took: (handle id, generation, view).
+    static VIEW: std::cell::RefCell<Option<(u64, u64, View)>> = const { std::cell::RefCell::new(None) };
 }
 
 impl CatalogHandle {
     /// An empty catalog (filled by [`CatalogHandle::run`]).
     pub fn new() -> Arc<Self> {
+        static IDS: AtomicU64 = AtomicU64::new(1);
         Arc::new(Self {
             current: RwLock::new(Arc::new(Catalog::default())),
             changed: watch::channel(0).0,
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// The current snapshot for the request path. Each thread keeps the view it took last and
+    /// takes a new one only when the catalog changed: per request, the workers read one
+    /// counter they share and write nothing they share (no lock, no common reference count).
+    pub fn view(&self) -> View {
+        let generation = self.generation.load(Ordering::Acquire);
+        VIEW.with(|v| {
+            let mut v = v.borrow_mut();
+            match &*v {
+                Some((id, g, view)) if *id == self.id && *g == generation => Arc::clone(view),
+                _ => {
+                    let view = Arc::new(self.snapshot());
+                    *v = Some((self.id, generation, Arc::clone(&view)));
+                    view
+                }
+            }
         })
     }
 
@@ -311,6 +346,7 @@ impl CatalogHandle {
     fn install(&self, c: Catalog) {
         let rev = c.revision;
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(c);
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.changed.send_replace(rev);
     }
 
@@ -400,6 +436,34 @@ impl CatalogHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_threads_view_follows_every_install() {
+        let h = CatalogHandle::new();
+        let other = CatalogHandle::new();
+        let first = h.view();
+        assert_eq!(first.revision, 0);
+        // Unchanged: the same view, not a new one.
+        assert!(Arc::ptr_eq(&first, &h.view()));
+        h.install(Catalog {
+            revision: 7,
+            ..Catalog::default()
+        });
+        assert_eq!(h.view().revision, 7);
+        // Another handle on the same thread is not served this one's view.
+        other.install(Catalog {
+            revision: 3,
+            ..Catalog::default()
+        });
+        assert_eq!(other.view().revision, 3);
+        assert_eq!(h.view().revision, 7);
+        // Another thread sees the latest too.
+        let h2 = Arc::clone(&h);
+        let seen = std::thread::spawn(move || h2.view().revision)
+            .join()
+            .expect("thread");
+        assert_eq!(seen, 7);
+    }
 
     #[test]
     fn custom_hostnames_match_exactly_then_by_wildcard() {

@@ -2,6 +2,7 @@
 //! `Host` (`<app>.<domain>` or a custom hostname), balancing, autostart, queueing at the hard
 //! limit, `fly-replay`, the §3.5 headers, upgrades (websockets), ACME HTTP-01 responses.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -18,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 
 use crate::Proxy;
 use crate::balance::{Pick, Prefs, Slot};
-use crate::catalog::AppEntry;
+use crate::catalog::{AppEntry, MachineEntry};
 use crate::replay::{Fallback, MAX_REPLAY_LEN, Replay, replay_src};
 
 /// Boxed error of bodies.
@@ -403,17 +404,17 @@ async fn read_body(
 
 /// Serves one request.
 pub async fn handle(
-    proxy: Arc<Proxy>,
-    conn: Arc<Conn>,
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rid = request_id(&proxy.config.region);
-    if let Some(r) = acme_http01(&proxy, &req) {
+    if let Some(r) = acme_http01(proxy, &req) {
         return Ok(r);
     }
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    let (app_name, mut resp) = route(&proxy, &conn, req, &rid).await;
+    let (app_name, mut resp) = route(proxy, conn, req, &rid).await;
     let status = resp.status();
     if let Some(ProxyError(code)) = resp.extensions().get::<ProxyError>()
         && !logged_in_route(code, status)
@@ -477,7 +478,7 @@ async fn route(
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default();
-    let snap = proxy.catalog.snapshot();
+    let snap = proxy.catalog.view();
     let flycast = conn.app.is_some();
     let Some(name) = conn
         .app
@@ -494,8 +495,11 @@ async fn route(
             ),
         );
     };
-    let Some(mut app) = snap.apps.get(&name).cloned() else {
-        return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found"));
+    // Borrowed from this thread's view of the catalog; owned only after a replay to another
+    // app (the workers would otherwise write the entry's reference count per request).
+    let mut app: Cow<'_, Arc<AppEntry>> = match snap.apps.get(&name) {
+        Some(a) => Cow::Borrowed(a),
+        None => return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found")),
     };
     let opts = port_options(&app, conn.port);
     if opts.force_https && !conn.tls && !flycast {
@@ -566,8 +570,8 @@ async fn route(
         {
             preferred_unavailable = true;
         }
-        let machine = match choice {
-            Pick::Route(m) => m,
+        let machine: Cow<'_, Arc<MachineEntry>> = match choice {
+            Pick::Route(m) => Cow::Borrowed(m),
             Pick::Wake(m) => {
                 let Some(svc) = m.service_for(conn.port) else {
                     return (
@@ -603,7 +607,7 @@ async fn route(
                         cold = Some(cold.unwrap_or_default() + d);
                         // Route to the machine just woken (the catalog has it started).
                         match proxy.catalog.snapshot().machines.get(&m.id) {
-                            Some(fresh) => Arc::clone(fresh),
+                            Some(fresh) => Cow::Owned(Arc::clone(fresh)),
                             None => continue,
                         }
                     }
@@ -659,7 +663,7 @@ async fn route(
                 }
                 if let Some((fb, from_id, from_app)) = fallback.take() {
                     // The replay target is unreachable: back to the replaying machine.
-                    app = from_app;
+                    app = Cow::Owned(from_app);
                     prefs = Prefs {
                         force_instance: (fb == Fallback::ForceSelf).then(|| from_id.clone()),
                         prefer_instance: Some(from_id),
@@ -853,6 +857,8 @@ async fn route(
                     error(StatusCode::BAD_GATEWAY, "PA02", "too many fly-replays"),
                 );
             }
+            // Owned from here: `app` may be switched below.
+            let machine = machine.into_owned();
             let from_app = Arc::clone(&app);
             if let Some(target) = &r.app {
                 let snap = proxy.catalog.snapshot();
@@ -877,7 +883,7 @@ async fn route(
                             ),
                         );
                     }
-                    Some(t) => app = Arc::clone(t),
+                    Some(t) => app = Cow::Owned(Arc::clone(t)),
                 }
             }
             prefs = Prefs {

@@ -520,17 +520,21 @@ pub(crate) async fn serve_http_conn<S>(proxy: Arc<Proxy>, stream: S, conn: http:
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let p = Arc::clone(&proxy);
-    let conn = Arc::new(conn);
-    let resets = Arc::new(ResetWatch::default());
-    let r = Arc::clone(&resets);
+    // One reference count per connection, written by this connection's worker only: per
+    // request, nothing the workers share is written to hand the proxy to the request.
+    let ctx = Arc::new(ConnCtx {
+        proxy: Arc::clone(&proxy),
+        conn,
+        resets: ResetWatch::default(),
+    });
+    let c = Arc::clone(&ctx);
     let svc = hyper::service::service_fn(move |req| {
-        let fut = http::handle(Arc::clone(&p), Arc::clone(&conn), req);
-        let watch = Arc::clone(&r);
-        watch.started.fetch_add(1, Ordering::AcqRel);
+        let ctx = Arc::clone(&c);
+        ctx.resets.started.fetch_add(1, Ordering::AcqRel);
         async move {
+            let fut = http::handle(&ctx.proxy, &ctx.conn, req);
             // Dropped before it finished: the client cancelled (an h2 RST_STREAM).
-            let mut cancelled = Cancelled(Some(watch));
+            let mut cancelled = Cancelled(Some(&ctx.resets));
             let out = fut.await;
             cancelled.0 = None;
             out
@@ -549,7 +553,7 @@ where
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
-        () = resets.flood.notified() => {}
+        () = ctx.resets.flood.notified() => {}
     }
     // Rapid reset (CVE-2023-44487): GOAWAY, let what runs finish, refuse new streams.
     proxy.metrics.rate_limited("h2_reset_flood");
@@ -569,9 +573,16 @@ struct ResetWatch {
 /// More cancelled streams than this, and at least half of all, close the connection.
 const MAX_CANCELLED_STREAMS: usize = 100;
 
-struct Cancelled(Option<Arc<ResetWatch>>);
+/// What the requests of one client connection share.
+struct ConnCtx {
+    proxy: Arc<Proxy>,
+    conn: http::Conn,
+    resets: ResetWatch,
+}
 
-impl Drop for Cancelled {
+struct Cancelled<'a>(Option<&'a ResetWatch>);
+
+impl Drop for Cancelled<'_> {
     fn drop(&mut self) {
         if let Some(w) = self.0.take() {
             let cancelled = w.cancelled.fetch_add(1, Ordering::AcqRel) + 1;

@@ -6,14 +6,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_metrics::{Counter, Families, Gauge, Histogram, Registry};
+use hangar_metrics::{Families, Gauge, Histogram, Registry};
 
 const LATENCY: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
 /// Count and latency of one app's responses with one status.
-type ResponseMetrics = (Arc<Counter>, Arc<Histogram>);
+/// Response times per app and status; `fly_edge_http_responses_count` is its count.
+type ResponseMetrics = Arc<Histogram>;
 
 /// Every metric of the proxy.
 #[derive(Debug)]
@@ -73,15 +74,12 @@ impl ProxyMetrics {
             let h = h.borrow();
             h.get(&(self.id, status))
                 .and_then(|m| m.get(app))
-                .map(|(c, h)| {
-                    c.inc();
-                    h.observe(took.as_secs_f64());
-                })
+                .map(|h| h.observe(took.as_secs_f64()))
         });
         if cached.is_some() {
             return;
         }
-        let (c, h) = {
+        let h = {
             let mut r = self.responses.lock().unwrap_or_else(|p| p.into_inner());
             if !r.contains_key(app) {
                 r.insert(app.to_string(), HashMap::new());
@@ -96,30 +94,29 @@ impl ProxyMetrics {
                         ("region", self.region.as_str()),
                         ("status", s.as_str()),
                     ];
-                    (
-                        self.registry.counter(
-                            "fly_edge_http_responses_count",
-                            "HTTP responses sent by the proxy",
-                            &labels,
-                        ),
-                        self.registry.histogram(
-                            "fly_edge_http_response_time_seconds",
-                            "Time from request to response headers",
-                            &labels,
-                            &LATENCY,
-                        ),
-                    )
+                    let h = self.registry.histogram(
+                        "fly_edge_http_response_time_seconds",
+                        "Time from request to response headers",
+                        &labels,
+                        &LATENCY,
+                    );
+                    self.registry.counter_of(
+                        "fly_edge_http_responses_count",
+                        "HTTP responses sent by the proxy",
+                        &labels,
+                        &h,
+                    );
+                    h
                 })
                 .clone()
         };
-        c.inc();
         h.observe(took.as_secs_f64());
         HANDLES.with(|cache| {
             cache
                 .borrow_mut()
                 .entry((self.id, status))
                 .or_default()
-                .insert(app.to_string(), (c, h));
+                .insert(app.to_string(), h);
         });
     }
 

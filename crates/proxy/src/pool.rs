@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
@@ -49,7 +49,27 @@ struct Shard {
     conns: HashMap<SocketAddr, Vec<Conn>>,
 }
 
-type Idle = Mutex<Shard>;
+/// One worker's idle connections, on cache lines of their own (the workers' shards sit side
+/// by side, and each is written per request).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct Idle(Mutex<Shard>);
+
+impl Idle {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shard> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Gives back an [`crate::upstream`] connection whose response is complete.
+    pub fn put_conn(&self, addr: SocketAddr, mut conn: Conn) {
+        conn.idle_since = std::time::Instant::now();
+        let mut idle = self.lock();
+        let list = idle.conns.entry(addr).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(conn);
+        }
+    }
+}
 
 /// An idle connection older than this is closed rather than reused: machines' servers close
 /// idle keep-alive connections after a few seconds (Node's default is 5 s), and a request
@@ -60,7 +80,7 @@ pub const MAX_IDLE_TIME: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct Pool {
     /// Shard 0 for threads that are not workers, then one per worker.
-    idle: Vec<Idle>,
+    idle: Vec<Arc<Idle>>,
     /// HTTP/2 (h2c) connections, one per backend, shared by every request to it.
     h2: Mutex<HashMap<SocketAddr, hyper::client::conn::http2::SendRequest<Body>>>,
 }
@@ -102,14 +122,20 @@ impl Pool {
     /// A pool for `workers` worker threads.
     pub fn new(workers: usize) -> Self {
         Self {
-            idle: (0..=workers).map(|_| Idle::default()).collect(),
+            idle: (0..=workers).map(|_| Arc::default()).collect(),
             h2: Mutex::default(),
         }
     }
 
-    fn shard(&self) -> &Idle {
+    fn shard(&self) -> &Arc<Idle> {
         let i = crate::workers::current().map_or(0, |w| w + 1);
         self.idle.get(i).unwrap_or(&self.idle[0])
+    }
+
+    /// This thread's shard, for a response body to give its connection back to (a reference
+    /// count only this worker writes, unlike the pool's).
+    pub fn local(&self) -> Arc<Idle> {
+        Arc::clone(self.shard())
     }
 
     /// An idle connection to `addr`, or a new one.
@@ -119,7 +145,7 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<SendRequest<Body>, ConnectError> {
         {
-            let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.shard().lock();
             if let Some(list) = idle.hyper.get_mut(&addr) {
                 list.retain(|s| !s.is_closed());
                 if let Some(i) = list.iter().position(|s| s.is_ready()) {
@@ -178,7 +204,7 @@ impl Pool {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock();
         let list = idle.hyper.entry(addr).or_default();
         list.retain(|s| !s.is_closed());
         if list.len() < MAX_IDLE {
@@ -188,7 +214,7 @@ impl Pool {
 
     /// An idle [`crate::upstream`] connection to `addr` of this worker, if one is fresh.
     pub fn take_conn(&self, addr: SocketAddr) -> Option<Conn> {
-        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock();
         let list = idle.conns.get_mut(&addr)?;
         // Most recently used first; older ones than MAX_IDLE_TIME are closed.
         while let Some(c) = list.pop() {
@@ -201,13 +227,8 @@ impl Pool {
     }
 
     /// Gives back an [`crate::upstream`] connection whose response is complete.
-    pub fn put_conn(&self, addr: SocketAddr, mut conn: Conn) {
-        conn.idle_since = std::time::Instant::now();
-        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.conns.entry(addr).or_default();
-        if list.len() < MAX_IDLE {
-            list.push(conn);
-        }
+    pub fn put_conn(&self, addr: SocketAddr, conn: Conn) {
+        self.shard().put_conn(addr, conn);
     }
 
     /// Closes idle connections past [`MAX_IDLE_TIME`] and those of machines no longer
@@ -215,7 +236,7 @@ impl Pool {
     /// machines that went away do not hold sockets.
     pub fn prune(&self, live: impl Fn(&SocketAddr) -> bool) {
         for shard in &self.idle {
-            let mut s = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = shard.lock();
             s.conns.retain(|a, list| {
                 list.retain(|c| c.idle_since.elapsed() < MAX_IDLE_TIME);
                 live(a) && !list.is_empty()
@@ -232,7 +253,7 @@ impl Pool {
         self.idle
             .iter()
             .map(|s| {
-                let s = s.lock().unwrap_or_else(|p| p.into_inner());
+                let s = s.lock();
                 s.hyper.values().map(Vec::len).sum::<usize>()
                     + s.conns.values().map(Vec::len).sum::<usize>()
             })

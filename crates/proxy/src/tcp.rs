@@ -48,7 +48,7 @@ pub async fn serve<S>(
     let mut prefs = Prefs::default();
     let mut queued = None::<std::time::Instant>;
     for _attempt in 0..64 {
-        let snap = proxy.catalog.snapshot();
+        let snap = proxy.catalog.view();
         let app = match &app {
             Some(name) => snap.apps.get(name).cloned(),
             None => snap.raw_app(port).cloned(),

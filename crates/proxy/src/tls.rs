@@ -598,7 +598,7 @@ async fn handshake(
         let _ = s.shutdown().await;
         return Ok(Accepted::Challenge);
     }
-    let snap = proxy.catalog.snapshot();
+    let snap = proxy.catalog.view();
     let choice = tls.choose(&snap, &proxy.config.domain, sni.as_deref(), port, seen)?;
     let cfg = tls
         .config(

@@ -108,7 +108,7 @@ pub async fn send(
         };
         match answer {
             Ok((parts, framing)) => {
-                let body = ResponseBody::new(conn, framing, Arc::clone(pool), addr);
+                let body = ResponseBody::new(conn, framing, pool.local(), addr);
                 return Ok(Response::from_parts(parts, body));
             }
             // Closed while idle in the pool: once more on a new connection.
@@ -493,7 +493,7 @@ pub struct ResponseBody {
     conn: Option<Conn>,
     state: BodyState,
     keep_alive: bool,
-    pool: Arc<Pool>,
+    pool: Arc<crate::pool::Idle>,
     addr: SocketAddr,
 }
 
@@ -501,7 +501,7 @@ impl ResponseBody {
     fn new(
         conn: Conn,
         (framing, keep_alive): (Framing, bool),
-        pool: Arc<Pool>,
+        pool: Arc<crate::pool::Idle>,
         addr: SocketAddr,
     ) -> Self {
         let state = match framing {

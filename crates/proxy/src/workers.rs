@@ -56,6 +56,9 @@ impl Workers {
                 .name(format!("hangar-proxy-{i}"))
                 .spawn(move || {
                     INDEX.with(|c| c.set(Some(i)));
+                    // Histograms this worker observes get a block of their own (block 0 is
+                    // every other thread's).
+                    hangar_metrics::set_thread_shard(i + 1);
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
