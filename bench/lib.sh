@@ -64,6 +64,8 @@ bench_cleanup() {
   set +e
   trap - EXIT INT TERM
   step "cleaning up"
+  # A run that restarted hangard (proxy.sh's AB mode) names the one running now.
+  [ -s "$WORK/hangard.pid" ] && HPID="$(cat "$WORK/hangard.pid")"
   if [ "$rc" != 0 ] && [ -d "$WORK" ]; then
     # A failed run keeps its evidence: hangard's log, the containers' init logs, what was measured.
     local keep="$RESULTS/failed-$$"

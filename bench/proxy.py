@@ -9,6 +9,8 @@ the sub-commands here are its steps:
                                      (signed by a CA of its own) for the peers, in WORK
   run OUT.json RESULTS_DIR           every measurement (env: see run())
   report RESULTS_DIR                 the side-by-side tables from the JSON files there
+  ab OUT.json WORK BINARY...         paired throughput rounds of hangard builds against nginx
+                                     (env: ROUNDS, DURATION, CONNECTIONS; see ab())
 
 Latencies are in milliseconds unless a column says µs; pNN is nearest-rank over all samples.
 Only one clock is used for splitting cold starts: CLOCK_MONOTONIC, the same in the machines
@@ -942,6 +944,88 @@ def report(d):
         print("load average during the run: %s" % "; ".join("%s %s" % kv for kv in ld.items()))
 
 
+# ------------------------------------------------------------------------------------------
+# A/B of hangard builds
+
+
+def ab(setup_json, work, binaries):
+    """Paired rounds: each round restarts hangard with each binary in turn (same data dir and
+    flags), then runs wrk through it and through nginx (order alternating by round). The
+    ratio to nginx in the same round is what is compared: the box's other load moves both."""
+    with open(setup_json) as f:
+        bench = json.load(f)["bench"]
+    host = "%s.localhost" % bench["app"]
+    env = os.environ
+    rounds, dur = int(env["ROUNDS"]), int(env["DURATION"])
+    pid = int(env["HANGAR_PID"])
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        args = f.read().split(b"\0")[:-1]
+    with open("/proc/%d/environ" % pid, "rb") as f:
+        henv = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+    pidfile = os.path.join(work, "hangard.pid")
+    log = open(os.path.join(work, "hangard.log"), "ab")
+
+    def restart(binary):
+        nonlocal pid
+        subprocess.run(["kill", "-TERM", str(pid)], check=False)
+        for _ in range(300):
+            if not os.path.exists("/proc/%d" % pid):
+                break
+            time.sleep(0.05)
+        p = subprocess.Popen([binary.encode()] + args[1:], env=henv, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        pid = p.pid
+        with open(pidfile, "w") as f:
+            f.write(str(pid))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if get("127.0.0.1", int(env["PROXY_PORT"]), host, sock_timeout=1)[2] == 200:
+                    return
+            except (OSError, ValueError, IndexError):
+                pass
+            time.sleep(0.05)
+        raise SystemExit("ab: %s did not serve again" % binary)
+
+    def measure(port, h, pids):
+        c0, x0, t0 = proc_cpu_s(pids()), ctx_switches(pids()), time.time()
+        r = wrk("http://127.0.0.1:%s/" % port, h, dur, int(env["WRK_THREADS"]),
+                int(env["CONNECTIONS"]))
+        n = r["rps"] * (time.time() - t0)
+        return r["rps"], (proc_cpu_s(pids()) - c0) * 1e6 / n, (ctx_switches(pids()) - x0) / n
+
+    nginx = int(env["NGINX_PID"])
+    results = {b: [] for b in binaries}
+    try:
+        for rnd in range(rounds):
+            for b in binaries:
+                restart(b)
+                time.sleep(0.5)
+                sides = [("hangar", env["PROXY_PORT"], host, lambda: [pid]),
+                         ("nginx", env["NGINX_PORT"], "x", lambda: [nginx] + children(nginx))]
+                if rnd % 2:
+                    sides.reverse()
+                got = {name: measure(port, h, pids) for name, port, h, pids in sides}
+                hg, ng = got["hangar"], got["nginx"]
+                results[b].append((hg[0] / ng[0], hg[1] / ng[1]))
+                print("round %d %-24s hangar %7.0f req/s %5.1f us/req %.2f cs/req | nginx %7.0f "
+                      "%5.1f us/req %.2f cs/req | req/s ratio %.3f, CPU ratio %.3f | load %s"
+                      % (rnd, os.path.basename(b), hg[0], hg[1], hg[2], ng[0], ng[1], ng[2],
+                         hg[0] / ng[0], hg[1] / ng[1], loadavg()), flush=True)
+    finally:
+        restart(binaries[0])
+
+    def med(v):
+        v = sorted(v)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+    print()
+    print("binary | req/s ÷ nginx's (median) | proxy CPU per request ÷ nginx's (median) | rounds")
+    for b in binaries:
+        print("%s | %.3f | %.3f | %s" % (b, med([x[0] for x in results[b]]),
+                                         med([x[1] for x in results[b]]),
+                                         " ".join("%.3f" % x[0] for x in results[b])))
+
+
 def main():
     cmd = sys.argv[1] if len(sys.argv) > 1 else ""
     if cmd == "rootfs":
@@ -954,6 +1038,8 @@ def main():
         run(sys.argv[2], sys.argv[3])
     elif cmd == "report":
         report(sys.argv[2])
+    elif cmd == "ab":
+        ab(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
         print(__doc__, file=sys.stderr)
         sys.exit(2)

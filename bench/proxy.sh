@@ -18,8 +18,10 @@
 # `perf record` of hangard and of nginx under the same wrk load: RESULTS/perf-compare.txt, µs
 # of CPU per request by kernel / user and by kind), SKIP_BUILD=1 (use what is built; HANGARD,
 # HANGAR, INIT name other binaries), HOLD=SECONDS (set everything up, keep it up that long for
-# a look by hand, measure nothing), RESULTS (where the report and the raw samples are copied,
-# /tmp/hangar-bench-proxy-results). Needs root, cgroups, overlayfs; installs nginx-light,
+# a look by hand, measure nothing), AB="HANGARD_A HANGARD_B ..." (measure only throughput:
+# ROUNDS paired rounds, each restarting hangard with each binary in turn on the same setup and
+# running wrk through it and through nginx; RESULTS/ab.txt), RESULTS (where the report and
+# the raw samples are copied, /tmp/hangar-bench-proxy-results). Needs root, cgroups, overlayfs; installs nginx-light,
 # haproxy, wrk (Debian) and oha (crates.io, pinned, into target/bench-tools) if missing.
 # Everything it makes (temp dir, hangard, nginx, HAProxy, machines, netns, veths, bridge,
 # cgroups, mounts, nftables tables) is removed on exit, also on failure, and the exit checks
@@ -118,6 +120,16 @@ if [ -n "${HOLD:-}" ]; then
   export -p | grep -E " (HANGAR_|PROXY_|NGINX_|HAPROXY_|HTTPD|OHA|IDS_FILE)" > "$WORK/env.sh"
   echo "HOLD: up for $HOLD s; source $WORK/env.sh; setup in $OUT/setup.json" >&2
   sleep "$HOLD"
+  exit 0
+fi
+
+if [ -n "${AB:-}" ]; then
+  # Builds compared in paired rounds against nginx (python3 bench/proxy.py ab); the first
+  # binary is the one left running for the cleanup.
+  step "A/B: $AB"
+  # shellcheck disable=SC2086  # a list of paths
+  python3 bench/proxy.py ab "$OUT/setup.json" "$WORK" $AB | tee "$OUT/ab.txt"
+  mkdir -p "$RESULTS" && cp "$OUT/ab.txt" "$RESULTS/"
   exit 0
 fi
 
