@@ -85,12 +85,101 @@ pub(crate) enum PlatformCommand {
         #[arg(long, short = 'j')]
         json: bool,
     },
+    /// The VM sizes a machine's guest or a `[[vm]] size` can name
+    VmSizes {
+        /// Print JSON.
+        #[arg(long, short = 'j')]
+        json: bool,
+    },
+}
+
+/// One preset as `platform vm-sizes` shows it.
+#[derive(Debug)]
+struct VmSize {
+    name: String,
+    cpu_kind: String,
+    cpu_cores: i64,
+    memory_mb: i64,
+    gpu_kind: Option<String>,
+    gpus: Option<i64>,
+}
+
+impl VmSize {
+    /// The reference's field names.
+    fn json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "name": self.name,
+            "cpu_kind": self.cpu_kind,
+            "cpu_cores": self.cpu_cores,
+            "memory_mb": self.memory_mb,
+            "memory_gb": self.memory_mb as f64 / 1024.0,
+        });
+        if let Some(k) = &self.gpu_kind {
+            v["gpu_kind"] = k.as_str().into();
+            v["gpus"] = self.gpus.unwrap_or(1).into();
+        }
+        v
+    }
+}
+
+fn vm_sizes() -> Vec<VmSize> {
+    hangar_manifest::guest::preset_names()
+        .into_iter()
+        .filter_map(|name| {
+            let g = hangar_manifest::guest::preset(&name)?;
+            Some(VmSize {
+                cpu_kind: g.cpu_kind.unwrap_or_default(),
+                cpu_cores: g.cpus.unwrap_or_default(),
+                memory_mb: g.memory_mb.unwrap_or_default(),
+                gpu_kind: g.gpu_kind,
+                gpus: g.gpus,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// `512 MB`, `2 GB`: as the reference prints sizes.
+fn memory_text(mb: i64) -> String {
+    if mb >= 1024 && mb % 1024 == 0 {
+        format!("{} GB", mb / 1024)
+    } else {
+        format!("{mb} MB")
+    }
 }
 
 pub(crate) fn platform(c: PlatformCommand, api: &ApiArgs) -> anyhow::Result<u8> {
+    // The presets are the platform's own (the API checks guests against the same list): no
+    // call is needed.
+    if let PlatformCommand::VmSizes { json } = c {
+        let sizes = vm_sizes();
+        if json {
+            let list: Vec<serde_json::Value> = sizes.iter().map(VmSize::json).collect();
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            let rows: Vec<Vec<String>> = sizes
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.name.clone(),
+                        s.cpu_cores.to_string(),
+                        memory_text(s.memory_mb),
+                        s.gpu_kind.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["NAME", "CPU CORES", "MEMORY", "GPU MODEL"], &rows)
+            );
+        }
+        return Ok(exit::OK);
+    }
     let client = api.client()?;
     block_on(async move {
-        let PlatformCommand::Regions { json } = c;
+        let PlatformCommand::Regions { json } = c else {
+            return Ok(exit::OK);
+        };
         let r = client.regions().await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&r)?);

@@ -218,6 +218,29 @@ fn machines_of_the_example_app_match_the_golden() {
     );
 }
 
+#[test]
+fn vm_sizes_list_every_preset_the_api_accepts() {
+    // No API is needed: pointed at nothing, it still answers.
+    let o = hangar(&["platform", "vm-sizes", "--api-url", "http://127.0.0.1:9"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    golden("platform-vm-sizes.txt", &stdout(&o));
+    let o = hangar(&["platform", "vm-sizes", "-j"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let sizes = v.as_array().expect("a list");
+    let names: Vec<&str> = sizes.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(names, hangar_manifest::guest::preset_names());
+    let first = &sizes[0];
+    assert_eq!(first["name"], "shared-cpu-1x");
+    assert_eq!(first["cpu_kind"], "shared");
+    assert_eq!(first["cpu_cores"], 1);
+    assert_eq!(first["memory_mb"], 256);
+    assert_eq!(first["memory_gb"], 0.25);
+    let gpu = sizes.iter().find(|s| s["name"] == "l40s").expect("l40s");
+    assert_eq!(gpu["gpu_kind"], "l40s");
+    assert_eq!(gpu["gpus"], 1);
+}
+
 /// The subcommands a help text lists (`Commands:` up to the next blank line; not `help`).
 fn subcommands(help: &str) -> Vec<String> {
     help.lines()
