@@ -11,7 +11,6 @@
 
 mod auth;
 mod error;
-mod image_ref;
 mod json;
 mod machine_view;
 mod routes;

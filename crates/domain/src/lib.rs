@@ -9,6 +9,7 @@ pub mod flycast;
 pub mod guest;
 pub mod host;
 pub mod id;
+pub mod image_ref;
 pub mod lifecycle;
 pub mod restart;
 pub mod sixpn;

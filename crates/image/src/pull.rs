@@ -345,6 +345,7 @@ impl Puller {
 
         // Layers.
         let mut tasks = JoinSet::new();
+        let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
         for (index, layer) in image.layers.iter().enumerate() {
             pins.add(&layer.digest);
             pins.add(&layer.diff_id);
@@ -359,13 +360,31 @@ impl Puller {
                 unpacks: self.unpacks.clone(),
                 progress: progress.clone(),
                 every: self.config.progress_every_bytes.max(1),
+                alive: alive.clone(),
             };
             tasks.spawn(job.run());
         }
+        drop(alive);
         let mut downloaded_bytes = 0;
+        let mut failed = None;
         while let Some(result) = tasks.join_next().await {
-            downloaded_bytes +=
-                result.map_err(|e| Error::Internal(format!("layer task: {e}")))??;
+            match result.map_err(|e| Error::Internal(format!("layer task: {e}"))) {
+                Ok(Ok(n)) => downloaded_bytes += n,
+                // The first failure ends the pull: the other layers stop (their cancellation
+                // comes back here as a join error, not reported).
+                Ok(Err(e)) | Err(e) => {
+                    if failed.is_none() {
+                        failed = Some(e);
+                        tasks.abort_all();
+                    }
+                }
+            }
+        }
+        // An unpack runs on a blocking thread and outlives its cancelled task: the pull
+        // returns once that work is done too, so that a failed pull leaves nothing behind.
+        let _ = all_done.recv().await;
+        if let Some(e) = failed {
+            return Err(e);
         }
 
         let store = self.store.clone();
@@ -397,6 +416,8 @@ struct LayerJob {
     unpacks: Arc<Semaphore>,
     progress: Option<ProgressFn>,
     every: u64,
+    /// Held by the job and by its blocking unpack: the pull waits until every copy is gone.
+    alive: tokio::sync::mpsc::Sender<()>,
 }
 
 impl LayerJob {
@@ -460,14 +481,18 @@ impl LayerJob {
             .acquire_owned()
             .await
             .map_err(|e| Error::Internal(format!("unpack semaphore: {e}")))?;
-        let (store, digest, diff_id) = (
+        let (store, digest, diff_id, alive) = (
             self.store.clone(),
             self.digest.clone(),
             self.diff_id.clone(),
+            self.alive.clone(),
         );
-        tokio::task::spawn_blocking(move || store.ensure_layer(&digest, &diff_id))
-            .await
-            .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            let _alive = alive;
+            store.ensure_layer(&digest, &diff_id)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("unpack task: {e}")))??;
         drop(permit);
         self.emit(PullEvent::LayerReady {
             index: self.index,

@@ -9,6 +9,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use hangar_domain::image_ref::{
+    MAX_NAME_LEN, split_registry, valid_path, valid_registry, valid_tag,
+};
+
 use crate::digest::{Digest, DigestError};
 
 /// Docker Hub's canonical registry name.
@@ -16,8 +20,6 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// The host that actually serves Docker Hub's registry API.
 pub const DOCKER_HUB_API_HOST: &str = "registry-1.docker.io";
 const LEGACY_DOCKER_HUB: &str = "index.docker.io";
-const MAX_NAME_LEN: usize = 255;
-const MAX_TAG_LEN: usize = 128;
 
 /// A fully normalised image reference: registry, repository, and a tag and/or a digest.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -260,105 +262,6 @@ impl Reference {
         }
         out
     }
-}
-
-/// Splits off the registry the way docker's `splitDockerDomain` does: the first path
-/// component is a registry if it contains '.' or ':', is `localhost`, or has uppercase.
-fn split_registry(name: &str) -> (Option<&str>, &str) {
-    match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (Some(first), rest)
-        }
-        _ => (None, name),
-    }
-}
-
-fn valid_tag(tag: &str) -> bool {
-    let bytes = tag.as_bytes();
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    !bytes.is_empty()
-        && bytes.len() <= MAX_TAG_LEN
-        && word(bytes[0])
-        && bytes[1..]
-            .iter()
-            .all(|&b| word(b) || b == b'.' || b == b'-')
-}
-
-/// `host[:port]` where host is a domain name, an IPv4 address or `[IPv6]`.
-fn valid_registry(registry: &str) -> bool {
-    let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else {
-            return false;
-        };
-        if v6.is_empty()
-            || !v6
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return false;
-        }
-        match after {
-            "" => return true,
-            _ => match after.strip_prefix(':') {
-                Some(port) => ("ipv6", Some(port)),
-                None => return false,
-            },
-        }
-    } else {
-        match registry.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (registry, None),
-        }
-    };
-    if let Some(port) = port
-        && (port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return false;
-    }
-    !host.is_empty()
-        && host.split('.').all(|component| {
-            let b = component.as_bytes();
-            !b.is_empty()
-                && b[0].is_ascii_alphanumeric()
-                && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
-        })
-}
-
-/// `path-component ('/' path-component)*`, each `[a-z0-9]+ (separator [a-z0-9]+)*` where a
-/// separator is `.`, `_`, `__` or one or more `-`.
-fn valid_path(path: &str) -> bool {
-    path.split('/').all(valid_path_component)
-}
-
-fn valid_path_component(component: &str) -> bool {
-    let b = component.as_bytes();
-    let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator run; it must be followed by an alphanumeric (guaranteed at the end).
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &component[start..i];
-        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
 
 impl FromStr for Reference {

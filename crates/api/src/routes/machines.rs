@@ -205,7 +205,7 @@ fn validate_config(s: &ApiState, req: &CreateMachineRequest) -> Result<(), ApiEr
     if image.trim().is_empty() {
         return Err(ApiError::bad_request("config.image is required"));
     }
-    if let Err(why) = crate::image_ref::check(image) {
+    if let Err(why) = hangar_domain::image_ref::check(image) {
         return Err(ApiError::bad_request(format!(
             "invalid image reference '{}': {why}",
             image.chars().take(300).collect::<String>().escape_default()

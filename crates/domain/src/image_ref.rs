@@ -1,17 +1,18 @@
-//! `config.image` checked at the edge with docker's reference grammar
-//! (`github.com/distribution/reference`), the rules `hangar-image`'s `Reference::parse` applies
-//! when the agent pulls: a machine whose image could never be pulled is refused with a 400 at
-//! create/update instead of failing later on the host.
+//! Docker's image reference grammar (`github.com/distribution/reference`), shared by the API
+//! (which refuses at create/update a `config.image` that could never be pulled) and
+//! `hangar-image`'s `Reference::parse` (which pulls).
 //!
 //! `[registry/]path[:tag][@sha256:<64 hex>]`: the first component is a registry if it has a
 //! `.` or `:`, is `localhost` or has uppercase; path components are `[a-z0-9]` runs joined by
 //! `.`, `_`, `__` or dashes; a tag is `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 
-const MAX_NAME_LEN: usize = 255;
-const MAX_TAG_LEN: usize = 128;
+/// Longest repository name, normalised (`docker.io/library/…` counts).
+pub const MAX_NAME_LEN: usize = 255;
+/// Longest tag.
+pub const MAX_TAG_LEN: usize = 128;
 
 /// Why `image` is not a pullable reference, or `Ok`.
-pub(crate) fn check(image: &str) -> Result<(), String> {
+pub fn check(image: &str) -> Result<(), String> {
     if image.is_empty() {
         return Err("empty".into());
     }
@@ -51,16 +52,7 @@ pub(crate) fn check(image: &str) -> Result<(), String> {
     if name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return Err("a 64-digit hex string is an image id, not a reference".into());
     }
-    let (registry, path) = match name.split_once('/') {
-        Some((first, rest))
-            if first.contains(['.', ':'])
-                || first == "localhost"
-                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-        {
-            (Some(first), rest)
-        }
-        _ => (None, name),
-    };
+    let (registry, path) = split_registry(name);
     if let Some(r) = registry
         && !valid_registry(r)
     {
@@ -69,7 +61,7 @@ pub(crate) fn check(image: &str) -> Result<(), String> {
     if path.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err("the repository name must be lowercase".into());
     }
-    if !path.split('/').all(valid_path_component) {
+    if !valid_path(path) {
         return Err(
             "path components are [a-z0-9] separated by '.', '_', '__' or '-', joined by '/'".into(),
         );
@@ -88,17 +80,35 @@ pub(crate) fn check(image: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn valid_tag(tag: &str) -> bool {
-    let b = tag.as_bytes();
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    !b.is_empty()
-        && b.len() <= MAX_TAG_LEN
-        && word(b[0])
-        && b[1..].iter().all(|&c| word(c) || c == b'.' || c == b'-')
+/// Splits off the registry the way docker's `splitDockerDomain` does: the first path
+/// component is a registry if it contains '.' or ':', is `localhost`, or has uppercase.
+pub fn split_registry(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains(['.', ':'])
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    }
 }
 
-/// `host[:port]`: a domain name, an IPv4 address or `[IPv6]`.
-fn valid_registry(registry: &str) -> bool {
+/// A tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+pub fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    !bytes.is_empty()
+        && bytes.len() <= MAX_TAG_LEN
+        && word(bytes[0])
+        && bytes[1..]
+            .iter()
+            .all(|&b| word(b) || b == b'.' || b == b'-')
+}
+
+/// `host[:port]` where host is a domain name, an IPv4 address or `[IPv6]`.
+pub fn valid_registry(registry: &str) -> bool {
     let (host, port) = if let Some(rest) = registry.strip_prefix('[') {
         let Some((v6, after)) = rest.split_once(']') else {
             return false;
@@ -129,16 +139,23 @@ fn valid_registry(registry: &str) -> bool {
         return false;
     }
     !host.is_empty()
-        && host.split('.').all(|c| {
-            let b = c.as_bytes();
+        && host.split('.').all(|component| {
+            let b = component.as_bytes();
             !b.is_empty()
                 && b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|&x| x.is_ascii_alphanumeric() || x == b'-')
+                && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-')
         })
 }
 
-fn valid_path_component(component: &str) -> bool {
+/// `path-component ('/' path-component)*`, each `[a-z0-9]+ (separator [a-z0-9]+)*` where a
+/// separator is `.`, `_`, `__` or one or more `-`.
+pub fn valid_path(path: &str) -> bool {
+    path.split('/').all(valid_path_component)
+}
+
+/// One path component (see [`valid_path`]).
+pub fn valid_path_component(component: &str) -> bool {
     let b = component.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
@@ -150,12 +167,14 @@ fn valid_path_component(component: &str) -> bool {
             i += 1;
             continue;
         }
+        // A separator run; it must be followed by an alphanumeric (guaranteed at the end).
         let start = i;
         while i < b.len() && !alnum(b[i]) {
             i += 1;
         }
-        let sep = &b[start..i];
-        if !(sep == b"." || sep == b"_" || sep == b"__" || sep.iter().all(|&c| c == b'-')) {
+        let sep = &component[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|c| c == b'-');
+        if !ok {
             return false;
         }
     }
