@@ -28,14 +28,7 @@ pub fn check(image: &str) -> Result<(), String> {
             return Err("the digest must be sha256:<64 hex digits>".into());
         }
     }
-    // A tag follows the last ':' after the last '/' (an earlier ':' is a registry port).
-    let last_slash = name_and_tag.rfind('/');
-    let (name, tag) = match name_and_tag.rfind(':') {
-        Some(c) if last_slash.is_none_or(|s| c > s) => {
-            (&name_and_tag[..c], Some(&name_and_tag[c + 1..]))
-        }
-        _ => (name_and_tag, None),
-    };
+    let (name, tag) = split_tag(name_and_tag);
     if name.is_empty() {
         return Err("the repository name is empty".into());
     }
@@ -78,6 +71,18 @@ pub fn check(image: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Splits `name[:tag]` (no digest): a tag follows the last ':' after the last '/' (an earlier
+/// ':' is a registry's port).
+pub fn split_tag(name_and_tag: &str) -> (&str, Option<&str>) {
+    let last_slash = name_and_tag.rfind('/');
+    match name_and_tag.rfind(':') {
+        Some(c) if last_slash.is_none_or(|s| c > s) => {
+            (&name_and_tag[..c], Some(&name_and_tag[c + 1..]))
+        }
+        _ => (name_and_tag, None),
+    }
 }
 
 /// Splits off the registry the way docker's `splitDockerDomain` does: the first path

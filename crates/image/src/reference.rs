@@ -10,7 +10,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use hangar_domain::image_ref::{
-    MAX_NAME_LEN, split_registry, valid_path, valid_registry, valid_tag,
+    MAX_NAME_LEN, split_registry, split_tag, valid_path, valid_registry, valid_tag,
 };
 
 use crate::digest::{Digest, DigestError};
@@ -109,14 +109,7 @@ impl Reference {
             }
             None => (input, None),
         };
-        // A tag is after the last ':' that follows the last '/' (a ':' before it is a port).
-        let last_slash = name_and_tag.rfind('/');
-        let (name, tag) = match name_and_tag.rfind(':') {
-            Some(colon) if last_slash.is_none_or(|slash| colon > slash) => {
-                (&name_and_tag[..colon], Some(&name_and_tag[colon + 1..]))
-            }
-            _ => (name_and_tag, None),
-        };
+        let (name, tag) = split_tag(name_and_tag);
         if name.is_empty() {
             return Err(ReferenceError::InvalidRepository {
                 input: shorten(input),
