@@ -149,37 +149,45 @@ fn memory_text(mb: i64) -> String {
 }
 
 pub(crate) fn platform(c: PlatformCommand, api: &ApiArgs) -> anyhow::Result<u8> {
-    // The presets are the platform's own (the API checks guests against the same list): no
-    // call is needed.
-    if let PlatformCommand::VmSizes { json } = c {
-        let sizes = vm_sizes();
-        if json {
-            let list: Vec<serde_json::Value> = sizes.iter().map(VmSize::json).collect();
-            println!("{}", serde_json::to_string_pretty(&list)?);
-        } else {
-            let rows: Vec<Vec<String>> = sizes
-                .iter()
-                .map(|s| {
-                    vec![
-                        s.name.clone(),
-                        s.cpu_cores.to_string(),
-                        memory_text(s.memory_mb),
-                        s.gpu_kind.clone().unwrap_or_default(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(&["NAME", "CPU CORES", "MEMORY", "GPU MODEL"], &rows)
-            );
+    match c {
+        PlatformCommand::Regions { json } => regions(json, api),
+        PlatformCommand::VmSizes { json } => {
+            print_vm_sizes(json)?;
+            Ok(exit::OK)
         }
-        return Ok(exit::OK);
     }
+}
+
+/// The presets are the platform's own (the API checks guests against the same list): no
+/// call is needed.
+fn print_vm_sizes(json: bool) -> anyhow::Result<()> {
+    let sizes = vm_sizes();
+    if json {
+        let list: Vec<serde_json::Value> = sizes.iter().map(VmSize::json).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        let rows: Vec<Vec<String>> = sizes
+            .iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.cpu_cores.to_string(),
+                    memory_text(s.memory_mb),
+                    s.gpu_kind.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["NAME", "CPU CORES", "MEMORY", "GPU MODEL"], &rows)
+        );
+    }
+    Ok(())
+}
+
+fn regions(json: bool, api: &ApiArgs) -> anyhow::Result<u8> {
     let client = api.client()?;
     block_on(async move {
-        let PlatformCommand::Regions { json } = c else {
-            return Ok(exit::OK);
-        };
         let r = client.regions().await?;
         if json {
             println!("{}", serde_json::to_string_pretty(&r)?);
