@@ -951,7 +951,9 @@ def report(d):
 def ab(setup_json, work, binaries):
     """Paired rounds: each round restarts hangard with each binary in turn (same data dir and
     flags), then runs wrk through it and through nginx (order alternating by round). The
-    ratio to nginx in the same round is what is compared: the box's other load moves both."""
+    ratio to nginx in the same round is what is compared: the box's other load moves both.
+    hangard stays in the session of nginx and wrk (a process group of its own, not a session):
+    with autogroup scheduling, a session of its own would give it a CPU share of its own."""
     with open(setup_json) as f:
         bench = json.load(f)["bench"]
     host = "%s.localhost" % bench["app"]
@@ -973,7 +975,7 @@ def ab(setup_json, work, binaries):
                 break
             time.sleep(0.05)
         p = subprocess.Popen([binary.encode()] + args[1:], env=henv, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+                             stderr=subprocess.STDOUT, process_group=0)
         pid = p.pid
         with open(pidfile, "w") as f:
             f.write(str(pid))

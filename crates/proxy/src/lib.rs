@@ -155,6 +155,8 @@ pub struct Proxy {
     listening: Mutex<HashMap<u16, SocketAddr>>,
     flycast_listening: Mutex<Vec<std::net::SocketAddrV6>>,
     connections: Arc<AtomicUsize>,
+    /// The running workers' connection counts (while [`run`] runs).
+    balance: Mutex<Option<Arc<workers::Balance>>>,
     pub(crate) tls: tls::TlsState,
     /// ACME challenge responses out now.
     pub challenges: Arc<acme::Challenges>,
@@ -256,6 +258,7 @@ impl Proxy {
             listening: Mutex::new(HashMap::new()),
             flycast_listening: Mutex::new(Vec::new()),
             connections: Arc::new(AtomicUsize::new(0)),
+            balance: Mutex::new(None),
             tls,
             challenges: Arc::default(),
         })
@@ -430,6 +433,36 @@ impl Proxy {
             &[("region", self.config.region.as_str())],
             self.wakes.in_progress() as f64,
         );
+        let balance = self
+            .balance
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(b) = balance {
+            let region = self.config.region.as_str();
+            for (i, (conns, moving)) in b.connections().into_iter().zip(b.moving()).enumerate() {
+                let worker = i.to_string();
+                let labels = [("region", region), ("worker", worker.as_str())];
+                f.gauge(
+                    "hangar_proxy_worker_connections",
+                    "Client connections each proxy worker serves",
+                    &labels,
+                    conns as f64,
+                );
+                f.gauge(
+                    "hangar_proxy_worker_handoff_queue",
+                    "Connections on their way to a less loaded worker (bounded per worker)",
+                    &labels,
+                    moving as f64,
+                );
+            }
+            f.counter(
+                "hangar_proxy_connections_moved_total",
+                "Connections handed from the worker that accepted them to a less loaded one",
+                &[("region", region)],
+                b.moved() as f64,
+            );
+        }
     }
 
     fn accept(
@@ -438,9 +471,10 @@ impl Proxy {
         peer: SocketAddr,
         port: u16,
         kind: PortKind,
+        slot: workers::Slot,
     ) {
         let n = self.connections.fetch_add(1, Ordering::AcqRel);
-        let guard = ConnGuard(self.connections.clone());
+        let guard = (ConnGuard(self.connections.clone()), slot);
         if n >= self.config.max_connections {
             self.metrics.tcp(false);
             drop(stream);
@@ -618,6 +652,7 @@ pub async fn run(
         .clone()
         .map(|cfg| tokio::spawn(acme::run(Arc::clone(&proxy), cfg, stopped(stop_rx.clone()))));
     let workers = workers::Workers::start(proxy.config.workers)?;
+    *proxy.balance.lock().unwrap_or_else(|p| p.into_inner()) = Some(workers.balance());
     let mut listeners: HashMap<u16, (PortKind, workers::Listening)> = HashMap::new();
     let mut flycast_listeners = flycast::Listeners::default();
     let mut changes = proxy.catalog.subscribe();
@@ -667,6 +702,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     workers.stop().await;
+    *proxy.balance.lock().unwrap_or_else(|p| p.into_inner()) = None;
     Ok(())
 }
 
@@ -719,22 +755,9 @@ fn sync_listeners(
         let listen_port = proxy.config.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(proxy.config.bind, listen_port);
         let p = Arc::clone(proxy);
-        let serve = move |listener: tokio::net::TcpListener| {
-            let p = Arc::clone(&p);
-            async move {
-                loop {
-                    match listener.accept().await {
-                        Ok((stream, peer)) => p.accept(stream, peer, port, kind),
-                        Err(e) => {
-                            // Out of fds and the like: back off, never spin.
-                            eprintln!("hangar-proxy: accept on port {port}: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                    }
-                }
-            }
-        };
-        let listening = match workers.listen(addr, serve) {
+        let on_conn: workers::OnConn =
+            Arc::new(move |stream, peer, slot| p.accept(stream, peer, port, kind, slot));
+        let listening = match workers.listen(addr, on_conn) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("hangar-proxy: can not listen on {addr} for port {port}: {e}");
