@@ -68,6 +68,11 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             assert!(out <= rest.len());
+            // Trailers only once done; never a framing field among them.
+            if let Some(t) = dec.take_trailers() {
+                assert!(ok && dec.is_done());
+                assert!(!t.contains_key("content-length") && !t.contains_key("transfer-encoding"));
+            }
         }
         3 => {
             if let Ok(Some((_, n))) = hangar_proxy::proxy_proto::parse(rest) {

@@ -175,12 +175,13 @@ impl hyper::body::Body for SlotBody {
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
+/// Connection-specific fields (RFC 9110 §7.6.1), not forwarded. `Trailer` is not one: it
+/// declares a response's trailer fields, which hyper's HTTP/1.1 server sends only if declared.
+pub(crate) const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "proxy-authorization",
@@ -1093,6 +1094,8 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
         Vec::new()
     };
     let mut has_host = false;
+    // `TE: trailers` from the client is passed on: the answer's trailers reach it.
+    let mut te_trailers = false;
     // The client's values the forwarded headers extend (the first of each, as `get`).
     let (mut xff, mut xfp, mut via) = (None, None, None);
     for (name, value) in h {
@@ -1108,6 +1111,11 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
             *s = Some(value);
         }
         if o.replaced(name, &connection_named) {
+            te_trailers |= name == header::TE
+                && value
+                    .as_bytes()
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
             continue;
         }
         has_host |= name == header::HOST;
@@ -1118,6 +1126,9 @@ fn encode_head(buf: &mut Vec<u8>, o: &Outgoing<'_>, body_len: usize) {
     }
     if !has_host && HeaderValue::from_str(o.host).is_ok() {
         let _ = write!(buf, "host: {}\r\n", o.host);
+    }
+    if te_trailers {
+        buf.extend_from_slice(b"te: trailers\r\n");
     }
     if o.delete.is_empty() && o.extra.is_empty() {
         // The common case, without formatting: the connection's fixed headers, then the

@@ -321,6 +321,8 @@ pub struct Chunked {
     state: ChunkState,
     /// Bytes of the current size line or of the trailers seen so far.
     line: usize,
+    /// The trailer section's raw lines (empty, and unallocated, without trailers).
+    trailers: Vec<u8>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -345,6 +347,43 @@ impl Chunked {
     /// Whether the last chunk and the trailers were read.
     pub fn is_done(&self) -> bool {
         self.state == ChunkState::Done
+    }
+
+    /// The trailer fields, once the body is done and if it had any. Fields that frame or
+    /// route a message (RFC 9110 §6.5.1: length, coding, host, connection options) are not
+    /// allowed there and are left out; so is what does not parse.
+    pub fn take_trailers(&mut self) -> Option<HeaderMap> {
+        if !self.is_done() || self.trailers.is_empty() {
+            return None;
+        }
+        let raw = std::mem::take(&mut self.trailers);
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let httparse::Status::Complete((_, parsed)) =
+            httparse::parse_headers(&raw, &mut fields).ok()?
+        else {
+            return None;
+        };
+        let mut map = HeaderMap::new();
+        for f in parsed {
+            let Ok(name) = HeaderName::from_bytes(f.name.as_bytes()) else {
+                continue;
+            };
+            let framing = matches!(
+                name.as_str(),
+                "content-length"
+                    | "transfer-encoding"
+                    | "host"
+                    | "te"
+                    | "trailer"
+                    | "content-encoding"
+                    | "content-type"
+                    | "content-range"
+            ) || crate::http::HOP_BY_HOP.contains(&name.as_str());
+            if let (false, Ok(v)) = (framing, HeaderValue::from_bytes(f.value)) {
+                map.append(name, v);
+            }
+        }
+        (!map.is_empty()).then_some(map)
     }
 
     /// Takes from `buf` what it can: `Ok(Some(data))` for body bytes, `Ok(None)` when more
@@ -454,6 +493,10 @@ impl Chunked {
                     self.line += 1;
                     if self.line > MAX_TRAILERS {
                         return Err("trailers too long".into());
+                    }
+                    // Kept for take_trailers, with the final empty line that ends them.
+                    if !(at_line_start && self.trailers.is_empty() && (b == b'\r' || b == b'\n')) {
+                        self.trailers.push(b);
                     }
                     self.state = match (b, cr) {
                         (b'\n', true) if at_line_start => ChunkState::Done,
@@ -585,8 +628,9 @@ impl hyper::body::Body for ResponseBody {
                 BodyState::Chunked(dec) => match dec.decode(&mut conn.buf) {
                     Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(None) if dec.is_done() => {
+                        let trailers = dec.take_trailers();
                         this.finish();
-                        return Poll::Ready(None);
+                        return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                     }
                     Ok(None) => {}
                     Err(e) => return this.fail(format!("machine's chunked body: {e}")),
@@ -711,6 +755,31 @@ mod wire_tests {
             .map_err(|e| e.to_string())?
             .to_bytes();
         Ok((status, body))
+    }
+
+    #[tokio::test]
+    async fn trailers_of_a_chunked_answer_are_the_last_frame_and_the_connection_is_reused() {
+        let (addr, accepted) = server(
+            vec![
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
+                  3\r\nabc\r\n0\r\nx-sum: 900150983cd24fb0\r\n\r\n",
+            ],
+            false,
+        )
+        .await;
+        let pool = Arc::new(Pool::new(0));
+        for _ in 0..2 {
+            let r = send_get(&pool, addr).await.expect("answer");
+            let collected = r.into_body().collect().await.expect("body");
+            let trailers = collected.trailers().cloned().expect("trailers");
+            assert_eq!(trailers["x-sum"], "900150983cd24fb0");
+            assert_eq!(collected.to_bytes(), "abc");
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "kept alive after the trailers"
+        );
     }
 
     #[tokio::test]
@@ -953,6 +1022,30 @@ mod tests {
         }
         let (out, done, _) = dechunk(b"0\r\n\r\n", 1).expect("empty");
         assert!(out.is_empty() && done);
+        for step in [1, 3, 100] {
+            let mut dec = Chunked::default();
+            let mut buf = BytesMut::new();
+            let body = b"2\r\nhi\r\n0\r\nx-sum: abc\r\ncontent-length: 9\r\nx-sum: def\r\n\r\n";
+            for piece in body.chunks(step) {
+                buf.extend_from_slice(piece);
+                while dec.decode(&mut buf).expect("valid").is_some() {}
+            }
+            let t = dec.take_trailers().expect("trailers");
+            let sums: Vec<_> = t.get_all("x-sum").iter().collect();
+            assert_eq!(sums, ["abc", "def"], "step {step}");
+            assert!(
+                !t.contains_key("content-length"),
+                "framing fields are not trailers"
+            );
+            assert!(dec.take_trailers().is_none(), "taken once");
+        }
+        let mut dec = Chunked::default();
+        let mut buf = BytesMut::from(&b"0\r\n\r\n"[..]);
+        while dec.decode(&mut buf).expect("valid").is_some() {}
+        assert!(
+            dec.is_done() && dec.take_trailers().is_none(),
+            "none sent, none made"
+        );
         let (_, done, _) = dechunk(b"5\r\nhel", 3).expect("partial");
         assert!(!done);
     }

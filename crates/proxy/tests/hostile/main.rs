@@ -44,6 +44,7 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             use http_body_util::BodyExt;
                             let line =
                                 format!("{} {} {:?}", req.method(), req.uri(), req.version());
+                            let trailers = req.uri().path() == "/trailers";
                             let body = req
                                 .into_body()
                                 .collect()
@@ -56,9 +57,28 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             } else {
                                 format!("{line} body={}", String::from_utf8_lossy(&body))
                             });
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")),
-                            ))
+                            let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n"));
+                            if !trailers {
+                                return Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                    ok.boxed(),
+                                ));
+                            }
+                            // A body with a trailer field, declared (`Trailer`), as a
+                            // checksum after a streamed body would be.
+                            let mut t = hyper::HeaderMap::new();
+                            t.insert("x-sum", hyper::header::HeaderValue::from_static("abc123"));
+                            let body = ok.with_trailers(async move { Some(Ok(t)) });
+                            let mut r = hyper::Response::new(body.boxed());
+                            r.headers_mut().insert(
+                                hyper::header::TRAILER,
+                                hyper::header::HeaderValue::from_static("x-sum"),
+                            );
+                            // Chunked (a length leaves no room for trailers).
+                            r.headers_mut().insert(
+                                hyper::header::TRANSFER_ENCODING,
+                                hyper::header::HeaderValue::from_static("chunked"),
+                            );
+                            Ok(r)
                         }
                     },
                 );
@@ -415,4 +435,52 @@ async fn h2_backend_speaks_h2c_to_the_machine() {
     assert_eq!(seen.len(), 5, "{seen:?}");
     assert!(seen.iter().all(|l| l.ends_with("HTTP/2.0")), "{seen:?}");
     assert!(seen[0].contains("/h2c/0"), "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machines_trailers_reach_a_client_that_accepts_them() {
+    let s = setup("trailers").await;
+    // HTTP/1.1 with `TE: trailers`: the chunked answer ends with the machine's field.
+    let r = raw(
+        s.addr,
+        b"GET /trailers HTTP/1.1\r\nhost: web.localhost\r\nte: trailers\r\n\
+          connection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let (_, after_last_chunk) = r
+        .split_once("\r\n0\r\n")
+        .unwrap_or_else(|| panic!("not chunked: {r}"));
+    assert!(
+        after_last_chunk
+            .to_ascii_lowercase()
+            .contains("x-sum: abc123"),
+        "{r}"
+    );
+    // Without `TE: trailers`, no trailer section (HTTP/1.1 forbids sending it unasked).
+    let r = raw(
+        s.addr,
+        b"GET /trailers HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(!r.to_ascii_lowercase().contains("x-sum: abc123"), "{r}");
+    // An h2 client saying `te: trailers`, as gRPC's do.
+    let (mut h2, _conn) = h2_client(s.addr).await;
+    let req = http::Request::builder()
+        .uri("http://web.localhost/trailers")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (resp, _) = h2.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    while let Some(d) = body.data().await {
+        let d = d.expect("data");
+        let _ = body.flow_control().release_capacity(d.len());
+    }
+    let t = body.trailers().await.expect("trailers").expect("some");
+    assert_eq!(t["x-sum"], "abc123");
+    still_serves(&s).await;
 }
