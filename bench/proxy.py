@@ -852,6 +852,17 @@ def report(d):
                 "%d" % med(x.get("backend_conns", 0) for x in xs) if proxy else "—",
                 med(x["backend_cpu_us_per_req"] for x in xs),
                 sum(x["errors"] for x in xs)))
+        # Paired by round (measured minutes apart at most, under the same outside load): less
+        # noisy than comparing medians taken over different rounds.
+        hg = tp.get("hangar", [])
+        for peer in ("nginx", "haproxy"):
+            ps = tp.get(peer, [])
+            ratios = [h["rps"] / p["rps"] for h, p in zip(hg, ps) if p["rps"]]
+            if ratios:
+                print("\nHangar's req/s ÷ %s's in the same round: **%.3f** (median of %d; rounds %s)"
+                      % (peer, med(ratios), len(ratios), " / ".join("%.2f" % r for r in ratios)),
+                      end="")
+        print()
     if lat:
         print()
         print("| latency (oha) | c=1 p50 | c=1 p99 | **added p50 at c=1** | at %d req/s, -c%s, "
