@@ -888,7 +888,7 @@ def report(d):
 
         print()
         print("| GET through the proxy, new connection (p50 / p99 ms, n=%d) | TTFB | "
-              "`Hangar-Cold-Start` (whole ms) | **TTFB − app's own start** | request sent → app's "
+              "`Hangar-Cold-Start` | **TTFB − app's own start** | request sent → app's "
               "main | app's own start (main → listening) | listening → first connection "
               "accepted (the wake's probe) | → first byte |" % len(cold.get("stopped", [])))
         print("|---|---|---|---|---|---|---|---|")

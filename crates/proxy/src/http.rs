@@ -1286,8 +1286,9 @@ fn response_headers(
             h.insert(FLY_REQUEST_ID, v);
         }
     }
+    // Tenths of a millisecond: a resume from suspended takes one or two.
     if let Some(d) = cold
-        && let Ok(v) = HeaderValue::from_str(&format!("{}ms", d.as_millis()))
+        && let Ok(v) = HeaderValue::from_str(&format!("{:.1}ms", d.as_secs_f64() * 1000.0))
     {
         h.insert("hangar-cold-start", v);
     }
