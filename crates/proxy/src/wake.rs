@@ -108,6 +108,12 @@ impl Wakes {
     }
 }
 
+/// A woken machine's port is probed every [`PROBE_FINE`] for [`PROBE_FINE_FOR`] (at most ten
+/// refused connections), then after 1 ms, doubled after each refusal up to [`PROBE_MAX`].
+const PROBE_FINE: Duration = Duration::from_micros(200);
+const PROBE_FINE_FOR: Duration = Duration::from_millis(2);
+const PROBE_MAX: Duration = Duration::from_millis(50);
+
 async fn bring_up(
     store: &dyn Store,
     catalog: &CatalogHandle,
@@ -150,13 +156,21 @@ async fn bring_up(
     }
     // ...and its port accepting (the app may take a moment to listen).
     let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+    let probing = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
         if tokio::net::TcpStream::connect(target).await.is_ok() {
             return Ok(());
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(50));
+        if probing.elapsed() < PROBE_FINE_FOR {
+            // Finer than tokio's timer, which rounds up to the next millisecond: an app that
+            // listens within a millisecond or two of starting (as small ones do) is found
+            // about 0.1 ms after, not up to a millisecond later.
+            let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PROBE_FINE)).await;
+        } else {
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(PROBE_MAX);
+        }
     }
 }
 
