@@ -484,3 +484,53 @@ async fn a_machines_trailers_reach_a_client_that_accepts_them() {
     assert_eq!(t["x-sum"], "abc123");
     still_serves(&s).await;
 }
+
+/// The sum of a gauge's samples over every label set, from Prometheus text.
+fn gauge_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_counted_per_worker_in_the_metrics() {
+    let s = setup("workers").await;
+    // Two keep-alive connections, each answered once and held open.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = tokio::net::TcpStream::connect(s.addr)
+            .await
+            .expect("connect");
+        c.write_all(b"GET /held HTTP/1.1\r\nhost: web.localhost\r\n\r\n")
+            .await
+            .expect("write");
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.expect("read");
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        held.push(c);
+    }
+    let text = s.proxy.render_metrics();
+    let workers = ProxyConfig::default().workers;
+    for w in 0..workers {
+        let line = format!("hangar_proxy_worker_connections{{region=\"local\",worker=\"{w}\"}}");
+        assert!(text.contains(&line), "{line} missing:\n{text}");
+    }
+    assert_eq!(
+        gauge_sum(&text, "hangar_proxy_worker_connections"),
+        2.0,
+        "{text}"
+    );
+    assert_eq!(gauge_sum(&text, "hangar_proxy_worker_handoff_queue"), 0.0);
+    assert!(text.contains("hangar_proxy_connections_moved_total{region=\"local\"}"));
+    // Closed, they are uncounted (the serving task notices the close first).
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge_sum(&s.proxy.render_metrics(), "hangar_proxy_worker_connections") != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "closed connections still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
