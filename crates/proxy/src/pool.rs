@@ -226,11 +226,6 @@ impl Pool {
         None
     }
 
-    /// Gives back an [`crate::upstream`] connection whose response is complete.
-    pub fn put_conn(&self, addr: SocketAddr, conn: Conn) {
-        self.shard().put_conn(addr, conn);
-    }
-
     /// Closes idle connections past [`MAX_IDLE_TIME`] and those of machines no longer
     /// `live`, on every worker (the proxy does it every second), so that connections to
     /// machines that went away do not hold sockets.

@@ -368,12 +368,11 @@ impl Chunked {
             let Ok(name) = HeaderName::from_bytes(f.name.as_bytes()) else {
                 continue;
             };
+            // Connection-specific fields (`te`, `transfer-encoding`, ...) are the proxy's list.
             let framing = matches!(
                 name.as_str(),
                 "content-length"
-                    | "transfer-encoding"
                     | "host"
-                    | "te"
                     | "trailer"
                     | "content-encoding"
                     | "content-type"
