@@ -1005,8 +1005,17 @@ def ab(setup_json, work, binaries):
         r = wrk("http://127.0.0.1:%s/" % port, h, dur, int(env["WRK_THREADS"]),
                 int(env["CONNECTIONS"]))
         n = r["rps"] * (time.time() - t0)
-        return r["rps"], (proc_cpu_s(pids()) - c0) * 1e6 / n, (ctx_switches(pids()) - x0) / n
+        out = [r["rps"], (proc_cpu_s(pids()) - c0) * 1e6 / n, (ctx_switches(pids()) - x0) / n]
+        if paced:
+            # The same offered rate for every target: CPU per request without the
+            # saturated box's scheduling in it.
+            c0 = proc_cpu_s(pids())
+            q = oha("http://127.0.0.1:%s/" % port, h, dur, conns=int(env["CONNECTIONS"]),
+                    rate=paced)
+            out.append((proc_cpu_s(pids()) - c0) * 1e6 / max(q["ok"], 1))
+        return out
 
+    paced = int(env.get("AB_RATE") or 0)
     nginx = int(env["NGINX_PID"])
     results = {b: [] for b in binaries}
     try:
@@ -1020,11 +1029,15 @@ def ab(setup_json, work, binaries):
                     sides.reverse()
                 got = {name: measure(port, h, pids) for name, port, h, pids in sides}
                 hg, ng = got["hangar"], got["nginx"]
-                results[b].append((hg[0] / ng[0], hg[1] / ng[1]))
+                results[b].append((hg[0] / ng[0], hg[1] / ng[1],
+                                   hg[3] / ng[3] if paced else float("nan")))
                 print("round %d %-24s hangar %7.0f req/s %5.1f us/req %.2f cs/req | nginx %7.0f "
                       "%5.1f us/req %.2f cs/req | req/s ratio %.3f, CPU ratio %.3f | load %s"
                       % (rnd, os.path.basename(b), hg[0], hg[1], hg[2], ng[0], ng[1], ng[2],
                          hg[0] / ng[0], hg[1] / ng[1], loadavg()), flush=True)
+                if paced:
+                    print("        at %d req/s: hangar %5.1f us/req, nginx %5.1f us/req, ratio "
+                          "%.3f" % (paced, hg[3], ng[3], hg[3] / ng[3]), flush=True)
     finally:
         restart(binaries[0])
 
@@ -1032,11 +1045,13 @@ def ab(setup_json, work, binaries):
         v = sorted(v)
         return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
     print()
-    print("binary | req/s ÷ nginx's (median) | proxy CPU per request ÷ nginx's (median) | rounds")
+    print("binary | req/s ÷ nginx's (median) | proxy CPU per request ÷ nginx's (median) | "
+          "the same at AB_RATE | rounds")
     for b in binaries:
-        print("%s | %.3f | %.3f | %s" % (b, med([x[0] for x in results[b]]),
-                                         med([x[1] for x in results[b]]),
-                                         " ".join("%.3f" % x[0] for x in results[b])))
+        print("%s | %.3f | %.3f | %.3f | %s" % (b, med([x[0] for x in results[b]]),
+                                                med([x[1] for x in results[b]]),
+                                                med([x[2] for x in results[b]]),
+                                                " ".join("%.3f" % x[0] for x in results[b])))
 
 
 def main():

@@ -20,7 +20,8 @@
 # HANGAR, INIT name other binaries), HOLD=SECONDS (set everything up, keep it up that long for
 # a look by hand, measure nothing), AB="HANGARD_A HANGARD_B ..." (measure only throughput:
 # ROUNDS paired rounds, each restarting hangard with each binary in turn on the same setup and
-# running wrk through it and through nginx; RESULTS/ab.txt), RESULTS (where the report and
+# running wrk through it and through nginx; RESULTS/ab.txt; AB_RATE=N adds CPU per request
+# at N req/s offered by oha to each, the same for all), RESULTS (where the report and
 # the raw samples are copied, /tmp/hangar-bench-proxy-results). Needs root, cgroups, overlayfs; installs nginx-light,
 # haproxy, wrk (Debian) and oha (crates.io, pinned, into target/bench-tools) if missing.
 # Everything it makes (temp dir, hangard, nginx, HAProxy, machines, netns, veths, bridge,

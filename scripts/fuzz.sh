@@ -65,12 +65,16 @@ step "cargo fuzz run api_request (${api_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run api_request --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
   -max_total_time="$api_secs" -rss_limit_mb=2048 -max_len=65536 "$work/api" "$work/api-seeds"
 
-# Proxy parsers: byte 0 picks Host (0), the fly-replay header (1) or its JSON form (2).
+# Proxy parsers: byte 0 (mod 7) picks Host (0), the fly-replay header (1) or its JSON form (2),
+# ... or a client's request head (6).
 printf '\000web.localhost:8080' >"$work/proxy-seeds/host"
 printf '\001region="iad,ord";state=abc;elsewhere=true;timeout=800ms;fallback=prefer_self' \
   >"$work/proxy-seeds/replay"
 printf '\002{"app":"b","transform":{"path":"/x?y","set_headers":[{"name":"a","value":"b"}]}}' \
   >"$work/proxy-seeds/json"
+# Byte 6: a client's request head (the HTTP/1.1 fast path), pipelined.
+printf '\006GET /a?b HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\nGET / HTTP/1.1\r\n' \
+  >"$work/proxy-seeds/h1"
 
 step "cargo fuzz run proxy_parsers (${proxy_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run proxy_parsers --target-dir "$CARGO_TARGET_DIR/fuzz" -- \

@@ -1,8 +1,8 @@
 //! The proxy's parsers of untrusted input: `Host` → app name, the `fly-replay` header and its
 //! JSON form (written by apps), the routing request headers, the PROXY protocol header (sent
-//! by a load balancer in front), and machines' response heads and chunked bodies (read by the
-//! HTTP/1.1 client, `hangar_proxy::upstream`). None may panic; what they accept must be
-//! well-formed.
+//! by a load balancer in front), machines' response heads and chunked bodies (read by the
+//! HTTP/1.1 client, `hangar_proxy::upstream`), and clients' request heads (the HTTP/1.1 fast
+//! path, `hangar_proxy::h1`). None may panic; what they accept must be well-formed.
 #![no_main]
 
 use hangar_proxy::http::app_from_host;
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 6 {
+    match which % 7 {
         0 => {
             if let Ok(s) = std::str::from_utf8(rest)
                 && let Some(app) = app_from_host(s, "localhost")
@@ -30,6 +30,21 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!id.is_empty() && id.len() <= 64);
                 }
                 assert!(r.state.as_ref().is_none_or(|s| s.len() <= 1024));
+            }
+        }
+        6 => {
+            // A client's request head (the HTTP/1.1 fast path): taken out only when it is
+            // served there; otherwise every byte stays for hyper's server.
+            let mut buf = bytes::BytesMut::from(rest);
+            match hangar_proxy::h1::parse(&mut buf) {
+                hangar_proxy::h1::Head::Request { req, .. } => {
+                    assert!(buf.len() < rest.len() && rest.ends_with(&buf));
+                    for framing in ["transfer-encoding", "upgrade", "expect", "te"] {
+                        assert!(!req.headers().contains_key(framing));
+                    }
+                    assert!(req.uri().path().starts_with('/'));
+                }
+                _ => assert_eq!(&buf[..], rest),
             }
         }
         4 => {

@@ -149,7 +149,8 @@ fn accept(
             FlycastPort::Http => {
                 let conn =
                     crate::http::Conn::new(peer, port, false, Some(app), &proxy.config.region);
-                crate::serve_http_conn(proxy, stream, conn).await;
+                let stream = crate::proxy_proto::Prefixed::new(Vec::new(), stream);
+                crate::h1::serve(proxy, stream, conn).await;
             }
             FlycastPort::Raw => {
                 let addrs = stream.local_addr().ok().map(|local| (peer, local));

@@ -145,7 +145,7 @@ async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-fn incoming_body(b: Incoming) -> Body {
+pub(crate) fn incoming_body(b: Incoming) -> Body {
     Body::new(b.map_err(|e| -> BoxError { Box::new(e) }))
 }
 
@@ -358,16 +358,14 @@ fn port_options(app: &AppEntry, port: u16) -> PortOptions {
 /// The request body: kept in memory (replayable, retryable) when small, else streamed once.
 enum ReqBody {
     Buffered(Bytes),
-    Stream(Option<Incoming>),
+    Stream(Option<Body>),
 }
 
 impl ReqBody {
     fn take(&mut self) -> Option<Body> {
         match self {
             ReqBody::Buffered(b) => Some(full(b.clone())),
-            ReqBody::Stream(s) => s
-                .take()
-                .map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()),
+            ReqBody::Stream(s) => s.take(),
         }
     }
 
@@ -377,7 +375,7 @@ impl ReqBody {
 }
 
 async fn read_body(
-    body: Incoming,
+    body: Body,
     headers: &HeaderMap,
     limit: usize,
 ) -> Result<ReqBody, Response<Body>> {
@@ -391,11 +389,9 @@ async fn read_body(
     let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     match len {
         Some(n) if n as usize <= limit && !chunked => {
-            let b = http_body_util::Limited::new(body, limit)
-                .collect()
+            let b = collect_limited(body, limit)
                 .await
-                .map_err(|_| error(StatusCode::BAD_REQUEST, "PU02", "incomplete request body"))?
-                .to_bytes();
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, "PU02", "incomplete request body"))?;
             Ok(ReqBody::Buffered(b))
         }
         // Unknown length (chunked, or h2 without content-length): streamed once.
@@ -403,11 +399,11 @@ async fn read_body(
     }
 }
 
-/// Serves one request.
+/// Serves one request (its body: hyper's, or none from the HTTP/1.1 fast path, crate::h1).
 pub async fn handle(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    req: Request<Incoming>,
+    req: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let rid = request_id(&proxy.config.region);
@@ -464,7 +460,7 @@ fn acme_http01<B>(proxy: &Proxy, req: &Request<B>) -> Option<Response<Body>> {
 async fn route(
     proxy: &Arc<Proxy>,
     conn: &Conn,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
     rid: &str,
 ) -> (String, Response<Body>) {
     let cfg = &proxy.config;

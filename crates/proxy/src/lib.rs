@@ -36,6 +36,7 @@ pub mod balance;
 pub mod catalog;
 pub mod control;
 pub mod flycast;
+pub mod h1;
 pub mod health;
 pub mod http;
 pub mod metrics;
@@ -523,7 +524,10 @@ impl Proxy {
             }
             let stream = proxy_proto::Prefixed::new(prefix, stream);
             match kind {
-                PortKind::Http => serve_http(proxy, stream, peer, port, false).await,
+                PortKind::Http => {
+                    let conn = http::Conn::new(peer, port, false, None, &proxy.config.region);
+                    h1::serve(proxy, stream, conn).await;
+                }
                 PortKind::TlsHttp => tls::serve(proxy, stream, peer, local, port, true).await,
                 PortKind::Tls => tls::serve(proxy, stream, peer, local, port, false).await,
                 PortKind::Raw => {
@@ -562,7 +566,8 @@ where
         resets: ResetWatch::default(),
     });
     let c = Arc::clone(&ctx);
-    let svc = hyper::service::service_fn(move |req| {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let req = req.map(http::incoming_body);
         let ctx = Arc::clone(&c);
         ctx.resets.started.fetch_add(1, Ordering::AcqRel);
         async move {

@@ -219,6 +219,18 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// Counts a client connection the HTTP/1.1 fast path (crate::h1) handed to hyper's server.
+    pub fn http1_handoff(&self) {
+        self.registry
+            .counter(
+                "hangar_proxy_http1_handoffs_total",
+                "Client HTTP/1.1 connections handed from the fast path to the general server \
+                 (a request body, an upgrade, HTTP/1.0, h2 prior knowledge, an unusual head)",
+                &[("region", self.region.as_str())],
+            )
+            .inc();
+    }
+
     /// Records a completed TLS handshake.
     pub fn tls_handshake(&self, version: &str, took: Duration) {
         self.registry

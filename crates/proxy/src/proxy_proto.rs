@@ -248,6 +248,12 @@ impl<S> Prefixed<S> {
             inner,
         }
     }
+
+    /// The prefix bytes not read yet, and the stream after them.
+    pub fn into_parts(mut self) -> (Vec<u8>, S) {
+        let rest = self.prefix.split_off(self.pos);
+        (rest, self.inner)
+    }
 }
 
 impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Prefixed<S> {

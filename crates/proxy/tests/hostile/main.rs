@@ -45,6 +45,7 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             let line =
                                 format!("{} {} {:?}", req.method(), req.uri(), req.version());
                             let trailers = req.uri().path() == "/trailers";
+                            let slow = req.uri().path() == "/slow";
                             let body = req
                                 .into_body()
                                 .collect()
@@ -57,6 +58,9 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                             } else {
                                 format!("{line} body={}", String::from_utf8_lossy(&body))
                             });
+                            if slow {
+                                tokio::time::sleep(Duration::from_secs(3)).await;
+                            }
                             let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n"));
                             if !trailers {
                                 return Ok::<_, std::convert::Infallible>(hyper::Response::new(
@@ -465,6 +469,7 @@ async fn a_machines_trailers_reach_a_client_that_accepts_them() {
     .await;
     assert_eq!(status(&r), 200, "{r}");
     assert!(!r.to_ascii_lowercase().contains("x-sum: abc123"), "{r}");
+    assert!(r.ends_with("\r\n\r\n3\r\nok\n\r\n0\r\n\r\n"), "{r}");
     // An h2 client saying `te: trailers`, as gRPC's do.
     let (mut h2, _conn) = h2_client(s.addr).await;
     let req = http::Request::builder()
@@ -533,4 +538,159 @@ async fn open_connections_are_counted_per_worker_in_the_metrics() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Reads what comes until `n` complete answers of `ok\n` (or heads of HEADs) are there.
+async fn answers(c: &mut tokio::net::TcpStream, n: usize) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if text.matches("HTTP/1.1 ").count() >= n
+            && (text.ends_with("ok\n") || text.ends_with("\r\n\r\n"))
+        {
+            return text;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await {
+            Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+            other => panic!("{other:?} after {text:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let s = setup("pipeline").await;
+    // Three requests in one write; the last asks to close.
+    let r = raw(
+        s.addr,
+        b"GET /p1 HTTP/1.1\r\nhost: web.localhost\r\n\r\n\
+          GET /p2?x=1 HTTP/1.1\r\nhost: web.localhost\r\nconnection: keep-alive\r\n\r\n\
+          HEAD /p3 HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    let heads: Vec<&str> = r.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(heads.len(), 3, "{r}");
+    for h in &heads {
+        assert!(h.starts_with("200 OK\r\n"), "{r}");
+        assert!(h.contains("\r\ncontent-length: 3\r\n"), "{r}");
+        assert!(h.contains("\r\ndate: "), "{r}");
+        assert!(h.contains("\r\nfly-request-id: "), "{r}");
+    }
+    assert!(
+        heads[0].ends_with("\r\n\r\nok\n") && heads[1].ends_with("\r\n\r\nok\n"),
+        "{r}"
+    );
+    // The HEAD's answer has no body, and the connection closed after it.
+    assert!(heads[2].ends_with("\r\n\r\n"), "{r}");
+    assert!(heads[2].contains("\r\nconnection: close\r\n"), "{r}");
+    let seen = s.seen.lock().expect("lock").clone();
+    let order: Vec<&String> = seen.iter().filter(|l| l.contains(" /p")).collect();
+    assert_eq!(
+        order,
+        [
+            "GET /p1 HTTP/1.1",
+            "GET /p2?x=1 HTTP/1.1",
+            "HEAD /p3 HTTP/1.1"
+        ],
+        "{seen:?}"
+    );
+    still_serves(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_a_body_after_plain_ones_keeps_the_connection() {
+    let s = setup("handover").await;
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    c.write_all(b"GET /k1 HTTP/1.1\r\nhost: web.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let first = answers(&mut c, 1).await;
+    assert_eq!(status(&first), 200, "{first}");
+    // A body: served by hyper's server on the same connection, then more plain requests.
+    c.write_all(
+        b"POST /k2 HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 5\r\n\r\nhello\
+          GET /k3 HTTP/1.1\r\nhost: web.localhost\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let more = answers(&mut c, 2).await;
+    assert_eq!(more.matches("HTTP/1.1 200 OK").count(), 2, "{more}");
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(
+        seen.contains(&"POST /k2 HTTP/1.1 body=hello".to_string()),
+        "{seen:?}"
+    );
+    assert!(seen.contains(&"GET /k3 HTTP/1.1".to_string()), "{seen:?}");
+    let metrics = s.proxy.render_metrics();
+    let handoffs = gauge_sum(&metrics, "hangar_proxy_http1_handoffs_total");
+    assert_eq!(handoffs, 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_connections_close_after_the_head_timeout() {
+    let s = setup("idle").await;
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    c.write_all(b"GET /i HTTP/1.1\r\nhost: web.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let r = answers(&mut c, 1).await;
+    assert_eq!(status(&r), 200, "{r}");
+    // headers_read_timeout is 1 s here: no next head in time, the proxy closes.
+    let idle = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("the idle connection was kept past 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", &buf[..n]);
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while s.proxy.connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.proxy.connections(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_cancels_its_request() {
+    let s = setup("leaves").await;
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    // The machine takes 3 s to answer /slow.
+    c.write_all(b"GET /slow HTTP/1.1\r\nhost: web.localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !s
+        .seen
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|l| l.contains("/slow"))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(c);
+    let gone = Instant::now();
+    while s.proxy.connections() > 0 && gone.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        s.proxy.connections(),
+        0,
+        "the request outlived its client by {:?}",
+        gone.elapsed()
+    );
+    still_serves(&s).await;
 }
