@@ -75,8 +75,12 @@ impl Workers {
                     // Histograms this worker observes get a block of their own (block 0 is
                     // every other thread's).
                     hangar_metrics::set_thread_shard(i + 1);
+                    // Sockets and timers only: with the process and signal drivers too
+                    // (enabled by other crates' features), every park also looked for
+                    // orphaned children and signals.
                     let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
+                        .enable_io()
+                        .enable_time()
                         .build()
                     {
                         Ok(rt) => rt,
