@@ -52,19 +52,18 @@ fn transition(
         rec.state = next;
         rec.pending = Some(pending.clone());
         rec.updated_at = now_ms();
-        match store.update_machine(&rec, m.revision) {
-            Ok(stored) => {
-                let _ = store.add_event(&EventRecord {
-                    id: event_id(),
-                    machine_id: stored.id.clone(),
-                    kind: kind.into(),
-                    status: next.as_str().into(),
-                    source: "fly-proxy".into(),
-                    timestamp: now_ms(),
-                    request: None,
-                });
-                return Ok(Outcome::Done);
-            }
+        let event = EventRecord {
+            id: event_id(),
+            machine_id: rec.id.clone(),
+            kind: kind.into(),
+            status: next.as_str().into(),
+            source: "fly-proxy".into(),
+            timestamp: now_ms(),
+            request: None,
+        };
+        // One commit: the agent, woken by it, does not then wait for the event's.
+        match store.update_machine_with_event(&rec, m.revision, &event) {
+            Ok(_) => return Ok(Outcome::Done),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
         }

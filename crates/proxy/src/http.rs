@@ -593,9 +593,9 @@ async fn route(
                     &proxy.store,
                     &proxy.catalog,
                     &m.id,
-                    m.addr,
-                    internal,
+                    (m.addr, internal),
                     cfg.wake_timeout,
+                    Some(&proxy.pool),
                 ))
                 .await
                 {

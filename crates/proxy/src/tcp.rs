@@ -75,9 +75,9 @@ pub async fn serve<S>(
                             &proxy.store,
                             &proxy.catalog,
                             &m.id,
-                            m.addr,
-                            internal,
+                            (m.addr, internal),
                             cfg.wake_timeout,
+                            None,
                         )
                         .await
                     {

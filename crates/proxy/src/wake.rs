@@ -51,15 +51,17 @@ impl Wakes {
     }
 
     /// Starts machine `id` (if no one is already) and waits until it serves `port` or
-    /// `timeout` passes. Returns how long the caller waited.
+    /// `timeout` passes. Returns how long the caller waited. With `keep`, the connection
+    /// that found the port accepting goes to that pool (this worker's shard) for the request
+    /// that waited: the machine's app, just woken, then accepts one connection, not two.
     pub async fn wake(
         &self,
         store: &Arc<dyn Store>,
         catalog: &Arc<CatalogHandle>,
         id: &str,
-        addr: Ipv6Addr,
-        port: u16,
+        (addr, port): (Ipv6Addr, u16),
         timeout: Duration,
+        keep: Option<&Arc<crate::pool::Pool>>,
     ) -> Result<Duration, WakeError> {
         let started = Instant::now();
         let mut rx = {
@@ -72,6 +74,7 @@ impl Wakes {
                     let store = store.clone();
                     let catalog = catalog.clone();
                     let id = id.to_string();
+                    let keep = keep.cloned();
                     tokio::spawn(async move {
                         let r = tokio::time::timeout(
                             timeout,
@@ -79,6 +82,14 @@ impl Wakes {
                         )
                         .await
                         .unwrap_or(Err(WakeError::Timeout));
+                        let r = r.map(|probe| {
+                            if let Some(pool) = keep {
+                                let _ = probe.set_nodelay(true);
+                                let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+                                pool.local()
+                                    .put_conn(target, crate::upstream::Conn::new(probe));
+                            }
+                        });
                         tx.send_replace(Some(r));
                     });
                     rx
@@ -120,7 +131,7 @@ async fn bring_up(
     id: &str,
     addr: Ipv6Addr,
     port: u16,
-) -> Result<(), WakeError> {
+) -> Result<tokio::net::TcpStream, WakeError> {
     let mut rx = catalog.subscribe();
     // A suspended machine's sockets exist while it is frozen: the kernel accepts connections
     // for it, and its app answers them once thawed. So the request need not wait for the
@@ -159,8 +170,8 @@ async fn bring_up(
     let probing = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
-        if tokio::net::TcpStream::connect(target).await.is_ok() {
-            return Ok(());
+        if let Ok(probe) = tokio::net::TcpStream::connect(target).await {
+            return Ok(probe);
         }
         if probing.elapsed() < PROBE_FINE_FOR {
             // Finer than tokio's timer, which rounds up to the next millisecond: an app that
@@ -199,6 +210,107 @@ async fn wait_started(
         }
         if rx.changed().await.is_err() {
             return Err(WakeError::Timeout);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hangar_api_types::MachineConfig;
+    use hangar_store::{AppRecord, MachineRecord, SqliteStore};
+
+    fn store_with_suspended(id: &str) -> Arc<dyn Store> {
+        let store = SqliteStore::in_memory().expect("store");
+        store.create_org("o", "O", 1).expect("org");
+        store
+            .create_app(&AppRecord {
+                id: "id-a".into(),
+                name: "a".into(),
+                org_slug: "o".into(),
+                network: "default".into(),
+                created_at: 1,
+            })
+            .expect("app");
+        store
+            .insert_machine(&MachineRecord {
+                id: id.into(),
+                app: "a".into(),
+                name: id.into(),
+                region: "local".into(),
+                state: State::Suspended,
+                instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+                config: MachineConfig::default(),
+                image_ref: None,
+                private_ip: "::1".into(),
+                host: "h".into(),
+                cordoned: false,
+                pending: None,
+                restart_count: 0,
+                created_at: 1,
+                updated_at: 1,
+                revision: 0,
+            })
+            .expect("machine");
+        Arc::new(store)
+    }
+
+    /// Counts the connections a listener accepts.
+    async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("[::1]:0")
+            .await
+            .expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = Arc::clone(&n);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(s);
+            }
+        });
+        (port, n)
+    }
+
+    #[tokio::test]
+    async fn the_connection_that_found_the_port_serves_the_request() {
+        for keep in [true, false] {
+            let id = if keep {
+                "0123456789abc0"
+            } else {
+                "0123456789abc1"
+            };
+            let store = store_with_suspended(id);
+            let catalog = CatalogHandle::new();
+            catalog.load(store.as_ref()).expect("load");
+            let (port, accepted) = counting_listener().await;
+            let pool = Arc::new(crate::pool::Pool::new(1));
+            let wakes = Wakes::default();
+            wakes
+                .wake(
+                    &store,
+                    &catalog,
+                    id,
+                    (Ipv6Addr::LOCALHOST, port),
+                    Duration::from_secs(5),
+                    keep.then_some(&pool),
+                )
+                .await
+                .expect("woken");
+            // The start is recorded, with its event, in one go.
+            let m = store.find_machine(id).expect("read").expect("machine");
+            assert_eq!(m.state, State::Starting);
+            assert_eq!(store.events(id, 10).expect("events").len(), 1);
+            let target = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0));
+            let pooled = pool.take_conn(target);
+            assert_eq!(pooled.is_some(), keep);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                assert!(Instant::now() < deadline, "the probe never connected");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         }
     }
 }

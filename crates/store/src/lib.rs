@@ -93,6 +93,14 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces a machine row if its `revision` still equals `expected_revision`
     /// (optimistic concurrency); returns the stored record with its new revision.
     fn update_machine(&self, m: &MachineRecord, expected_revision: u64) -> Result<MachineRecord>;
+    /// [`Store::update_machine`] and [`Store::add_event`] in one transaction: one commit and
+    /// one change for watchers (a wake's start waits on it).
+    fn update_machine_with_event(
+        &self,
+        m: &MachineRecord,
+        expected_revision: u64,
+        e: &EventRecord,
+    ) -> Result<MachineRecord>;
     /// Records a new config version of a machine.
     fn add_version(&self, v: &VersionRecord) -> Result<()>;
     /// Versions of a machine, newest first.

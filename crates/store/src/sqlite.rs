@@ -34,6 +34,19 @@ fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
     }
 }
 
+/// Appends an event to a machine, dropping its oldest past [`MAX_EVENTS_PER_MACHINE`].
+fn insert_event(tx: &Transaction<'_>, e: &EventRecord, request: Option<&str>) -> Result<()> {
+    tx.execute(
+        "INSERT INTO machine_events (id, machine_id, kind, status, source, timestamp, request) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![e.id, e.machine_id, e.kind, e.status, e.source, e.timestamp, request],
+    )?;
+    tx.execute(
+        "DELETE FROM machine_events WHERE machine_id = ?1 AND seq <= (SELECT seq FROM machine_events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        params![e.machine_id, MAX_EVENTS_PER_MACHINE],
+    )?;
+    Ok(())
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Corrupt {
         what: "value to store",
@@ -86,6 +99,43 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces a machine row (optimistic concurrency), then runs `then` in the same
+    /// transaction.
+    fn update_machine_then(
+        &self,
+        m: &MachineRecord,
+        expected_revision: u64,
+        then: impl FnOnce(&Transaction<'_>) -> Result<()>,
+    ) -> Result<MachineRecord> {
+        let config = json(&m.config)?;
+        let image_ref = m.image_ref.as_ref().map(json).transpose()?;
+        let pending = m.pending.as_ref().map(json).transpose()?;
+        self.write("machine", &m.id, |tx, rev| {
+            let actual: Option<i64> = tx
+                .query_row("SELECT revision FROM machines WHERE id = ?1", [&m.id], |r| r.get(0))
+                .optional()?;
+            let actual = actual.ok_or(StoreError::NotFound("machine"))? as u64;
+            if actual != expected_revision {
+                return Err(StoreError::Conflict { expected: expected_revision, actual });
+            }
+            tx.execute(
+                "UPDATE machines SET name = ?2, region = ?3, state = ?4, instance_id = ?5, config = ?6, image_ref = ?7, private_ip = ?8, host = ?9, cordoned = ?10, pending = ?11, restart_count = ?12, updated_at = ?13, revision = ?14 WHERE id = ?1",
+                params![
+                    m.id, m.name, m.region, m.state.as_str(), m.instance_id, config, image_ref, m.private_ip,
+                    m.host, m.cordoned, pending, m.restart_count, m.updated_at, rev
+                ],
+            )
+            .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "machine name", name: m.name.clone() } } else { e.into() })?;
+            if m.state == hangar_domain::State::Destroyed {
+                crate::volumes::detach_from(tx, &m.id, rev)?;
+            }
+            then(tx)?;
+            let mut stored = m.clone();
+            stored.revision = rev as u64;
+            Ok(stored)
+        })
     }
 
     /// Runs `f` in a write transaction that logs `(kind, key)` as a change (`f` may log more,
@@ -483,31 +533,18 @@ impl Store for SqliteStore {
     }
 
     fn update_machine(&self, m: &MachineRecord, expected_revision: u64) -> Result<MachineRecord> {
-        let config = json(&m.config)?;
-        let image_ref = m.image_ref.as_ref().map(json).transpose()?;
-        let pending = m.pending.as_ref().map(json).transpose()?;
-        self.write("machine", &m.id, |tx, rev| {
-            let actual: Option<i64> = tx
-                .query_row("SELECT revision FROM machines WHERE id = ?1", [&m.id], |r| r.get(0))
-                .optional()?;
-            let actual = actual.ok_or(StoreError::NotFound("machine"))? as u64;
-            if actual != expected_revision {
-                return Err(StoreError::Conflict { expected: expected_revision, actual });
-            }
-            tx.execute(
-                "UPDATE machines SET name = ?2, region = ?3, state = ?4, instance_id = ?5, config = ?6, image_ref = ?7, private_ip = ?8, host = ?9, cordoned = ?10, pending = ?11, restart_count = ?12, updated_at = ?13, revision = ?14 WHERE id = ?1",
-                params![
-                    m.id, m.name, m.region, m.state.as_str(), m.instance_id, config, image_ref, m.private_ip,
-                    m.host, m.cordoned, pending, m.restart_count, m.updated_at, rev
-                ],
-            )
-            .map_err(|e| if is_unique_violation(&e) { StoreError::NameTaken { what: "machine name", name: m.name.clone() } } else { e.into() })?;
-            if m.state == hangar_domain::State::Destroyed {
-                crate::volumes::detach_from(tx, &m.id, rev)?;
-            }
-            let mut stored = m.clone();
-            stored.revision = rev as u64;
-            Ok(stored)
+        self.update_machine_then(m, expected_revision, |_| Ok(()))
+    }
+
+    fn update_machine_with_event(
+        &self,
+        m: &MachineRecord,
+        expected_revision: u64,
+        e: &EventRecord,
+    ) -> Result<MachineRecord> {
+        let request = e.request.as_ref().map(json).transpose()?;
+        self.update_machine_then(m, expected_revision, |tx| {
+            insert_event(tx, e, request.as_deref())
         })
     }
 
@@ -552,15 +589,7 @@ impl Store for SqliteStore {
     fn add_event(&self, e: &EventRecord) -> Result<()> {
         let request = e.request.as_ref().map(json).transpose()?;
         self.write("machine", &e.machine_id, |tx, _rev| {
-            tx.execute(
-                "INSERT INTO machine_events (id, machine_id, kind, status, source, timestamp, request) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![e.id, e.machine_id, e.kind, e.status, e.source, e.timestamp, request],
-            )?;
-            tx.execute(
-                "DELETE FROM machine_events WHERE machine_id = ?1 AND seq <= (SELECT seq FROM machine_events WHERE machine_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-                params![e.machine_id, MAX_EVENTS_PER_MACHINE],
-            )?;
-            Ok(())
+            insert_event(tx, e, request.as_deref())
         })
     }
 

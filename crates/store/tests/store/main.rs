@@ -228,6 +228,49 @@ fn events_are_capped_and_changes_replay_in_order() {
 }
 
 #[test]
+fn a_transition_and_its_event_commit_together_or_not_at_all() {
+    let s = SqliteStore::in_memory().expect("store");
+    setup(&s);
+    s.insert_machine(&machine("aaaaaaaaaaaaaa", "web", "one"))
+        .expect("insert");
+    let m = s
+        .find_machine("aaaaaaaaaaaaaa")
+        .expect("read")
+        .expect("machine");
+    let event = |id: &str| EventRecord {
+        id: id.into(),
+        machine_id: m.id.clone(),
+        kind: "start".into(),
+        status: "starting".into(),
+        source: "fly-proxy".into(),
+        timestamp: 5,
+        request: None,
+    };
+    let before = s.revision();
+    let mut next = m.clone();
+    next.state = State::Starting;
+    let stored = s
+        .update_machine_with_event(&next, m.revision, &event("e1"))
+        .expect("update");
+    // One change for watchers, the row and the event both there.
+    assert_eq!(s.changes_since(before, 10).expect("changes").len(), 1);
+    assert_eq!(stored.revision, s.revision());
+    let got = s.find_machine(&m.id).expect("read").expect("machine");
+    assert_eq!(got.state, State::Starting);
+    assert_eq!(s.events(&m.id, 10).expect("events")[0].id, "e1");
+    // A stale revision: neither the row nor the event is written.
+    let mut stale = next.clone();
+    stale.state = State::Stopping;
+    assert!(matches!(
+        s.update_machine_with_event(&stale, m.revision, &event("e2")),
+        Err(StoreError::Conflict { .. })
+    ));
+    let got = s.find_machine(&m.id).expect("read").expect("machine");
+    assert_eq!(got.state, State::Starting);
+    assert_eq!(s.events(&m.id, 10).expect("events").len(), 1);
+}
+
+#[test]
 fn concurrent_writers_never_lose_a_machine() {
     let db = TempDb::new("concurrent");
     let s = Arc::new(SqliteStore::open(&db.path()).expect("open"));
