@@ -1,10 +1,10 @@
-//! The HTTP/1.1 server side for plain-TCP clients, for the common request: an HTTP/1.1 head
-//! with no body. Such requests are parsed and answered here, without hyper's server
-//! machinery (its dispatcher, service future and encoder were a fifth of the proxy's user
-//! time per request). Anything else (a body, an upgrade, `Expect`, `TE`, HTTP/1.0, h2 prior
-//! knowledge, a head this parser refuses or that outgrows [`FAST_HEAD`]) goes, with the bytes
-//! read so far, to hyper's server, which keeps the connection from then on and answers as it
-//! always did (400, 431, …).
+//! The HTTP/1.1 server side (clients over plain TCP or TLS), for the common request: an
+//! HTTP/1.1 head with no body. Such requests are parsed and answered here, without hyper's
+//! server machinery (its dispatcher, service future and encoder were a fifth of the proxy's
+//! user time per request). Anything else (a body, an upgrade, `Expect`, `TE`, HTTP/1.0, h2 by
+//! prior knowledge or ALPN, a head this parser refuses or that outgrows [`FAST_HEAD`]) goes,
+//! with the bytes read so far, to hyper's server, which keeps the connection from then on and
+//! answers as it always did (400, 431, …).
 //!
 //! Like hyper's server: the head must arrive within `headers_read_timeout` of the wait for it
 //! (idle keep-alive connections included); a client that closes (or half-closes) while its
@@ -19,7 +19,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Body as _;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Proxy;
@@ -249,11 +249,27 @@ fn date(out: &mut Vec<u8>) {
     });
 }
 
-/// Serves a plain-TCP client connection of the `http` handler.
-pub(crate) async fn serve(proxy: Arc<Proxy>, stream: Prefixed<TcpStream>, conn: crate::http::Conn) {
-    let (prefix, mut tcp) = stream.into_parts();
-    let mut buf = BytesMut::with_capacity(FAST_HEAD.max(prefix.len()));
-    buf.extend_from_slice(&prefix);
+/// A client connection the fast path serves: plain TCP, or TLS over it.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP connection underneath (to see a client leave).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ClientIo for Prefixed<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0.get_ref()
+    }
+}
+
+/// Serves a client connection of the `http` handler (plain, or TLS already terminated).
+pub(crate) async fn serve<S: ClientIo>(proxy: Arc<Proxy>, mut tcp: S, conn: crate::http::Conn) {
+    let mut buf = BytesMut::with_capacity(FAST_HEAD);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let timeout = proxy.config.headers_read_timeout;
     // One timer for the connection, moved only when it fires early: a request does not
@@ -301,7 +317,7 @@ pub(crate) async fn serve(proxy: Arc<Proxy>, stream: Prefixed<TcpStream>, conn: 
             tokio::select! {
                 biased;
                 r = &mut served => r,
-                () = client_gone(&tcp) => return,
+                () = client_gone(tcp.tcp()) => return,
             }
         };
         let Ok(resp) = resp;
@@ -335,7 +351,7 @@ async fn client_gone(tcp: &TcpStream) {
 /// Writes `out` (the head) and the body after it, framed; `Err` when the connection can not
 /// carry another response (a write failed, or the body failed or did not match its length).
 async fn write_body(
-    tcp: &mut TcpStream,
+    tcp: &mut (impl AsyncWrite + Unpin),
     out: &mut Vec<u8>,
     body: &mut Body,
     framing: Framing,

@@ -539,20 +539,6 @@ impl Proxy {
     }
 }
 
-/// Serves the `http` handler on a client connection (plain, or TLS already terminated).
-pub(crate) async fn serve_http<S>(
-    proxy: Arc<Proxy>,
-    stream: S,
-    peer: SocketAddr,
-    port: u16,
-    tls: bool,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let conn = http::Conn::new(peer, port, tls, None, &proxy.config.region);
-    serve_http_conn(proxy, stream, conn).await;
-}
-
 /// Serves the `http` handler on a client connection described by `conn`.
 pub(crate) async fn serve_http_conn<S>(proxy: Arc<Proxy>, stream: S, conn: http::Conn)
 where

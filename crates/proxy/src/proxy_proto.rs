@@ -249,10 +249,9 @@ impl<S> Prefixed<S> {
         }
     }
 
-    /// The prefix bytes not read yet, and the stream after them.
-    pub fn into_parts(mut self) -> (Vec<u8>, S) {
-        let rest = self.prefix.split_off(self.pos);
-        (rest, self.inner)
+    /// The stream after the prefix.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 

@@ -647,7 +647,8 @@ pub(crate) async fn serve(
         })) => {
             proxy.metrics.tls_handshake(version, started.elapsed());
             if http {
-                crate::serve_http(proxy, *stream, peer, port, true).await;
+                let conn = crate::http::Conn::new(peer, port, true, None, &proxy.config.region);
+                crate::h1::serve(proxy, *stream, conn).await;
             } else {
                 crate::tcp::serve(proxy, *stream, port, Some(app), addrs).await;
             }
