@@ -523,12 +523,30 @@ def run(setup_json, outdir):
 
     # 2. Latency at one connection, then at a fixed rate (50 % of the slowest proxy's max,
     # the same offered rate for every target) with latency correction.
-    log("latency: oha -c1, %d s each" % duration)
+    # At one connection the differences are a few µs: every round measures every target,
+    # the order turning each round, and what is compared is the median over rounds of each
+    # target's p50 minus direct's p50 in the same round.
+    log("latency: oha -c1, %d s each, x%d rounds" % (duration, rounds))
+    per_round = {n: [] for n in order}
+    for rnd in range(max(1, rounds)):
+        turn = order[rnd % len(order):] + order[:rnd % len(order)]
+        for name in turn:
+            url, host, _ = targets[name]
+            r = oha(url, host, duration, conns=1)
+            per_round[name].append(r)
+            log("  round %d c=1 %-8s p50 %.3f ms p99 %.3f ms" % (rnd, name, r["p50"], r["p99"]))
+
+    def median(v):
+        v = sorted(v)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
     lat1 = {}
     for name in order:
-        url, host, _ = targets[name]
-        lat1[name] = oha(url, host, duration, conns=1)
-        log("  c=1 %-8s p50 %.3f ms p99 %.3f ms" % (name, lat1[name]["p50"], lat1[name]["p99"]))
+        rs = per_round[name]
+        lat1[name] = {"p50": median([r["p50"] for r in rs]), "p99": median([r["p99"] for r in rs]),
+                      "errors": sum(r["errors"] for r in rs),
+                      "rounds_p50": [r["p50"] for r in rs],
+                      "added_p50": median([r["p50"] - d["p50"]
+                                           for r, d in zip(rs, per_round["direct"])])}
     med = {n: sorted(x["rps"] for x in tp[n])[len(tp[n]) // 2] for n in order}
     rate = int(0.5 * min(med[n] for n in order if n != "direct"))
     log("latency at %d req/s (50 %% of the slowest proxy's median max), -c%d, corrected"
@@ -865,7 +883,8 @@ def report(d):
         print()
     if lat:
         print()
-        print("| latency (oha) | c=1 p50 | c=1 p99 | **added p50 at c=1** | at %d req/s, -c%s, "
+        print("| latency (oha) | c=1 p50 | c=1 p99 | **added p50 at c=1** (median of per-round "
+              "differences) | at %d req/s, -c%s, "
               "corrected: p50 | p99 | **added p50** | achieved req/s | errors |"
               % (lat.get("rate", 0), info.get("connections")))
         print("|---|---|---|---|---|---|---|---|---|")
@@ -874,11 +893,19 @@ def report(d):
             a, b = c1.get(n), q.get(n)
             if not a or not b:
                 continue
-            add1 = "—" if n == "direct" else "**%+.0f µs**" % ((a["p50"] - c1["direct"]["p50"]) * 1000)
+            added = a.get("added_p50", a["p50"] - c1["direct"]["p50"])
+            add1 = "—" if n == "direct" else "**%+.0f µs**" % (added * 1000)
             addq = "—" if n == "direct" else "**%+.0f µs**" % ((b["p50"] - q["direct"]["p50"]) * 1000)
             print("| %s | %.0f µs | %.0f µs | %s | %.0f µs | %.0f µs | %s | %.0f | %d |" % (
                 n, a["p50"] * 1000, a["p99"] * 1000, add1, b["p50"] * 1000, b["p99"] * 1000,
                 addq, b["rps"], a["errors"] + b["errors"]))
+        direct = c1.get("direct", {}).get("rounds_p50")
+        if direct and len(direct) > 1:
+            print()
+            print("c=1 added p50 per round: " + "; ".join(
+                "%s %s" % (n, " / ".join("%+.0f" % ((x - d) * 1000)
+                                         for x, d in zip(c1[n]["rounds_p50"], direct)))
+                for n in order if n != "direct" and c1.get(n, {}).get("rounds_p50")) + " µs")
     if cold:
         def cell(rows, key):
             xs = [r[key] for r in rows if r.get(key) is not None]
