@@ -75,6 +75,8 @@ printf '\002{"app":"b","transform":{"path":"/x?y","set_headers":[{"name":"a","va
 # Byte 6: a client's request head (the HTTP/1.1 fast path), pipelined.
 printf '\006GET /a?b HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\nGET / HTTP/1.1\r\n' \
   >"$work/proxy-seeds/h1"
+printf '\006POST /b HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 3\r\n\r\nabc' \
+  >"$work/proxy-seeds/h1-body"
 
 step "cargo fuzz run proxy_parsers (${proxy_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run proxy_parsers --target-dir "$CARGO_TARGET_DIR/fuzz" -- \

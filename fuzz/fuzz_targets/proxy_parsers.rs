@@ -37,8 +37,11 @@ fuzz_target!(|data: &[u8]| {
             // served there; otherwise every byte stays for hyper's server.
             let mut buf = bytes::BytesMut::from(rest);
             match hangar_proxy::h1::parse(&mut buf) {
-                hangar_proxy::h1::Head::Request { req, .. } => {
+                hangar_proxy::h1::Head::Request { req, body, .. } => {
                     assert!(buf.len() < rest.len() && rest.ends_with(&buf));
+                    // A body only by one small length, left in the buffer.
+                    assert!(body <= hangar_proxy::h1::FAST_BODY);
+                    assert!(req.headers().get_all("content-length").iter().count() <= 1);
                     for framing in ["transfer-encoding", "upgrade", "expect", "te"] {
                         assert!(!req.headers().contains_key(framing));
                     }

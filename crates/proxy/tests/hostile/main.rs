@@ -599,7 +599,7 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_with_a_body_after_plain_ones_keeps_the_connection() {
+async fn a_chunked_body_after_plain_requests_keeps_the_connection() {
     let s = setup("handover").await;
     let mut c = tokio::net::TcpStream::connect(s.addr)
         .await
@@ -609,21 +609,29 @@ async fn a_request_with_a_body_after_plain_ones_keeps_the_connection() {
         .expect("write");
     let first = answers(&mut c, 1).await;
     assert_eq!(status(&first), 200, "{first}");
-    // A body: served by hyper's server on the same connection, then more plain requests.
+    // A small body by its length: still the fast path.
+    c.write_all(b"POST /k2 HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 5\r\n\r\nhello")
+        .await
+        .expect("write");
+    let second = answers(&mut c, 1).await;
+    assert_eq!(status(&second), 200, "{second}");
+    // A chunked body: served by hyper's server on the same connection, then a plain request.
     c.write_all(
-        b"POST /k2 HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 5\r\n\r\nhello\
-          GET /k3 HTTP/1.1\r\nhost: web.localhost\r\n\r\n",
+        b"PUT /k3 HTTP/1.1\r\nhost: web.localhost\r\ntransfer-encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\nGET /k4 HTTP/1.1\r\nhost: web.localhost\r\n\r\n",
     )
     .await
     .expect("write");
     let more = answers(&mut c, 2).await;
     assert_eq!(more.matches("HTTP/1.1 200 OK").count(), 2, "{more}");
     let seen = s.seen.lock().expect("lock").clone();
-    assert!(
-        seen.contains(&"POST /k2 HTTP/1.1 body=hello".to_string()),
-        "{seen:?}"
-    );
-    assert!(seen.contains(&"GET /k3 HTTP/1.1".to_string()), "{seen:?}");
+    for want in [
+        "POST /k2 HTTP/1.1 body=hello",
+        "PUT /k3 HTTP/1.1 body=abc",
+        "GET /k4 HTTP/1.1",
+    ] {
+        assert!(seen.contains(&want.to_string()), "{want}: {seen:?}");
+    }
     let metrics = s.proxy.render_metrics();
     let handoffs = gauge_sum(&metrics, "hangar_proxy_http1_handoffs_total");
     assert_eq!(handoffs, 1.0, "{metrics}");
@@ -692,5 +700,28 @@ async fn a_client_that_leaves_cancels_its_request() {
         "the request outlived its client by {:?}",
         gone.elapsed()
     );
+    still_serves(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_short_is_cut_off_and_never_sent() {
+    let s = setup("shortbody").await;
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    // Ten bytes promised, two sent: the head timeout (1 s here) covers the body too.
+    c.write_all(b"POST /short HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 10\r\n\r\nab")
+        .await
+        .expect("write");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("the connection was kept past 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(!seen.iter().any(|l| l.contains("/short")), "{seen:?}");
     still_serves(&s).await;
 }

@@ -203,29 +203,31 @@ async fn https_gets_the_automatic_certificate_and_the_app_sees_https() {
         r.body
     );
     assert!(r.body.contains("HTTP_VIA=1.1 hangar"), "{}", r.body);
-    // Keep-alive HTTP/1.1 over TLS: a plain request, then one with a body (handed from the
-    // fast path to hyper's server on the same connection), pipelined.
+    // Keep-alive HTTP/1.1 over TLS: a plain request, one with a small body, then one with a
+    // chunked body (handed from the fast path to hyper's server on the same connection),
+    // pipelined.
     let mut s = tls::connect(https, &client(host, &[&ca], &["http/1.1"]))
         .await
         .expect("handshake");
     let reqs = format!(
         "GET /cgi-bin/info?first HTTP/1.1\r\nhost: {host}\r\n\r\n\
-         POST /cgi-bin/info?second HTTP/1.1\r\nhost: {host}\r\ncontent-length: 5\r\n\
-         connection: close\r\n\r\nhello"
+         POST /cgi-bin/info?second HTTP/1.1\r\nhost: {host}\r\ncontent-length: 5\r\n\r\nhello\
+         POST /cgi-bin/info?third HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\n\
+         connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
     );
     s.write_all(reqs.as_bytes()).await.expect("write");
     let mut got = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut got)).await;
     let got = String::from_utf8_lossy(&got);
-    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
+    assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 3, "{got}");
     assert_eq!(
         got.matches("HTTP_X_FORWARDED_PROTO=https").count(),
-        2,
+        3,
         "{got}"
     );
-    // The second answer closes the connection, as its request asked.
-    let second = got.rfind("HTTP/1.1 200 OK").expect("second");
-    assert!(got[second..].contains("\r\nconnection: close\r\n"), "{got}");
+    // The last answer closes the connection, as its request asked.
+    let last = got.rfind("HTTP/1.1 200 OK").expect("last");
+    assert!(got[last..].contains("\r\nconnection: close\r\n"), "{got}");
 
     // force_https: plain HTTP is redirected, HTTPS is served.
     let r = get(http, host, "/cgi-bin/info?x=1", &[]).await;
