@@ -294,7 +294,7 @@ pub(crate) async fn serve<S: ClientIo>(proxy: Arc<Proxy>, mut tcp: S, conn: crat
     let timer = tokio::time::sleep(timeout);
     tokio::pin!(timer);
     loop {
-        let waiting_since = tokio::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
         let (mut req, close, body_len) = loop {
             match parse(&mut buf) {
                 Head::Request { req, close, body } => break (req, close, body),
@@ -309,42 +309,15 @@ pub(crate) async fn serve<S: ClientIo>(proxy: Arc<Proxy>, mut tcp: S, conn: crat
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(4096);
             }
-            let read = tokio::select! {
-                biased;
-                r = tcp.read_buf(&mut buf) => r,
-                () = &mut timer => {
-                    let deadline = waiting_since + timeout;
-                    if tokio::time::Instant::now() >= deadline {
-                        // No (complete) head in time: closed without an answer.
-                        return;
-                    }
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            if !read_by(&mut tcp, &mut buf, timer.as_mut(), deadline).await {
+                return;
             }
         };
         // The body (by its length, at most FAST_BODY), under the same deadline as the head.
         while buf.len() < body_len {
             buf.reserve(body_len - buf.len());
-            let read = tokio::select! {
-                biased;
-                r = tcp.read_buf(&mut buf) => r,
-                () = &mut timer => {
-                    let deadline = waiting_since + timeout;
-                    if tokio::time::Instant::now() >= deadline {
-                        return;
-                    }
-                    timer.as_mut().reset(deadline);
-                    continue;
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
+            if !read_by(&mut tcp, &mut buf, timer.as_mut(), deadline).await {
+                return;
             }
         }
         if body_len > 0 {
@@ -375,6 +348,29 @@ pub(crate) async fn serve<S: ClientIo>(proxy: Arc<Proxy>, mut tcp: S, conn: crat
         if close {
             let _ = tcp.shutdown().await;
             return;
+        }
+    }
+}
+
+/// Reads more of the client's bytes into `buf` before `deadline`, on the connection's one
+/// `timer` (moved to the deadline when it fires early); `false` when the client closed,
+/// failed or missed the deadline: the connection then ends without an answer.
+async fn read_by<S: AsyncRead + Unpin>(
+    tcp: &mut S,
+    buf: &mut BytesMut,
+    mut timer: Pin<&mut tokio::time::Sleep>,
+    deadline: tokio::time::Instant,
+) -> bool {
+    loop {
+        tokio::select! {
+            biased;
+            r = tcp.read_buf(buf) => return matches!(r, Ok(n) if n > 0),
+            () = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+                timer.as_mut().reset(deadline);
+            }
         }
     }
 }

@@ -399,7 +399,8 @@ async fn read_body(
     }
 }
 
-/// Serves one request (its body: hyper's, or none from the HTTP/1.1 fast path, crate::h1).
+/// Serves one request (its body: hyper's, or a small one read whole by the HTTP/1.1 fast
+/// path, crate::h1).
 pub async fn handle(
     proxy: &Arc<Proxy>,
     conn: &Conn,
