@@ -8,7 +8,7 @@
 
 use rusqlite::{OptionalExtension as _, Transaction, params};
 
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{Cached as _, SqliteStore};
 use crate::{Result, StoreError};
 
 /// The `kind` of a Flycast address.
@@ -59,7 +59,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IpAssignmentRecord> {
 
 /// The app's assignments go with it (in the app's delete; logs the change when it had any).
 pub(crate) fn delete_app_ips(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<()> {
-    if tx.execute("DELETE FROM ip_assignments WHERE app = ?1", [app])? > 0 {
+    if tx.exec("DELETE FROM ip_assignments WHERE app = ?1", [app])? > 0 {
         crate::volumes::log_change(tx, "ip_assignment", app)?;
     }
     Ok(())
@@ -69,14 +69,14 @@ impl SqliteStore {
     pub(crate) fn ip_create(&self, r: &IpAssignmentRecord) -> Result<()> {
         self.write("ip_assignment", &r.app, |tx, _rev| {
             let app: Option<String> = tx
-                .query_row("SELECT name FROM apps WHERE name = ?1", [&r.app], |x| {
+                .row("SELECT name FROM apps WHERE name = ?1", [&r.app], |x| {
                     x.get(0)
                 })
                 .optional()?;
             if app.is_none() {
                 return Err(StoreError::NotFound("app"));
             }
-            tx.execute(
+            tx.exec(
                 &format!(
                     "INSERT INTO ip_assignments ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ),
@@ -121,7 +121,7 @@ impl SqliteStore {
         // Nothing logged when there was nothing to delete.
         let exists: Option<String> = self
             .lock()
-            .query_row(
+            .row(
                 "SELECT ip FROM ip_assignments WHERE app = ?1 AND ip = ?2",
                 params![app, ip],
                 |x| x.get(0),
@@ -131,7 +131,7 @@ impl SqliteStore {
             return Ok(false);
         }
         self.write("ip_assignment", app, |tx, _rev| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "DELETE FROM ip_assignments WHERE app = ?1 AND ip = ?2",
                 params![app, ip],
             )? > 0)

@@ -9,14 +9,14 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::Result;
 use crate::model::NetworkRecord;
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{Cached as _, SqliteStore};
 
 /// The name of every org's own network.
 pub const DEFAULT_NETWORK: &str = "default";
 
 /// The next unused id of the org/network sequence.
 pub(crate) fn next_id(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
-    tx.query_row(
+    tx.row(
         "SELECT MAX(COALESCE((SELECT MAX(numeric_id) FROM orgs), 0), \
                     COALESCE((SELECT MAX(id) FROM networks), 0)) + 1",
         [],
@@ -27,7 +27,7 @@ pub(crate) fn next_id(tx: &Transaction<'_>) -> rusqlite::Result<i64> {
 /// The id of `org`'s network `name`, if it has one.
 fn lookup(conn: &rusqlite::Connection, org: &str, name: &str) -> Result<Option<u32>> {
     let org_id: Option<i64> = conn
-        .query_row("SELECT numeric_id FROM orgs WHERE slug = ?1", [org], |r| {
+        .row("SELECT numeric_id FROM orgs WHERE slug = ?1", [org], |r| {
             r.get(0)
         })
         .optional()?;
@@ -38,7 +38,7 @@ fn lookup(conn: &rusqlite::Connection, org: &str, name: &str) -> Result<Option<u
         return Ok(Some(org_id as u32));
     }
     let id: Option<i64> = conn
-        .query_row(
+        .row(
             "SELECT id FROM networks WHERE org_slug = ?1 AND name = ?2",
             params![org, name],
             |r| r.get(0),
@@ -60,7 +60,7 @@ pub(crate) fn ensure(
         return Ok(id);
     }
     let id = next_id(tx)?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO networks (id, org_slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![id, org, name, now_ms],
     )?;

@@ -8,7 +8,7 @@
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::model::{SnapshotRecord, VolumeRecord};
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{Cached as _, SqliteStore};
 use crate::{Result, StoreError};
 
 const VOLUME_COLS: &str = "id, app, name, region, zone, host, size_gb, state, encrypted, fstype, attached_machine_id, snapshot_retention, auto_backup_enabled, source_volume_id, source_snapshot_id, created_at, updated_at, revision";
@@ -54,7 +54,7 @@ fn snapshot_row(r: &Row<'_>) -> rusqlite::Result<SnapshotRecord> {
 
 /// Appends one more entry to the change log of the running write transaction.
 pub(crate) fn log_change(tx: &Transaction<'_>, kind: &str, key: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO changes (kind, key) VALUES (?1, ?2)",
         params![kind, key],
     )?;
@@ -70,7 +70,7 @@ pub(crate) fn detach_from(tx: &Transaction<'_>, machine_id: &str, rev: i64) -> R
             .collect::<rusqlite::Result<_>>()?
     };
     for id in ids {
-        tx.execute(
+        tx.exec(
             "UPDATE volumes SET attached_machine_id = NULL, revision = ?2 WHERE id = ?1",
             params![id, rev],
         )?;
@@ -81,11 +81,11 @@ pub(crate) fn detach_from(tx: &Transaction<'_>, machine_id: &str, rev: i64) -> R
 
 /// Everything of an app's volumes goes with the app.
 pub(crate) fn delete_app_volumes(tx: &Transaction<'_>, app: &str) -> rusqlite::Result<()> {
-    tx.execute(
+    tx.exec(
         "DELETE FROM volume_snapshots WHERE volume_id IN (SELECT id FROM volumes WHERE app = ?1)",
         [app],
     )?;
-    tx.execute("DELETE FROM volumes WHERE app = ?1", [app])?;
+    tx.exec("DELETE FROM volumes WHERE app = ?1", [app])?;
     Ok(())
 }
 
@@ -113,7 +113,7 @@ fn put_volume(tx: &Transaction<'_>, v: &VolumeRecord, rev: i64, insert: bool) ->
     } else {
         "UPDATE volumes SET app = ?2, name = ?3, region = ?4, zone = ?5, host = ?6, size_gb = ?7, state = ?8, encrypted = ?9, fstype = ?10, attached_machine_id = ?11, snapshot_retention = ?12, auto_backup_enabled = ?13, source_volume_id = ?14, source_snapshot_id = ?15, created_at = ?16, updated_at = ?17, revision = ?18 WHERE id = ?1".to_string()
     };
-    tx.execute(
+    tx.exec(
         &sql,
         params![
             v.id,
@@ -144,14 +144,14 @@ impl SqliteStore {
     pub(crate) fn volume_create(&self, v: &VolumeRecord) -> Result<VolumeRecord> {
         self.write("volume", &v.id, |tx, rev| {
             let app: Option<String> = tx
-                .query_row("SELECT name FROM apps WHERE name = ?1", [&v.app], |r| {
+                .row("SELECT name FROM apps WHERE name = ?1", [&v.app], |r| {
                     r.get(0)
                 })
                 .optional()?;
             if app.is_none() {
                 return Err(StoreError::NotFound("app"));
             }
-            let taken: bool = tx.query_row(
+            let taken: bool = tx.row(
                 "SELECT EXISTS(SELECT 1 FROM volumes WHERE id = ?1)",
                 [&v.id],
                 |r| r.get(0),
@@ -175,7 +175,7 @@ impl SqliteStore {
     pub(crate) fn volume_get(&self, id: &str) -> Result<Option<VolumeRecord>> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
+            .row(
                 &format!("SELECT {VOLUME_COLS} FROM volumes WHERE id = ?1"),
                 [id],
                 volume_row,
@@ -201,7 +201,7 @@ impl SqliteStore {
     ) -> Result<VolumeRecord> {
         self.write("volume", &v.id, |tx, rev| {
             let current: Option<(String, i64, Option<String>)> = tx
-                .query_row(
+                .row(
                     "SELECT app, revision, attached_machine_id FROM volumes WHERE id = ?1",
                     [&v.id],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
@@ -229,14 +229,14 @@ impl SqliteStore {
     pub(crate) fn volume_delete(&self, id: &str) -> Result<bool> {
         self.write("volume", id, |tx, _rev| {
             let attached: Option<Option<String>> = tx
-                .query_row(
+                .row(
                     "SELECT attached_machine_id FROM volumes WHERE id = ?1",
                     [id],
                     |r| r.get(0),
                 )
                 .optional()?;
-            tx.execute("DELETE FROM volume_snapshots WHERE volume_id = ?1", [id])?;
-            let n = tx.execute("DELETE FROM volumes WHERE id = ?1", [id])?;
+            tx.exec("DELETE FROM volume_snapshots WHERE volume_id = ?1", [id])?;
+            let n = tx.exec("DELETE FROM volumes WHERE id = ?1", [id])?;
             if let Some(Some(m)) = attached {
                 log_change(tx, "machine", &m)?;
             }
@@ -246,7 +246,7 @@ impl SqliteStore {
 
     pub(crate) fn snapshot_create(&self, s: &SnapshotRecord) -> Result<()> {
         self.write("volume", &s.volume_id, |tx, _rev| {
-            let exists: bool = tx.query_row(
+            let exists: bool = tx.row(
                 "SELECT EXISTS(SELECT 1 FROM volumes WHERE id = ?1)",
                 [&s.volume_id],
                 |r| r.get(0),
@@ -254,7 +254,7 @@ impl SqliteStore {
             if !exists {
                 return Err(StoreError::NotFound("volume"));
             }
-            tx.execute(
+            tx.exec(
                 &format!("INSERT INTO volume_snapshots ({SNAPSHOT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
                 params![s.id, s.volume_id, s.status, s.size, s.volume_size, s.digest, s.retention_days, s.created_at],
             )
@@ -273,7 +273,7 @@ impl SqliteStore {
     pub(crate) fn snapshot_get(&self, id: &str) -> Result<Option<SnapshotRecord>> {
         let conn = self.lock();
         Ok(conn
-            .query_row(
+            .row(
                 &format!("SELECT {SNAPSHOT_COLS} FROM volume_snapshots WHERE id = ?1"),
                 [id],
                 snapshot_row,
@@ -294,7 +294,7 @@ impl SqliteStore {
 
     pub(crate) fn snapshot_update(&self, s: &SnapshotRecord) -> Result<()> {
         self.write("volume", &s.volume_id, |tx, _rev| {
-            let n = tx.execute(
+            let n = tx.exec(
                 "UPDATE volume_snapshots SET status = ?3, size = ?4, volume_size = ?5, digest = ?6, retention_days = ?7 WHERE id = ?1 AND volume_id = ?2",
                 params![s.id, s.volume_id, s.status, s.size, s.volume_size, s.digest, s.retention_days],
             )?;
@@ -310,7 +310,7 @@ impl SqliteStore {
             return Ok(false);
         };
         self.write("volume", &s.volume_id, |tx, _rev| {
-            Ok(tx.execute("DELETE FROM volume_snapshots WHERE id = ?1", [id])? > 0)
+            Ok(tx.exec("DELETE FROM volume_snapshots WHERE id = ?1", [id])? > 0)
         })
     }
 }

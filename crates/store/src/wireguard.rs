@@ -6,7 +6,7 @@
 
 use rusqlite::{OptionalExtension as _, params};
 
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{Cached as _, SqliteStore};
 use crate::{Result, StoreError};
 
 /// A WireGuard peer of an org.
@@ -55,7 +55,7 @@ impl SqliteStore {
     pub(crate) fn wg_create(&self, p: &WireguardPeerRecord) -> Result<()> {
         self.write("wireguard", &peer_key(&p.org_slug, &p.name), |tx, _rev| {
             let org: Option<String> = tx
-                .query_row("SELECT slug FROM orgs WHERE slug = ?1", [&p.org_slug], |x| {
+                .row("SELECT slug FROM orgs WHERE slug = ?1", [&p.org_slug], |x| {
                     x.get(0)
                 })
                 .optional()?;
@@ -65,7 +65,7 @@ impl SqliteStore {
             // Which unique column is taken decides the message.
             let taken = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<bool> {
                 Ok(tx
-                    .query_row(sql, args, |x| x.get::<_, i64>(0))
+                    .row(sql, args, |x| x.get::<_, i64>(0))
                     .optional()?
                     .is_some())
             };
@@ -102,7 +102,7 @@ impl SqliteStore {
                     });
                 }
             }
-            tx.execute(
+            tx.exec(
                 &format!(
                     "INSERT INTO wireguard_peers ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
                 ),
@@ -146,7 +146,7 @@ impl SqliteStore {
             return Ok(false);
         }
         self.write("wireguard", &peer_key(org, name), |tx, _rev| {
-            Ok(tx.execute(
+            Ok(tx.exec(
                 "DELETE FROM wireguard_peers WHERE org_slug = ?1 AND name = ?2",
                 params![org, name],
             )? > 0)
