@@ -24,6 +24,8 @@ pub const DEFAULT_HARD_LIMIT: usize = 25;
 #[derive(Debug, Default)]
 pub struct Load {
     in_flight: AtomicUsize,
+    /// Requests waiting for it to wake: activity too, though not yet in flight.
+    waking: AtomicUsize,
     last_active_ms: AtomicU64,
     /// Set while autostop stops it: no new traffic.
     pub draining: AtomicBool,
@@ -38,6 +40,20 @@ impl Load {
     /// Requests or connections in flight.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests waiting for the machine to wake.
+    pub fn waking(&self) -> usize {
+        self.waking.load(Ordering::Acquire)
+    }
+
+    /// Counts a request as waiting for the machine to wake until the guard drops (then
+    /// marks activity). Autostop leaves a machine with waiters alone: a wake that outlasts
+    /// the autostop interval must not be answered by stopping the machine it just started.
+    pub fn wait_for_wake(self: &Arc<Self>) -> WakeWait {
+        self.touch();
+        self.waking.fetch_add(1, Ordering::AcqRel);
+        WakeWait(Arc::clone(self))
     }
 
     /// When traffic last started or ended (ms since the Unix epoch).
@@ -74,6 +90,17 @@ impl Load {
     /// Changes when the machine goes away from now on.
     pub fn away(&self) -> tokio::sync::watch::Receiver<u64> {
         self.away.subscribe()
+    }
+}
+
+/// A request waiting for its machine to wake ([`Load::wait_for_wake`]).
+#[derive(Debug)]
+pub struct WakeWait(Arc<Load>);
+
+impl Drop for WakeWait {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.waking.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -390,6 +417,10 @@ pub fn pick<'a>(
         load: usize,
     }
     let mut candidates: Vec<Candidate<'_>> = Vec::with_capacity(app.machines.len());
+    // A machine autostop is draining gets nothing new; when it is all there is, the request
+    // waits (as for a full one) until it is stopping, then wakes it, rather than failing:
+    // under load the catalog can take a while to show the stop that ends the drain.
+    let mut any_draining = false;
     for m in &app.machines {
         if m.cordoned
             || m.service_for(port).is_none()
@@ -402,6 +433,7 @@ pub fn pick<'a>(
         let Some(load) = loads.with(&m.id, |l| {
             (!l.draining.load(Ordering::Acquire)).then(|| l.in_flight())
         }) else {
+            any_draining = true;
             continue;
         };
         let order = prefs
@@ -498,13 +530,18 @@ pub fn pick<'a>(
             return Pick::Route(m);
         }
     }
-    if any_full { Pick::Full } else { Pick::None }
+    if any_full || any_draining {
+        Pick::Full
+    } else {
+        Pick::None
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use hangar_api_types::{MachinePort, MachineService, MachineServiceConcurrency};
+    use std::time::Duration;
 
     fn machine(id: &str, region: &str, state: State, soft: i64, hard: i64) -> Arc<MachineEntry> {
         Arc::new(MachineEntry {
@@ -684,6 +721,24 @@ mod tests {
     }
 
     #[test]
+    fn requests_waiting_for_a_wake_keep_the_machine_busy() {
+        let loads = Loads::default();
+        let l = loads.get("m");
+        l.last_active_ms.store(1, Ordering::Release);
+        assert!(crate::http::idle(&l, Duration::from_secs(1)));
+        let w = l.wait_for_wake();
+        assert_eq!(l.waking(), 1);
+        // However long ago the wait began.
+        l.last_active_ms.store(1, Ordering::Release);
+        assert!(!crate::http::idle(&l, Duration::from_secs(1)));
+        drop(w);
+        assert_eq!(l.waking(), 0);
+        // The wait's end is activity: not idle for another interval.
+        assert!(!crate::http::idle(&l, Duration::from_secs(1)));
+        assert!(crate::http::idle(&l, Duration::ZERO));
+    }
+
+    #[test]
     fn cordoned_draining_excluded_and_no_autostart_are_skipped() {
         let loads = Loads::default();
         let mut cordoned = (*machine("c", "ams", State::Started, 5, 5)).clone();
@@ -696,13 +751,43 @@ mod tests {
             machine("d", "ams", State::Started, 5, 5),
             machine("x", "ams", State::Started, 5, 5),
         ]);
-        loads.get("d").draining.store(true, Ordering::Release);
         let p = Prefs {
             exclude: vec!["x".into()],
             ..Prefs::default()
         };
         assert_eq!(
             id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "route:d"
+        );
+        // Draining: skipped while another machine can take the request...
+        loads.get("d").draining.store(true, Ordering::Release);
+        assert_eq!(
+            id(&pick(
+                &a,
+                80,
+                &Prefs::default(),
+                &loads,
+                &regions(),
+                &|_, _| true
+            )),
+            "route:x"
+        );
+        // ...and waited for (not given up on) when it is the only one.
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "full"
+        );
+        loads.get("d").draining.store(false, Ordering::Release);
+        let only_cordoned = app(vec![a.machines[0].clone(), a.machines[1].clone()]);
+        assert_eq!(
+            id(&pick(
+                &only_cordoned,
+                80,
+                &p,
+                &loads,
+                &regions(),
+                &|_, _| true
+            )),
             "none"
         );
     }

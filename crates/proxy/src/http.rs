@@ -587,7 +587,7 @@ async fn route(
                         );
                     }
                 };
-                proxy.loads.get(&m.id).touch();
+                let _waking = proxy.loads.get(&m.id).wait_for_wake();
                 // Rare paths' futures are boxed: the request's own future, moved per
                 // request, stays small.
                 match Box::pin(proxy.wakes.wake(
@@ -1315,6 +1315,7 @@ fn response_headers(
 /// Whether the load of a machine counts as idle (nothing in flight, nothing for `idle`).
 pub fn idle(load: &crate::balance::Load, idle_for: Duration) -> bool {
     load.in_flight() == 0
+        && load.waking() == 0
         && crate::balance::now_ms().saturating_sub(load.last_active_ms())
             >= idle_for.as_millis() as u64
 }

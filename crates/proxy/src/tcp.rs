@@ -69,6 +69,7 @@ pub async fn serve<S>(
                     let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
                         return;
                     };
+                    let _waking = proxy.loads.get(&m.id).wait_for_wake();
                     match proxy
                         .wakes
                         .wake(
