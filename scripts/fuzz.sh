@@ -72,6 +72,10 @@ printf '\001region="iad,ord";state=abc;elsewhere=true;timeout=800ms;fallback=pre
   >"$work/proxy-seeds/replay"
 printf '\002{"app":"b","transform":{"path":"/x?y","set_headers":[{"name":"a","value":"b"}]}}' \
   >"$work/proxy-seeds/json"
+# The same two with fly-replay caching: a pattern (byte 1 also reads as one), a JSON cache.
+printf '\001tenant.example/t/1/*' >"$work/proxy-seeds/replay-cache"
+printf '\002{"app":"b","cache":{"prefix":"/t/*","ttl":"2m"},"allow_bypass":true}' \
+  >"$work/proxy-seeds/json-cache"
 # Byte 6: a client's request head (the HTTP/1.1 fast path), pipelined.
 printf '\006GET /a?b HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\nGET / HTTP/1.1\r\n' \
   >"$work/proxy-seeds/h1"

@@ -2,12 +2,29 @@
 //! JSON form (written by apps), the routing request headers, the PROXY protocol header (sent
 //! by a load balancer in front), machines' response heads and chunked bodies (read by the
 //! HTTP/1.1 client, `hangar_proxy::upstream`), and clients' request heads (the HTTP/1.1 fast
-//! path, `hangar_proxy::h1`). None may panic; what they accept must be well-formed.
+//! path, `hangar_proxy::h1`), and `fly-replay` caching instructions
+//! (`hangar_proxy::replay_cache`). None may panic; what they accept must be well-formed.
 #![no_main]
 
 use hangar_proxy::http::app_from_host;
 use hangar_proxy::replay::Replay;
+use hangar_proxy::replay_cache::{self, Directive};
 use libfuzzer_sys::fuzz_target;
+
+/// A cache directive taken from untrusted bytes is well-formed: a prefix that covers itself
+/// and is no path's tail of slashes, a host without a port, a bounded lifetime.
+fn cache_directive(d: &Directive) {
+    if let Directive::Store {
+        host, prefix, ttl, ..
+    } = d
+    {
+        assert!(prefix.is_empty() || prefix.starts_with('/'));
+        assert!(!prefix.ends_with('/'));
+        assert!(replay_cache::covers(prefix, &format!("{prefix}/x")));
+        assert!(host.as_ref().is_none_or(|h| !h.is_empty() && !h.contains(':')));
+        assert!((replay_cache::MIN_TTL..=replay_cache::MAX_TTL).contains(ttl));
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
@@ -30,6 +47,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!id.is_empty() && id.len() <= 64);
                 }
                 assert!(r.state.as_ref().is_none_or(|s| s.len() <= 1024));
+            }
+            // The same bytes as a `fly-replay-cache` pattern.
+            if let Ok(Some(d)) = replay_cache::from_headers(Some(rest), Some(b"60"), None) {
+                cache_directive(&d);
             }
         }
         6 => {
@@ -106,6 +127,9 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if let Some(p) = &r.transform.path {
                     assert!(p.starts_with('/'));
+                }
+                if let Some(d) = &r.cache {
+                    cache_directive(d);
                 }
             }
         }

@@ -21,6 +21,7 @@ use crate::Proxy;
 use crate::balance::{Pick, Prefs, Slot};
 use crate::catalog::{AppEntry, MachineEntry};
 use crate::replay::{Fallback, MAX_REPLAY_LEN, Replay, replay_src};
+use crate::replay_cache;
 
 /// Boxed error of bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -317,6 +318,8 @@ struct PortOptions {
     force_https: bool,
     pristine: bool,
     response_headers: Vec<(String, Option<String>)>,
+    /// Session-based `fly-replay` caching rules (crate::replay_cache).
+    replay_cache: Vec<hangar_api_types::ReplayCache>,
 }
 
 fn port_options(app: &AppEntry, port: u16) -> PortOptions {
@@ -352,6 +355,11 @@ fn port_options(app: &AppEntry, port: u16) -> PortOptions {
         force_https: mp.force_https.unwrap_or(false),
         pristine: resp.and_then(|r| r.pristine).unwrap_or(false),
         response_headers,
+        replay_cache: mp
+            .http_options
+            .as_ref()
+            .map(|o| o.replay_cache.clone())
+            .unwrap_or_default(),
     }
 }
 
@@ -550,6 +558,72 @@ async fn route(
     // then again after a pause when there is nowhere else (a busy machine's full accept
     // queue is not a reason to give up on an app with one machine).
     let mut failed: Vec<String> = Vec::new();
+    // fly-replay caching (crate::replay_cache), only looked at when something is cached or
+    // the port has session rules: the decision this request matched (dropped on an
+    // `invalidate`), and, while a cached target has not answered, where to go back to when
+    // it can not be reached.
+    // (Made only when needed: this is every request's path.)
+    let cache_host = || {
+        host.split(':')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let session = if opts.replay_cache.is_empty() {
+        None
+    } else {
+        replay_cache::session_for(&opts.replay_cache, parts.uri.path(), &|n| {
+            parts
+                .headers
+                .get_all(n)
+                .iter()
+                .filter_map(|v| v.to_str().ok().map(str::to_string))
+                .collect()
+        })
+    };
+    let mut cache_key: Option<replay_cache::Key> = None;
+    let mut cache_origin: Option<(Arc<AppEntry>, Prefs)> = None;
+    if !proxy.replay_cache.is_empty() {
+        let skip = parts
+            .headers
+            .get("fly-replay-cache-control")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"skip"));
+        match proxy.replay_cache.lookup(
+            &app.name,
+            &cache_host(),
+            parts.uri.path(),
+            session.as_ref(),
+            skip,
+        ) {
+            replay_cache::Lookup::Hit(key, r) => {
+                let target = match &r.app {
+                    None => Some(Arc::clone(&app)),
+                    Some(t) => snap
+                        .apps
+                        .get(t)
+                        .filter(|t| t.org == app.org)
+                        .map(Arc::clone),
+                };
+                match target {
+                    Some(t) => {
+                        cache_origin = Some((Arc::clone(&app), prefs.clone()));
+                        app = Cow::Owned(t);
+                        prefs = replay_prefs(&r, None);
+                        replays = 1;
+                        cache_key = Some(key);
+                        set_header(&mut extra_headers, FLY_REPLAY_CACHE_STATUS, "hit");
+                    }
+                    // The target app is gone: ask the app again.
+                    None => proxy.replay_cache.remove(&key),
+                }
+            }
+            replay_cache::Lookup::Bypass(key) => {
+                cache_key = Some(key);
+                set_header(&mut extra_headers, FLY_REPLAY_CACHE_STATUS, "bypass");
+            }
+            replay_cache::Lookup::Miss => {}
+        }
+    }
     loop {
         let effective = Prefs {
             exclude: prefs.exclude.iter().chain(failed.iter()).cloned().collect(),
@@ -657,6 +731,19 @@ async fn route(
                 if !failed.is_empty() && retries <= MAX_CONNECT_RETRIES {
                     tokio::time::sleep(Duration::from_millis(25 * retries as u64)).await;
                     failed.clear();
+                    continue;
+                }
+                if let Some((origin, origin_prefs)) = cache_origin.take() {
+                    // The cached target can not take it: forget the decision, ask the app.
+                    if let Some(k) = cache_key.take() {
+                        proxy.replay_cache.remove(&k);
+                    }
+                    app = Cow::Owned(origin);
+                    prefs = origin_prefs;
+                    replays = 0;
+                    extra_headers.retain(|(k, _)| k != FLY_REPLAY_CACHE_STATUS);
+                    failed.clear();
+                    retries = 0;
                     continue;
                 }
                 if let Some((fb, from_id, from_app)) = fallback.take() {
@@ -797,9 +884,13 @@ async fn route(
         };
         // One pass over the answer's headers: fly-replay (header or JSON form), hop-by-hop.
         let (mut header_replay, mut json_replay, mut hop_by_hop) = (false, false, false);
+        let mut cache_header = false;
+        // The cached target answered: no going back to the app from here.
+        cache_origin = None;
         for (n, v) in resp.headers() {
             match n.as_str() {
                 "fly-replay" => header_replay = true,
+                "fly-replay-cache" => cache_header = true,
                 "content-type" => {
                     json_replay |= v.as_bytes().starts_with(b"application/vnd.fly.replay+json");
                 }
@@ -808,6 +899,16 @@ async fn route(
             }
         }
         if header_replay || json_replay {
+            // The header form's caching instructions, read before the body is.
+            let cache_headers = (cache_header && !json_replay).then(|| {
+                let h = resp.headers();
+                let get = |n: &str| h.get(n).map(|v| v.as_bytes().to_vec());
+                (
+                    get("fly-replay-cache"),
+                    get("fly-replay-cache-ttl-secs"),
+                    get("fly-replay-cache-allow-bypass"),
+                )
+            });
             let parsed = if json_replay {
                 match Box::pin(collect_limited(resp.into_body(), MAX_REPLAY_LEN)).await {
                     Some(b) => Replay::from_json(&b),
@@ -848,6 +949,30 @@ async fn route(
                     ),
                 );
             }
+            // Answered by the app the client asked for, not by a replay target: its decision
+            // may be cached for the requests that come after.
+            let from_origin = replays == 0;
+            let directive = match (&cache_headers, json_replay) {
+                (_, true) => r.cache.clone(),
+                (Some((c, t, b)), false) => {
+                    replay_cache::from_headers(c.as_deref(), t.as_deref(), b.as_deref())
+                        .unwrap_or_else(|e| {
+                            proxy.log_error(&app.name, Some(&machine.id), "PA03", &e, None);
+                            None
+                        })
+                }
+                (None, false) => None,
+            };
+            remember_replay(
+                proxy,
+                &r,
+                directive,
+                from_origin,
+                (&app.name, &cache_host(), parts.uri.path()),
+                session.as_ref(),
+                &mut cache_key,
+                &mut extra_headers,
+            );
             replays += 1;
             if replays > MAX_REPLAYS {
                 return (
@@ -884,21 +1009,7 @@ async fn route(
                     Some(t) => app = Cow::Owned(Arc::clone(t)),
                 }
             }
-            prefs = Prefs {
-                force_instance: r.instance.clone(),
-                prefer_instance: r.prefer_instance.clone(),
-                force_regions: if r.regions.iter().any(|x| x == "any") {
-                    Vec::new()
-                } else {
-                    r.regions.clone()
-                },
-                prefer_regions: Vec::new(),
-                exclude: if r.elsewhere {
-                    vec![machine.id.clone()]
-                } else {
-                    Vec::new()
-                },
-            };
+            prefs = replay_prefs(&r, Some(&machine.id));
             fallback = r.fallback.map(|f| (f, machine.id.clone(), from_app));
             src = Some(replay_src(
                 &machine.id,
@@ -961,6 +1072,25 @@ async fn route(
         if hop_by_hop {
             strip_hop_by_hop(&mut p.headers);
         }
+        if cache_header {
+            // `fly-replay-cache: invalidate` from the target: the decision that led here
+            // goes. The caching headers are for the proxy, not the client.
+            let invalidate = p.headers.get("fly-replay-cache").is_some_and(|v| {
+                v.as_bytes()
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"invalidate")
+            });
+            if invalidate && let Some(k) = cache_key.take() {
+                proxy.replay_cache.remove(&k);
+            }
+            for h in [
+                "fly-replay-cache",
+                "fly-replay-cache-ttl-secs",
+                "fly-replay-cache-allow-bypass",
+            ] {
+                p.headers.remove(h);
+            }
+        }
         response_headers(&mut p.headers, &opts, rid, cold, preferred_unavailable);
         let body = SlotBody {
             inner: incoming,
@@ -968,6 +1098,92 @@ async fn route(
         }
         .boxed();
         return (name, Response::from_parts(p, body));
+    }
+}
+
+/// `fly-replay-cache-status` of a request sent on by the cache (`hit`, `miss`, `bypass`).
+const FLY_REPLAY_CACHE_STATUS: HeaderName = HeaderName::from_static("fly-replay-cache-status");
+
+/// Sets a header the proxy adds to the request (replacing its earlier value).
+fn set_header(extra: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, v: &'static str) {
+    extra.retain(|(k, _)| *k != name);
+    extra.push((name, HeaderValue::from_static(v)));
+}
+
+/// Where a replay sends the request: its machine, regions and `elsewhere` (not `from`, the
+/// machine that replayed).
+fn replay_prefs(r: &Replay, from: Option<&str>) -> Prefs {
+    Prefs {
+        force_instance: r.instance.clone(),
+        prefer_instance: r.prefer_instance.clone(),
+        force_regions: if r.regions.iter().any(|x| x == "any") {
+            Vec::new()
+        } else {
+            r.regions.clone()
+        },
+        prefer_regions: Vec::new(),
+        exclude: match from {
+            Some(id) if r.elsewhere => vec![id.to_string()],
+            _ => Vec::new(),
+        },
+    }
+}
+
+/// What a replaying answer says about caching, applied: an `invalidate` drops the decision
+/// the request matched; the origin app's decision is kept (path-based when the answer asks
+/// for it and its pattern covers the request, else session-based when a rule covers it)
+/// and the replayed request is marked `miss`.
+#[allow(clippy::too_many_arguments)]
+fn remember_replay(
+    proxy: &Proxy,
+    r: &Replay,
+    directive: Option<replay_cache::Directive>,
+    from_origin: bool,
+    (app, host, path): (&str, &str, &str),
+    session: Option<&replay_cache::Session>,
+    matched: &mut Option<replay_cache::Key>,
+    extra: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let (key, ttl, allow_bypass) = match directive {
+        Some(replay_cache::Directive::Invalidate) => {
+            if let Some(k) = matched.take() {
+                proxy.replay_cache.remove(&k);
+            }
+            return;
+        }
+        _ if !from_origin => return,
+        Some(replay_cache::Directive::Store {
+            host: want,
+            prefix,
+            ttl,
+            allow_bypass,
+        }) => {
+            if want.as_deref().is_some_and(|w| w != host) || !replay_cache::covers(&prefix, path) {
+                return;
+            }
+            (
+                replay_cache::Key::path(app, host, &prefix),
+                ttl,
+                allow_bypass,
+            )
+        }
+        None => match session {
+            Some(s) => (
+                replay_cache::Key::session(app, host, s),
+                s.ttl,
+                s.allow_bypass,
+            ),
+            None => return,
+        },
+    };
+    let Some(plain) = replay_cache::cacheable(r) else {
+        return;
+    };
+    // (A request that bypassed the cache refreshes the decision and stays `bypass`.)
+    if proxy.replay_cache.insert(key, plain, ttl, allow_bypass)
+        && !extra.iter().any(|(k, _)| *k == FLY_REPLAY_CACHE_STATUS)
+    {
+        set_header(extra, FLY_REPLAY_CACHE_STATUS, "miss");
     }
 }
 
@@ -1062,6 +1278,7 @@ impl Outgoing<'_> {
                 | "via"
                 | "fly-request-id"
                 | "fly-replay-src"
+                | "fly-replay-cache-status"
         ) || connection_named
             .iter()
             .any(|n| n.eq_ignore_ascii_case(name.as_str()))

@@ -43,6 +43,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy_proto;
 pub mod replay;
+pub mod replay_cache;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
@@ -148,6 +149,8 @@ pub struct Proxy {
     pub loads: Loads,
     pub(crate) regions: Regions,
     pub(crate) wakes: Wakes,
+    /// Cached `fly-replay` decisions.
+    pub replay_cache: replay_cache::ReplayCache,
     pub(crate) pool: Arc<Pool>,
     /// Health check results.
     pub health: Arc<health::Health>,
@@ -253,6 +256,7 @@ impl Proxy {
             loads: Loads::default(),
             regions,
             wakes: Wakes::default(),
+            replay_cache: replay_cache::ReplayCache::default(),
             pool,
             health: Arc::default(),
             metrics,
@@ -410,6 +414,28 @@ impl Proxy {
                 );
             }
         }
+        let region = self.config.region.as_str();
+        f.gauge(
+            "hangar_proxy_replay_cache_entries",
+            "fly-replay decisions cached",
+            &[("region", region)],
+            self.replay_cache.len() as f64,
+        );
+        let (hits, misses, bypasses, refused) = self.replay_cache.counts();
+        for (result, n) in [("hit", hits), ("miss", misses), ("bypass", bypasses)] {
+            f.counter(
+                "hangar_proxy_replay_cache_lookups_total",
+                "fly-replay cache lookups by result",
+                &[("region", region), ("result", result)],
+                n as f64,
+            );
+        }
+        f.counter(
+            "hangar_proxy_replay_cache_refused_total",
+            "fly-replay decisions not cached because the cache was full of live ones",
+            &[("region", region)],
+            refused as f64,
+        );
         f.gauge(
             "hangar_proxy_connections",
             "Client connections open",

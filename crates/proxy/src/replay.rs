@@ -30,6 +30,9 @@ pub struct Replay {
     pub fallback: Option<Fallback>,
     /// Rewrites of the replayed request (JSON form only).
     pub transform: Transform,
+    /// What to cache of it (JSON form's `cache` and `allow_bypass`; the header form's are
+    /// headers of their own, [`crate::replay_cache::from_headers`]).
+    pub cache: Option<crate::replay_cache::Directive>,
 }
 
 /// `fallback` of a replay.
@@ -221,6 +224,19 @@ impl Replay {
             set_headers: Vec<Header>,
         }
         #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Ttl {
+            Secs(i64),
+            Text(String),
+        }
+        #[derive(Deserialize)]
+        struct JsonCache {
+            prefix: Option<String>,
+            ttl: Option<Ttl>,
+            #[serde(default)]
+            invalidate: bool,
+        }
+        #[derive(Deserialize)]
         struct Json {
             region: Option<Regions>,
             instance: Option<String>,
@@ -232,6 +248,9 @@ impl Replay {
             timeout: Option<String>,
             fallback: Option<String>,
             transform: Option<JsonTransform>,
+            cache: Option<JsonCache>,
+            #[serde(default)]
+            allow_bypass: bool,
         }
         if body.len() > MAX_REPLAY_LEN {
             return Err(err("too long"));
@@ -254,7 +273,22 @@ impl Replay {
             timeout: j.timeout.map(|v| duration(&v)).transpose()?,
             fallback: j.fallback.map(|v| fallback(&v)).transpose()?,
             transform: Transform::default(),
+            cache: None,
         };
+        if let Some(c) = j.cache {
+            let ttl = match c.ttl {
+                None => None,
+                Some(Ttl::Secs(n)) => Some(n),
+                Some(Ttl::Text(t)) => Some(duration(&t)?.as_secs() as i64),
+            };
+            r.cache = crate::replay_cache::from_json(
+                c.prefix.as_deref(),
+                ttl,
+                c.invalidate,
+                j.allow_bypass,
+            )
+            .map_err(err)?;
+        }
         if let Some(t) = j.transform {
             if let Some(p) = &t.path
                 && (!p.starts_with('/') || p.bytes().any(|b| b.is_ascii_control() || b == b' '))
@@ -377,6 +411,27 @@ mod tests {
         assert_eq!(r.transform.set_headers, [("x-a".into(), "b".into())]);
         let r = Replay::from_json(br#"{"region":["iad","ord"],"app":"b"}"#).expect("parse");
         assert_eq!(r.regions, ["iad", "ord"]);
+        assert_eq!(r.cache, None);
+        // Caching: a prefix with a lifetime in seconds or as a duration, or an invalidation.
+        use crate::replay_cache::Directive;
+        let r = Replay::from_json(
+            br#"{"app":"b","cache":{"prefix":"/t/*","ttl":60},"allow_bypass":true}"#,
+        )
+        .expect("parse");
+        assert_eq!(
+            r.cache,
+            Some(Directive::Store {
+                host: None,
+                prefix: "/t".into(),
+                ttl: Duration::from_secs(60),
+                allow_bypass: true,
+            })
+        );
+        let r = Replay::from_json(br#"{"app":"b","cache":{"prefix":"h.example/","ttl":"2m"}}"#)
+            .expect("parse");
+        assert!(matches!(r.cache, Some(Directive::Store { ttl, .. }) if ttl.as_secs() == 120));
+        let r = Replay::from_json(br#"{"app":"b","cache":{"invalidate":true}}"#).expect("parse");
+        assert_eq!(r.cache, Some(Directive::Invalidate));
         for bad in [
             &br#"{}"#[..],
             br#"{"state":"x"}"#,
@@ -385,6 +440,9 @@ mod tests {
             br#"{"app":"a","transform":{"set_headers":[{"name":"bad name","value":"v"}]}}"#,
             b"not json",
             br#"{"app": 5}"#,
+            br#"{"app":"b","cache":{"prefix":"/t","ttl":5}}"#,
+            br#"{"app":"b","cache":{"prefix":"/t"}}"#,
+            br#"{"app":"b","cache":{"prefix":"no-slash","ttl":60}}"#,
         ] {
             assert!(
                 Replay::from_json(bad).is_err(),

@@ -14,6 +14,8 @@ use hangar_proxy::{Proxy, ProxyConfig};
 use hangar_store::{AppRecord, MachineRecord, SqliteStore, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod replay_cache;
+
 struct TempDir(std::path::PathBuf);
 
 impl Drop for TempDir {

@@ -1,0 +1,351 @@
+//! fly-replay caching against the real proxy and real HTTP servers on loopback (in this
+//! binary for its harness, and to save CI a link): an `origin` app whose answers replay to a
+//! `target` app, with path-based caching (header and JSON forms), session rules, bypass,
+//! invalidation, uncacheable replays, and a cached target that can no longer take requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hangar_api_types::{HttpOptions, MachineConfig, MachinePort, MachineService, ReplayCache};
+use hangar_domain::State;
+use hangar_proxy::{Proxy, ProxyConfig};
+use hangar_store::{AppRecord, MachineRecord, SqliteStore, Store};
+
+use super::{TempDir, raw, status};
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// An app's answer to a path: headers and body.
+type Answer = (Vec<(&'static str, String)>, String);
+
+/// A server on `[::1]:0` answering with `answer(path, headers)`, recording each request as
+/// `"<path> status=<fly-replay-cache-status or -> src=<yes|no>"`.
+async fn server(answer: fn(&str) -> Answer) -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let s = s.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let h = req.headers();
+                            let line = format!(
+                                "{} status={} src={}",
+                                req.uri().path(),
+                                h.get("fly-replay-cache-status")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("-"),
+                                if h.contains_key("fly-replay-src") {
+                                    "yes"
+                                } else {
+                                    "no"
+                                },
+                            );
+                            s.lock().expect("lock").push(line);
+                            let (headers, body) = answer(req.uri().path());
+                            let mut r = hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(body)).boxed(),
+                            );
+                            for (k, v) in headers {
+                                r.headers_mut().insert(
+                                    k,
+                                    hyper::header::HeaderValue::from_str(&v).expect("value"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The origin app's answers: a replay to `target` (or the app `gone`), cached or not.
+fn origin(path: &str) -> Answer {
+    let to = |app: &str| ("fly-replay", format!("app={app}"));
+    let cache = |p: &str| ("fly-replay-cache", p.to_string());
+    let ttl = ("fly-replay-cache-ttl-secs", "60".to_string());
+    let headers = match path.split('/').nth(1).unwrap_or_default() {
+        "p" => vec![to("target"), cache("/p/*"), ttl],
+        "b" => vec![
+            to("target"),
+            cache("/b/*"),
+            ttl,
+            ("fly-replay-cache-allow-bypass", "yes".into()),
+        ],
+        // Cached by the session rule of the origin's port.
+        "s" => vec![to("target")],
+        // Not cacheable: it carries state.
+        "st" => vec![
+            ("fly-replay", "app=target;state=x".into()),
+            cache("/st/*"),
+            ttl,
+        ],
+        // A pattern that does not cover the request: not cached.
+        "n" => vec![to("target"), cache("/elsewhere/*"), ttl],
+        "g" => vec![to("gone"), cache("/g/*"), ttl],
+        "j" => {
+            return (
+                vec![(
+                    "content-type",
+                    "application/vnd.fly.replay+json".to_string(),
+                )],
+                r#"{"app":"target","cache":{"prefix":"/j/*","ttl":60}}"#.to_string(),
+            );
+        }
+        _ => Vec::new(),
+    };
+    (headers, "origin\n".into())
+}
+
+/// The target app's answers: `/p/inv` also drops the cached decision that led to it.
+fn target(path: &str) -> Answer {
+    if path == "/p/inv" {
+        return (
+            vec![("fly-replay-cache", "invalidate".into())],
+            "target\n".into(),
+        );
+    }
+    (Vec::new(), "target\n".into())
+}
+
+fn machine(id: &str, app: &str, backend: SocketAddr, http: Option<HttpOptions>) -> MachineRecord {
+    MachineRecord {
+        id: id.into(),
+        app: app.into(),
+        name: id.into(),
+        region: "local".into(),
+        state: State::Started,
+        instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+        config: MachineConfig {
+            image: "img:1".into(),
+            services: vec![MachineService {
+                internal_port: i64::from(backend.port()),
+                ports: vec![MachinePort {
+                    port: Some(80),
+                    handlers: vec!["http".into()],
+                    http_options: http,
+                    ..MachinePort::default()
+                }],
+                ..MachineService::default()
+            }],
+            ..MachineConfig::default()
+        },
+        image_ref: None,
+        private_ip: "::1".into(),
+        host: "h".into(),
+        cordoned: false,
+        pending: None,
+        restart_count: 0,
+        created_at: 1,
+        updated_at: 1,
+        revision: 0,
+    }
+}
+
+struct Apps {
+    _dir: TempDir,
+    proxy: Arc<Proxy>,
+    addr: SocketAddr,
+    origin: Seen,
+    target: Seen,
+}
+
+async fn apps() -> Apps {
+    let dir =
+        std::env::temp_dir().join(format!("hangar-proxy-replay-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
+    store.create_org("o", "O", 1).expect("org");
+    for name in ["origin", "target", "gone"] {
+        store
+            .create_app(&AppRecord {
+                id: format!("id-{name}"),
+                name: name.into(),
+                org_slug: "o".into(),
+                network: "default".into(),
+                created_at: 1,
+            })
+            .expect("app");
+    }
+    let (a, origin_seen) = server(origin).await;
+    let (b, target_seen) = server(target).await;
+    let session = HttpOptions {
+        replay_cache: vec![ReplayCache {
+            path_prefix: "/s".into(),
+            ttl_seconds: 60,
+            r#type: "header".into(),
+            name: "X-Tenant".into(),
+            allow_bypass: None,
+        }],
+        ..HttpOptions::default()
+    };
+    store
+        .insert_machine(&machine("0123456789aaaa", "origin", a, Some(session)))
+        .expect("origin machine");
+    store
+        .insert_machine(&machine("0123456789bbbb", "target", b, None))
+        .expect("target machine");
+    let proxy = Proxy::new(
+        store,
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    );
+    tokio::spawn(hangar_proxy::run(proxy.clone(), std::future::pending()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let addr = loop {
+        if let Some(a) = proxy.listening().get(&80) {
+            break *a;
+        }
+        assert!(Instant::now() < deadline, "no listener");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    Apps {
+        _dir: TempDir(dir),
+        proxy,
+        addr,
+        origin: origin_seen,
+        target: target_seen,
+    }
+}
+
+impl Apps {
+    /// GETs `path` from the origin app with extra header lines; the whole response.
+    async fn get(&self, path: &str, headers: &str) -> String {
+        raw(
+            self.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nhost: origin.localhost\r\n{headers}connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+    }
+
+    /// How many requests the origin app saw under `prefix`.
+    fn asked(&self, prefix: &str) -> usize {
+        let seen = self.origin.lock().expect("lock");
+        seen.iter().filter(|l| l.starts_with(prefix)).count()
+    }
+
+    /// What the target saw of its last request.
+    fn last_target(&self) -> String {
+        self.target
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_decisions_are_cached_invalidated_and_bypassed() {
+    let s = apps().await;
+
+    // Path-based: the first request asks the origin (miss, with fly-replay-src), the next
+    // ones under the prefix go to the target directly (hit, no fly-replay-src).
+    let r = s.get("/p/1", "").await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.ends_with("target\n"), "{r}");
+    assert_eq!(s.last_target(), "/p/1 status=miss src=yes");
+    let r = s.get("/p/2/deeper", "").await;
+    assert!(r.ends_with("target\n"), "{r}");
+    assert_eq!(s.last_target(), "/p/2/deeper status=hit src=no");
+    assert_eq!(s.asked("/p/"), 1);
+    // A client's own fly-replay-cache-status does not reach the app; an entry without
+    // allow-bypass ignores a client's skip.
+    s.get(
+        "/p/3",
+        "fly-replay-cache-status: forged\r\nfly-replay-cache-control: skip\r\n",
+    )
+    .await;
+    assert_eq!(s.last_target(), "/p/3 status=hit src=no");
+    assert_eq!(s.asked("/p/"), 1);
+
+    // The target invalidates: the next request asks the origin again.
+    let r = s.get("/p/inv", "").await;
+    assert!(r.ends_with("target\n"), "{r}");
+    assert!(!r.to_ascii_lowercase().contains("fly-replay-cache"), "{r}");
+    s.get("/p/4", "").await;
+    assert_eq!(s.last_target(), "/p/4 status=miss src=yes");
+    assert_eq!(s.asked("/p/"), 2);
+
+    // Bypass, allowed by the entry: the origin is asked, the target told so.
+    s.get("/b/1", "").await;
+    s.get("/b/2", "fly-replay-cache-control: skip\r\n").await;
+    assert_eq!(s.last_target(), "/b/2 status=bypass src=yes");
+    assert_eq!(s.asked("/b/"), 2);
+    s.get("/b/3", "").await;
+    assert_eq!(s.last_target(), "/b/3 status=hit src=no");
+    assert_eq!(s.asked("/b/"), 2);
+
+    // The JSON form.
+    s.get("/j/1", "").await;
+    s.get("/j/2", "").await;
+    assert_eq!(s.last_target(), "/j/2 status=hit src=no");
+    assert_eq!(s.asked("/j/"), 1);
+
+    // Session rules: keyed on the header's value.
+    s.get("/s/1", "x-tenant: t1\r\n").await;
+    assert_eq!(s.last_target(), "/s/1 status=miss src=yes");
+    s.get("/s/2", "x-tenant: t1\r\n").await;
+    assert_eq!(s.last_target(), "/s/2 status=hit src=no");
+    s.get("/s/3", "x-tenant: t2\r\n").await;
+    assert_eq!(s.last_target(), "/s/3 status=miss src=yes");
+    // Without the header the rule does not apply: replayed, nothing cached.
+    s.get("/s/4", "").await;
+    assert_eq!(s.last_target(), "/s/4 status=- src=yes");
+    assert_eq!(s.asked("/s/"), 3);
+
+    // Not cached: a replay with state, a pattern that does not cover the request.
+    for p in ["/st/1", "/st/2", "/n/1", "/n/2"] {
+        s.get(p, "").await;
+        assert!(
+            s.last_target()
+                .starts_with(&format!("{p} status=- src=yes"))
+        );
+    }
+    assert_eq!(s.asked("/st/"), 2);
+    assert_eq!(s.asked("/n/"), 2);
+
+    // A cached target that can take nothing (the app has no machines): the decision is
+    // dropped and the origin asked again, every time.
+    for i in 1..=2 {
+        let r = s.get("/g/1", "").await;
+        assert_eq!(status(&r), 503, "{r}");
+        assert_eq!(s.asked("/g/"), i);
+    }
+
+    let m = s.proxy.render_metrics();
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("hangar_proxy_replay_cache_lookups_total")
+                && l.contains("result=\"hit\"")
+                && !l.ends_with(" 0")),
+        "{m}"
+    );
+    assert!(m.contains("hangar_proxy_replay_cache_entries"), "{m}");
+}
