@@ -128,13 +128,21 @@ def setup(out):
     t = started(a, create(a, img))
     r = started(a, create(a, img, env={"REPLAY": "instance=%s" % t["id"]}))
     res["replay"] = {"app": a, "replayer": r, "target": t}
-    for m in [res["bench"], res["cold"], t, r]:
+    # The same in an app of its own whose replayer asks for its decision to be cached.
+    a = "pxq-%d" % pid
+    img = new_app(a)
+    tq = started(a, create(a, img))
+    rq = started(a, create(a, img, env={"REPLAY": "instance=%s" % tq["id"],
+                                        "REPLAY_CACHE": "/*"}))
+    res["replay_cached"] = {"app": a, "replayer": rq, "target": tq}
+    for m in [res["bench"], res["cold"], t, r, tq, rq]:
         wait_http(m["addr"], HTTPD_PORT)
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     log("machines:", ", ".join("%s %s [%s]" % (k, v["id"], v["addr"])
                                for k, v in [("bench", res["bench"]), ("cold", res["cold"]),
-                                            ("replay-R", r), ("replay-T", t)]))
+                                            ("replay-R", r), ("replay-T", t),
+                                            ("cached-R", rq), ("cached-T", tq)]))
 
 
 def wait_http(addr, port, timeout=20):
@@ -570,19 +578,33 @@ def run(setup_json, outdir):
     url = "http://127.0.0.1:%s/" % env["PROXY_PORT"]
     host = "%s.localhost" % rp["app"]
     log("fly-replay: oha -c1, %d s each, x%d rounds" % (duration, rounds))
-    replay = {"replayed": [], "direct": []}
+    replay = {"replayed": [], "direct": [], "cached": []}
+    rq = s.get("replay_cached")
     for _ in range(max(1, rounds)):
         replay["replayed"].append(oha(url, host, duration, 1,
                                       headers=[("fly-force-instance-id", rp["replayer"]["id"])]))
         replay["direct"].append(oha(url, host, duration, 1,
                                     headers=[("fly-force-instance-id", rp["target"]["id"])]))
-        log("  replayed p50 %.3f ms, direct to the target p50 %.3f ms" % (
-            replay["replayed"][-1]["p50"], replay["direct"][-1]["p50"]))
+        if rq:
+            # R asks for its decision to be cached: after the first request, every one goes
+            # to T without reaching R (fly-replay-cache-status: hit).
+            replay["cached"].append(oha(url, "%s.localhost" % rq["app"], duration, 1,
+                                        headers=[("fly-force-instance-id",
+                                                  rq["replayer"]["id"])]))
+        log("  replayed p50 %.3f ms, direct to the target p50 %.3f ms%s" % (
+            replay["replayed"][-1]["p50"], replay["direct"][-1]["p50"],
+            ", cached replay p50 %.3f ms" % replay["cached"][-1]["p50"] if rq else ""))
     # Where the replayed requests ended (the target answers with a body; R's answer is empty).
     _, _, st, h, _ = get("127.0.0.1", int(env["PROXY_PORT"]), host,
                          [("fly-force-instance-id", rp["replayer"]["id"])])
     replay["check"] = {"status": st, "content_length": h.get("content-length"),
                        "fly_replay_leaked": "fly-replay" in h}
+    if rq:
+        _, _, st, h, _ = get("127.0.0.1", int(env["PROXY_PORT"]), "%s.localhost" % rq["app"],
+                             [("fly-force-instance-id", rq["replayer"]["id"])])
+        replay["cached_check"] = {"status": st, "content_length": h.get("content-length"),
+                                  "cache_headers_leaked": any(k.startswith("fly-replay")
+                                                              for k in h)}
     save("replay", replay)
 
     # 5. TLS handshakes per CPU second: `openssl s_time -new` (a full handshake per
@@ -956,18 +978,32 @@ def report(d):
               % (info.get("duration"), len(rp)))
         print("|---|---|---|---|")
         for label, k in [("R answers `fly-replay: instance=T`, replayed to T", "replayed"),
+                         ("R's decision cached (`fly-replay-cache: /*`): straight to T",
+                          "cached"),
                          ("`fly-force-instance-id: T` (no replay)", "direct")]:
             xs = replay.get(k, [])
+            if not xs:
+                continue
             print("| %s | %s µs | %.0f µs | %d |" % (
                 label, " / ".join("%.0f" % (x["p50"] * 1000) for x in xs),
                 sorted(x["p99"] for x in xs)[len(xs) // 2] * 1000, sum(x["ok"] for x in xs)))
         if rp and dp:
             print("| **replay overhead, p50** | **%+.0f µs** (median of per-round differences) | | |"
                   % (sorted(a - b for a, b in zip(rp, dp))[len(rp) // 2] * 1000))
+        cp = [x["p50"] for x in replay.get("cached", [])]
+        if cp and dp:
+            print("| **cached replay overhead, p50** | **%+.0f µs** (median of per-round "
+                  "differences) | | |" % (sorted(a - b for a, b in zip(cp, dp))[len(cp) // 2]
+                                          * 1000))
         print("check: replayed answer status %s, body length %s, fly-replay header leaked to "
               "the client: %s" % (replay.get("check", {}).get("status"),
                                  replay.get("check", {}).get("content_length"),
                                  replay.get("check", {}).get("fly_replay_leaked")))
+        cc = replay.get("cached_check")
+        if cc:
+            print("check (cached): status %s, body length %s, fly-replay headers leaked to "
+                  "the client: %s" % (cc.get("status"), cc.get("content_length"),
+                                      cc.get("cache_headers_leaked")))
     if tls:
         print()
         print("| TLS, `openssl s_time -new` ×2 clients, %s s, ECDSA P-256 leaf + CA | "

@@ -6,8 +6,10 @@
 //! `main` began and when the socket was listening, so that a client on the same host can
 //! split a cold start into "before the app ran", "the app's own start" and "after it
 //! listened". `X-First-Accept-Ns` is when the process accepted its first connection (after a
-//! wake through Hangar's proxy, that is its probe that the port accepts). With `$REPLAY` set, every response is `fly-replay: $REPLAY` with an empty body
-//! (the replaying machine of the `fly-replay` row).
+//! wake through Hangar's proxy, that is its probe that the port accepts). With `$REPLAY` set,
+//! every response is `fly-replay: $REPLAY` with an empty body (the replaying machine of the
+//! `fly-replay` row); with `$REPLAY_CACHE` too, it also asks the proxy to cache that decision
+//! for an hour (`fly-replay-cache: $REPLAY_CACHE`, the cached `fly-replay` row).
 //!
 //! std only: one thread per connection, blocking reads and writes (one `read` and one `write`
 //! per request when requests are small).
@@ -52,10 +54,16 @@ fn main() {
     };
     let t_listen = mono_ns();
     // The head up to the first-accept header; the rest of the response after it.
+    let cache = match std::env::var("REPLAY_CACHE") {
+        Ok(c) if !c.is_empty() => {
+            format!("fly-replay-cache: {c}\r\nfly-replay-cache-ttl-secs: 3600\r\n")
+        }
+        _ => String::new(),
+    };
     let (head, tail): (Arc<str>, Arc<str>) = match std::env::var("REPLAY") {
         Ok(r) if !r.is_empty() => (
             format!(
-                "HTTP/1.1 200 OK\r\nfly-replay: {r}\r\nContent-Length: 0\r\n\
+                "HTTP/1.1 200 OK\r\nfly-replay: {r}\r\n{cache}Content-Length: 0\r\n\
                  X-Start-Ns: {t_main}\r\nX-Listen-Ns: {t_listen}\r\n"
             )
             .into(),
