@@ -583,6 +583,8 @@ async fn route(
     };
     let mut cache_key: Option<replay_cache::Key> = None;
     let mut cache_origin: Option<(Arc<AppEntry>, Prefs)> = None;
+    // The origin's decision, kept once its target answers (one that can take nothing is not).
+    let mut to_cache: Option<(replay_cache::Key, Replay, Duration, bool)> = None;
     if !proxy.replay_cache.is_empty() {
         let skip = parts
             .headers
@@ -885,8 +887,12 @@ async fn route(
         // One pass over the answer's headers: fly-replay (header or JSON form), hop-by-hop.
         let (mut header_replay, mut json_replay, mut hop_by_hop) = (false, false, false);
         let mut cache_header = false;
-        // The cached target answered: no going back to the app from here.
+        // The cached target answered: no going back to the app from here. A replay target
+        // answered: the decision that sent the request there is kept from now on.
         cache_origin = None;
+        if let Some((key, plain, ttl, allow_bypass)) = to_cache.take() {
+            proxy.replay_cache.insert(key, plain, ttl, allow_bypass);
+        }
         for (n, v) in resp.headers() {
             match n.as_str() {
                 "fly-replay" => header_replay = true,
@@ -963,7 +969,7 @@ async fn route(
                 }
                 (None, false) => None,
             };
-            remember_replay(
+            to_cache = remember_replay(
                 proxy,
                 &r,
                 directive,
@@ -1129,10 +1135,10 @@ fn replay_prefs(r: &Replay, from: Option<&str>) -> Prefs {
     }
 }
 
-/// What a replaying answer says about caching, applied: an `invalidate` drops the decision
-/// the request matched; the origin app's decision is kept (path-based when the answer asks
-/// for it and its pattern covers the request, else session-based when a rule covers it)
-/// and the replayed request is marked `miss`.
+/// What a replaying answer says about caching: an `invalidate` drops the decision the
+/// request matched; the origin app's decision is returned, to be kept once its target
+/// answers (path-based when the answer asks for it and its pattern covers the request, else
+/// session-based when a rule covers it), and the replayed request is marked `miss`.
 #[allow(clippy::too_many_arguments)]
 fn remember_replay(
     proxy: &Proxy,
@@ -1143,15 +1149,15 @@ fn remember_replay(
     session: Option<&replay_cache::Session>,
     matched: &mut Option<replay_cache::Key>,
     extra: &mut Vec<(HeaderName, HeaderValue)>,
-) {
+) -> Option<(replay_cache::Key, Replay, Duration, bool)> {
     let (key, ttl, allow_bypass) = match directive {
         Some(replay_cache::Directive::Invalidate) => {
             if let Some(k) = matched.take() {
                 proxy.replay_cache.remove(&k);
             }
-            return;
+            return None;
         }
-        _ if !from_origin => return,
+        _ if !from_origin => return None,
         Some(replay_cache::Directive::Store {
             host: want,
             prefix,
@@ -1159,7 +1165,7 @@ fn remember_replay(
             allow_bypass,
         }) => {
             if want.as_deref().is_some_and(|w| w != host) || !replay_cache::covers(&prefix, path) {
-                return;
+                return None;
             }
             (
                 replay_cache::Key::path(app, host, &prefix),
@@ -1173,18 +1179,15 @@ fn remember_replay(
                 s.ttl,
                 s.allow_bypass,
             ),
-            None => return,
+            None => return None,
         },
     };
-    let Some(plain) = replay_cache::cacheable(r) else {
-        return;
-    };
+    let plain = replay_cache::cacheable(r)?;
     // (A request that bypassed the cache refreshes the decision and stays `bypass`.)
-    if proxy.replay_cache.insert(key, plain, ttl, allow_bypass)
-        && !extra.iter().any(|(k, _)| *k == FLY_REPLAY_CACHE_STATUS)
-    {
+    if !extra.iter().any(|(k, _)| *k == FLY_REPLAY_CACHE_STATUS) {
         set_header(extra, FLY_REPLAY_CACHE_STATUS, "miss");
     }
+    Some((key, plain, ttl, allow_bypass))
 }
 
 /// Why sending a request to a machine failed.

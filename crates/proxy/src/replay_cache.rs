@@ -17,6 +17,8 @@
 //!   app as if nothing were cached).
 //! - `fly-replay-cache: invalidate` (JSON: `cache.invalidate`) in any answer to a request
 //!   drops the entry that request matched.
+//! - A decision is kept once its target has answered; a cached one whose target can take
+//!   nothing any more sends the request back to the app, and is dropped.
 //!
 //! Bounded: at most [`MAX_ENTRIES`] decisions, each living at most [`MAX_TTL`]; when full,
 //! expired ones are swept and a new one that still does not fit is not cached (and counted).

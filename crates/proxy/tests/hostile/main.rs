@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hangar_api_types::{MachineConfig, MachinePort, MachineService};
+use hangar_api_types::{HttpOptions, MachineConfig, MachinePort, MachineService};
 use hangar_domain::State;
 use hangar_proxy::{Proxy, ProxyConfig};
 use hangar_store::{AppRecord, MachineRecord, SqliteStore, Store};
@@ -106,6 +106,55 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     (addr, seen)
 }
 
+/// A started machine of `app` whose port 80 (`http`) reaches `backend` (on `::1`).
+fn machine(id: &str, app: &str, backend: SocketAddr, http: Option<HttpOptions>) -> MachineRecord {
+    MachineRecord {
+        id: id.into(),
+        app: app.into(),
+        name: id.into(),
+        region: "local".into(),
+        state: State::Started,
+        instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
+        config: MachineConfig {
+            image: "img:1".into(),
+            services: vec![MachineService {
+                internal_port: i64::from(backend.port()),
+                ports: vec![MachinePort {
+                    port: Some(80),
+                    handlers: vec!["http".into()],
+                    http_options: http,
+                    ..MachinePort::default()
+                }],
+                ..MachineService::default()
+            }],
+            ..MachineConfig::default()
+        },
+        image_ref: None,
+        private_ip: "::1".into(),
+        host: "h".into(),
+        cordoned: false,
+        pending: None,
+        restart_count: 0,
+        created_at: 1,
+        updated_at: 1,
+        revision: 0,
+    }
+}
+
+/// Starts the proxy over `store`; returns it and the address of its port 80.
+async fn start(store: Arc<SqliteStore>, config: ProxyConfig) -> (Arc<Proxy>, SocketAddr) {
+    let proxy = Proxy::new(store, config);
+    tokio::spawn(hangar_proxy::run(proxy.clone(), std::future::pending()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = proxy.listening().get(&80) {
+            return (proxy, *a);
+        }
+        assert!(Instant::now() < deadline, "no listener");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 struct Setup {
     _dir: TempDir,
     proxy: Arc<Proxy>,
@@ -135,42 +184,17 @@ async fn setup_with(tag: &str, h2: bool) -> Setup {
         .expect("app");
     let (backend, seen) = backend_with(h2).await;
     store
-        .insert_machine(&MachineRecord {
-            id: "0123456789abcd".into(),
-            app: "web".into(),
-            name: "m".into(),
-            region: "local".into(),
-            state: State::Started,
-            instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
-            config: MachineConfig {
-                image: "img:1".into(),
-                services: vec![MachineService {
-                    internal_port: i64::from(backend.port()),
-                    ports: vec![MachinePort {
-                        port: Some(80),
-                        handlers: vec!["http".into()],
-                        http_options: h2.then(|| hangar_api_types::HttpOptions {
-                            h2_backend: Some(true),
-                            ..Default::default()
-                        }),
-                        ..MachinePort::default()
-                    }],
-                    ..MachineService::default()
-                }],
-                ..MachineConfig::default()
-            },
-            image_ref: None,
-            private_ip: "::1".into(),
-            host: "h".into(),
-            cordoned: false,
-            pending: None,
-            restart_count: 0,
-            created_at: 1,
-            updated_at: 1,
-            revision: 0,
-        })
+        .insert_machine(&machine(
+            "0123456789abcd",
+            "web",
+            backend,
+            h2.then(|| hangar_api_types::HttpOptions {
+                h2_backend: Some(true),
+                ..Default::default()
+            }),
+        ))
         .expect("machine");
-    let proxy = Proxy::new(
+    let (proxy, addr) = start(
         store,
         ProxyConfig {
             port_map: HashMap::from([(80, 0)]),
@@ -179,16 +203,8 @@ async fn setup_with(tag: &str, h2: bool) -> Setup {
             autostop_interval: Duration::from_secs(3600),
             ..ProxyConfig::default()
         },
-    );
-    tokio::spawn(hangar_proxy::run(proxy.clone(), std::future::pending()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        if let Some(a) = proxy.listening().get(&80) {
-            break *a;
-        }
-        assert!(Instant::now() < deadline, "no listener");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    )
+    .await;
     Setup {
         _dir: TempDir(dir),
         proxy,
