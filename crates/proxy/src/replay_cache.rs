@@ -20,8 +20,9 @@
 //! - A decision is kept once its target has answered; a cached one whose target can take
 //!   nothing any more sends the request back to the app, and is dropped.
 //!
-//! Bounded: at most [`MAX_ENTRIES`] decisions, each living at most [`MAX_TTL`]; when full,
-//! expired ones are swept and a new one that still does not fit is not cached (and counted).
+//! Bounded: at most [`MAX_ENTRIES`] decisions, [`MAX_ENTRIES_PER_APP`] per app, each living
+//! at most [`MAX_TTL`]; when full, expired ones are swept and a new one that still does not
+//! fit is not cached (and counted).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -34,6 +35,9 @@ use crate::replay::Replay;
 
 /// Most decisions kept.
 pub const MAX_ENTRIES: usize = 10_000;
+/// Most decisions kept for one app: an app whose rules key on something its clients choose
+/// (a header) can not take the whole cache from the others.
+pub const MAX_ENTRIES_PER_APP: usize = MAX_ENTRIES / 4;
 /// Shortest lifetime of a decision (the reference's minimum).
 pub const MIN_TTL: Duration = Duration::from_secs(10);
 /// Longest lifetime of a decision.
@@ -291,10 +295,39 @@ pub enum Lookup {
     Miss,
 }
 
+/// The decisions, and how many each app has.
+#[derive(Debug, Default)]
+struct Entries {
+    map: HashMap<Key, Entry>,
+    per_app: HashMap<String, usize>,
+}
+
+impl Entries {
+    fn remove(&mut self, key: &Key) {
+        if self.map.remove(key).is_some()
+            && let Some(n) = self.per_app.get_mut(&key.app)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_app.remove(&key.app);
+            }
+        }
+    }
+
+    /// Keeps the decisions `keep` says to, recounting.
+    fn retain(&mut self, keep: impl Fn(&Key, &Entry) -> bool) {
+        self.map.retain(|k, e| keep(k, e));
+        self.per_app.clear();
+        for k in self.map.keys() {
+            *self.per_app.entry(k.app.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// The cached decisions of every app.
 #[derive(Debug, Default)]
 pub struct ReplayCache {
-    entries: Mutex<HashMap<Key, Entry>>,
+    entries: Mutex<Entries>,
     len: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -303,7 +336,7 @@ pub struct ReplayCache {
 }
 
 impl ReplayCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -329,7 +362,8 @@ impl ReplayCache {
         skip: bool,
     ) -> Lookup {
         let now = Instant::now();
-        let mut map = self.lock();
+        let mut entries = self.lock();
+        let map = &entries.map;
         let mut found: Option<Key> = session.map(|s| Key::session(app, host, s));
         if found.as_ref().is_none_or(|k| !map.contains_key(k)) {
             found = None;
@@ -362,8 +396,8 @@ impl ReplayCache {
             return Lookup::Miss;
         };
         if e.expires <= now {
-            map.remove(&key);
-            self.len.store(map.len(), Ordering::Relaxed);
+            entries.remove(&key);
+            self.len.store(entries.map.len(), Ordering::Relaxed);
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         }
@@ -383,38 +417,43 @@ impl ReplayCache {
             return false;
         }
         let now = Instant::now();
-        let mut map = self.lock();
-        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= MAX_ENTRIES {
+        let mut entries = self.lock();
+        let full = |e: &Entries| {
+            e.map.len() >= MAX_ENTRIES
+                || e.per_app.get(&key.app).copied().unwrap_or(0) >= MAX_ENTRIES_PER_APP
+        };
+        if !entries.map.contains_key(&key) && full(&entries) {
+            entries.retain(|_, e| e.expires > now);
+            if full(&entries) {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return false;
             }
         }
-        map.insert(
-            key,
-            Entry {
-                replay: Arc::new(replay),
-                allow_bypass,
-                expires: now + ttl.clamp(MIN_TTL, MAX_TTL),
-            },
-        );
-        self.len.store(map.len(), Ordering::Relaxed);
+        let app = key.app.clone();
+        let entry = Entry {
+            replay: Arc::new(replay),
+            allow_bypass,
+            expires: now + ttl.clamp(MIN_TTL, MAX_TTL),
+        };
+        if entries.map.insert(key, entry).is_none() {
+            *entries.per_app.entry(app).or_default() += 1;
+        }
+        self.len.store(entries.map.len(), Ordering::Relaxed);
         true
     }
 
     /// Forgets a decision.
     pub fn remove(&self, key: &Key) {
-        let mut map = self.lock();
-        map.remove(key);
-        self.len.store(map.len(), Ordering::Relaxed);
+        let mut entries = self.lock();
+        entries.remove(key);
+        self.len.store(entries.map.len(), Ordering::Relaxed);
     }
 
     /// Forgets every decision of `app` (the app is gone).
     pub fn forget_app(&self, app: &str) {
-        let mut map = self.lock();
-        map.retain(|k, _| k.app != app);
-        self.len.store(map.len(), Ordering::Relaxed);
+        let mut entries = self.lock();
+        entries.retain(|k, _| k.app != app);
+        self.len.store(entries.map.len(), Ordering::Relaxed);
     }
 
     /// `(hits, misses, bypasses, refused)` so far.
@@ -652,6 +691,7 @@ mod tests {
             Lookup::Hit(_, r) if *r == to_b
         ));
         c.lock()
+            .map
             .values_mut()
             .for_each(|e| e.expires = Instant::now());
         assert!(matches!(
@@ -660,22 +700,39 @@ mod tests {
         ));
         c.forget_app("a");
         assert!(c.is_empty());
-        // Bounded: full of live decisions, a new one is refused; expired ones make room.
-        for i in 0..MAX_ENTRIES {
-            assert!(c.insert(
-                Key::path("a", "h", &format!("/{i}")),
-                to_b.clone(),
-                MIN_TTL,
-                false
-            ));
-        }
+        // Bounded per app: one app full of live decisions is refused more, others are not.
+        let fill = |app: &str, n: usize| {
+            for i in 0..n {
+                assert!(c.insert(
+                    Key::path(app, "h", &format!("/{i}")),
+                    to_b.clone(),
+                    MIN_TTL,
+                    false
+                ));
+            }
+        };
+        fill("a", MAX_ENTRIES_PER_APP);
         assert!(!c.insert(Key::path("a", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        // (Replacing one of its own is not a new one.)
+        assert!(c.insert(Key::path("a", "h", "/0"), to_b.clone(), MIN_TTL, false));
+        // And in all: full of live decisions, a new one is refused.
+        fill("b", MAX_ENTRIES_PER_APP);
+        fill("c", MAX_ENTRIES_PER_APP);
+        fill("d", MAX_ENTRIES - 3 * MAX_ENTRIES_PER_APP);
         assert_eq!(c.len(), MAX_ENTRIES);
+        assert!(!c.insert(Key::path("e", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        // Removing one frees its app's place.
+        c.remove(&Key::path("a", "h", "/0"));
+        assert!(c.insert(Key::path("a", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        // Expired ones make room.
         c.lock()
+            .map
             .values_mut()
             .for_each(|e| e.expires = Instant::now());
-        assert!(c.insert(Key::path("a", "h", "/new"), to_b, MIN_TTL, false));
+        assert!(c.insert(Key::path("e", "h", "/new"), to_b, MIN_TTL, false));
         assert_eq!(c.len(), 1);
-        assert_eq!(c.counts().3, 1);
+        assert_eq!(c.lock().per_app.get("e"), Some(&1));
+        assert_eq!(c.lock().per_app.len(), 1);
+        assert_eq!(c.counts().3, 2);
     }
 }
