@@ -363,6 +363,11 @@ impl ReplayCache {
     ) -> Lookup {
         let now = Instant::now();
         let mut entries = self.lock();
+        // Other apps' decisions cost a request one lookup, not a walk of its path.
+        if !entries.per_app.contains_key(app) {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Miss;
+        }
         let map = &entries.map;
         let mut found: Option<Key> = session.map(|s| Key::session(app, host, s));
         if found.as_ref().is_none_or(|k| !map.contains_key(k)) {
@@ -641,6 +646,10 @@ mod tests {
         ));
         assert!(matches!(
             c.lookup("a", "other.localhost", "/t", None, false),
+            Lookup::Miss
+        ));
+        assert!(matches!(
+            c.lookup("z", "a.localhost", "/t", None, false),
             Lookup::Miss
         ));
         // Not bypassable: skip is ignored.
