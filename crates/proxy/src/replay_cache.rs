@@ -368,36 +368,24 @@ impl ReplayCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         }
-        let map = &entries.map;
-        let mut found: Option<Key> = session.map(|s| Key::session(app, host, s));
-        if found.as_ref().is_none_or(|k| !map.contains_key(k)) {
-            found = None;
-            // Each prefix of the path (at most MAX_DEPTH segments deep), longest first:
-            // `/a/b`, `/a`, ``.
-            let path = path.trim_end_matches('/');
-            let mut cuts: Vec<usize> = path
-                .match_indices('/')
-                .map(|(i, _)| i)
-                .skip(1)
-                .take(MAX_DEPTH)
-                .collect();
-            if path.matches('/').count() <= MAX_DEPTH {
-                cuts.push(path.len());
-            }
-            cuts.insert(0, 0);
-            for &end in cuts.iter().rev() {
-                let k = Key::path(app, host, &path[..end]);
-                if map.contains_key(&k) {
-                    found = Some(k);
-                    break;
-                }
-            }
-        }
-        let Some(key) = found else {
+        // The session's decision, else each prefix of the path (at most MAX_DEPTH segments
+        // deep), longest first: `/a/b`, `/a`, ``.
+        let path = path.trim_end_matches('/');
+        let deepest = path
+            .match_indices('/')
+            .nth(MAX_DEPTH)
+            .map_or(path.len(), |(i, _)| i);
+        let prefixes = std::iter::successors(Some(deepest), |&end| {
+            (end > 0).then(|| path[..end].rfind('/').unwrap_or(0))
+        })
+        .map(|end| Key::path(app, host, &path[..end]));
+        let Some((key, e)) = session
+            .map(|s| Key::session(app, host, s))
+            .into_iter()
+            .chain(prefixes)
+            .find_map(|k| entries.map.get(&k).map(|e| (k, e)))
+        else {
             self.misses.fetch_add(1, Ordering::Relaxed);
-            return Lookup::Miss;
-        };
-        let Some(e) = map.get(&key) else {
             return Lookup::Miss;
         };
         if e.expires <= now {
