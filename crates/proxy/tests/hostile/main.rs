@@ -24,70 +24,32 @@ impl Drop for TempDir {
     }
 }
 
-/// A backend recording the request lines (and HTTP versions) it saw; h2c only when `h2`.
-async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
+/// A test server's answer.
+type Reply =
+    hyper::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>;
+
+/// Serves `[::1]:0` (h2c when `h2`, else HTTP/1.1), answering each request with `handler`;
+/// returns the address.
+async fn serve<F, Fut>(h2: bool, handler: F) -> SocketAddr
+where
+    F: Fn(hyper::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Reply> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("[::1]:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let s = seen.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let s = s.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let s = s.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let line =
-                                format!("{} {} {:?}", req.method(), req.uri(), req.version());
-                            let trailers = req.uri().path() == "/trailers";
-                            let slow = req.uri().path() == "/slow";
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            // A body, when there is one, as " body=<text>".
-                            s.lock().expect("lock").push(if body.is_empty() {
-                                line
-                            } else {
-                                format!("{line} body={}", String::from_utf8_lossy(&body))
-                            });
-                            if slow {
-                                tokio::time::sleep(Duration::from_secs(3)).await;
-                            }
-                            let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n"));
-                            if !trailers {
-                                return Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                    ok.boxed(),
-                                ));
-                            }
-                            // A body with a trailer field, declared (`Trailer`), as a
-                            // checksum after a streamed body would be.
-                            let mut t = hyper::HeaderMap::new();
-                            t.insert("x-sum", hyper::header::HeaderValue::from_static("abc123"));
-                            let body = ok.with_trailers(async move { Some(Ok(t)) });
-                            let mut r = hyper::Response::new(body.boxed());
-                            r.headers_mut().insert(
-                                hyper::header::TRAILER,
-                                hyper::header::HeaderValue::from_static("x-sum"),
-                            );
-                            // Chunked (a length leaves no room for trailers).
-                            r.headers_mut().insert(
-                                hyper::header::TRANSFER_ENCODING,
-                                hyper::header::HeaderValue::from_static("chunked"),
-                            );
-                            Ok(r)
-                        }
-                    },
-                );
+                let svc = hyper::service::service_fn(move |req| {
+                    let answer = handler(req);
+                    async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if h2 {
                     let _ = hyper::server::conn::http2::Builder::new(
@@ -103,6 +65,58 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             });
         }
     });
+    addr
+}
+
+/// A backend recording the request lines (and HTTP versions) it saw; h2c only when `h2`.
+async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let addr = serve(h2, move |req: hyper::Request<hyper::body::Incoming>| {
+        let s = s.clone();
+        async move {
+            use http_body_util::BodyExt;
+            let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+            let trailers = req.uri().path() == "/trailers";
+            let slow = req.uri().path() == "/slow";
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            // A body, when there is one, as " body=<text>".
+            s.lock().expect("lock").push(if body.is_empty() {
+                line
+            } else {
+                format!("{line} body={}", String::from_utf8_lossy(&body))
+            });
+            if slow {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+            let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n"));
+            if !trailers {
+                return hyper::Response::new(ok.boxed());
+            }
+            // A body with a trailer field, declared (`Trailer`), as a checksum after a
+            // streamed body would be.
+            let mut t = hyper::HeaderMap::new();
+            t.insert("x-sum", hyper::header::HeaderValue::from_static("abc123"));
+            let body = ok.with_trailers(async move { Some(Ok(t)) });
+            let mut r = hyper::Response::new(body.boxed());
+            r.headers_mut().insert(
+                hyper::header::TRAILER,
+                hyper::header::HeaderValue::from_static("x-sum"),
+            );
+            // Chunked (a length leaves no room for trailers).
+            r.headers_mut().insert(
+                hyper::header::TRANSFER_ENCODING,
+                hyper::header::HeaderValue::from_static("chunked"),
+            );
+            r
+        }
+    })
+    .await;
     (addr, seen)
 }
 

@@ -12,68 +12,44 @@ use hangar_api_types::{HttpOptions, ReplayCache};
 use hangar_proxy::{Proxy, ProxyConfig};
 use hangar_store::{AppRecord, SqliteStore, Store};
 
-use super::{TempDir, machine, raw, start, status};
+use super::{TempDir, machine, raw, serve, start, status};
 
 type Seen = Arc<Mutex<Vec<String>>>;
 
 /// An app's answer to a path: headers and body.
 type Answer = (Vec<(&'static str, String)>, String);
 
-/// A server on `[::1]:0` answering with `answer(path, headers)`, recording each request as
+/// A server on `[::1]:0` answering with `answer(path)`, recording each request as
 /// `"<path> status=<fly-replay-cache-status or -> src=<yes|no>"`.
 async fn server(answer: fn(&str) -> Answer) -> (SocketAddr, Seen) {
     let seen: Seen = Arc::default();
-    let listener = tokio::net::TcpListener::bind("[::1]:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let s = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let s = s.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let s = s.clone();
-                        async move {
-                            use http_body_util::BodyExt;
-                            let h = req.headers();
-                            let line = format!(
-                                "{} status={} src={}",
-                                req.uri().path(),
-                                h.get("fly-replay-cache-status")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or("-"),
-                                if h.contains_key("fly-replay-src") {
-                                    "yes"
-                                } else {
-                                    "no"
-                                },
-                            );
-                            s.lock().expect("lock").push(line);
-                            let (headers, body) = answer(req.uri().path());
-                            let mut r = hyper::Response::new(
-                                http_body_util::Full::new(bytes::Bytes::from(body)).boxed(),
-                            );
-                            for (k, v) in headers {
-                                r.headers_mut().insert(
-                                    k,
-                                    hyper::header::HeaderValue::from_str(&v).expect("value"),
-                                );
-                            }
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+    let addr = serve(false, move |req: hyper::Request<hyper::body::Incoming>| {
+        use http_body_util::BodyExt;
+        let h = req.headers();
+        let line = format!(
+            "{} status={} src={}",
+            req.uri().path(),
+            h.get("fly-replay-cache-status")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-"),
+            if h.contains_key("fly-replay-src") {
+                "yes"
+            } else {
+                "no"
+            },
+        );
+        s.lock().expect("lock").push(line);
+        let (headers, body) = answer(req.uri().path());
+        let mut r =
+            hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)).boxed());
+        for (k, v) in headers {
+            r.headers_mut()
+                .insert(k, hyper::header::HeaderValue::from_str(&v).expect("value"));
         }
-    });
+        std::future::ready(r)
+    })
+    .await;
     (addr, seen)
 }
 
