@@ -585,7 +585,9 @@ async fn route(
     let mut cache_origin: Option<(Arc<AppEntry>, Prefs)> = None;
     // The origin's decision, kept once its target answers (one that can take nothing is not).
     let mut to_cache: Option<(replay_cache::Key, Replay, Duration, bool)> = None;
-    if !proxy.replay_cache.is_empty() {
+    // A client that names its machine (`fly-force-instance-id`) goes there: a cached decision
+    // stands for what the app's machines would answer, not for a machine the client chose.
+    if !proxy.replay_cache.is_empty() && prefs.force_instance.is_none() {
         let skip = parts
             .headers
             .get("fly-replay-cache-control")

@@ -218,13 +218,19 @@ async fn replay_decisions_are_cached_invalidated_and_bypassed() {
     assert_eq!(s.last_target(), "/p/3 status=hit src=no");
     assert_eq!(s.asked("/p/"), 1);
 
+    // A client that forces the origin's machine reaches it, cached decision or not.
+    s.get("/p/forced", "fly-force-instance-id: 0123456789aaaa\r\n")
+        .await;
+    assert_eq!(s.asked("/p/"), 2);
+    assert_eq!(s.last_target(), "/p/forced status=miss src=yes");
+
     // The target invalidates: the next request asks the origin again.
     let r = s.get("/p/inv", "").await;
     assert!(r.ends_with("target\n"), "{r}");
     assert!(!r.to_ascii_lowercase().contains("fly-replay-cache"), "{r}");
     s.get("/p/4", "").await;
     assert_eq!(s.last_target(), "/p/4 status=miss src=yes");
-    assert_eq!(s.asked("/p/"), 2);
+    assert_eq!(s.asked("/p/"), 3);
 
     // Bypass, allowed by the entry: the origin is asked, the target told so.
     s.get("/b/1", "").await;
