@@ -584,10 +584,8 @@ async fn route(
     let mut cache_key: Option<replay_cache::Key> = None;
     let mut cache_origin: Option<(Arc<AppEntry>, Prefs)> = None;
     // The origin's decision, kept once its target answers (one that can take nothing is not).
-    let mut to_cache: Option<(replay_cache::Key, Replay, Duration, bool)> = None;
-    // A client that names its machine (`fly-force-instance-id`) goes there: a cached decision
-    // stands for what the app's machines would answer, not for a machine the client chose.
-    if !proxy.replay_cache.is_empty() && prefs.force_instance.is_none() {
+    let mut to_cache: Option<(replay_cache::Key, replay_cache::Decision)> = None;
+    if !proxy.replay_cache.is_empty() {
         let skip = parts
             .headers
             .get("fly-replay-cache-control")
@@ -598,6 +596,9 @@ async fn route(
             parts.uri.path(),
             session.as_ref(),
             skip,
+            // A client that names its machine (`fly-force-instance-id`) gets a decision only
+            // if that machine made it: another machine's stands for its own answer.
+            prefs.force_instance.as_deref(),
         ) {
             replay_cache::Lookup::Hit(key, r) => {
                 let target = match &r.app {
@@ -892,8 +893,8 @@ async fn route(
         // The cached target answered: no going back to the app from here. A replay target
         // answered: the decision that sent the request there is kept from now on.
         cache_origin = None;
-        if let Some((key, plain, ttl, allow_bypass)) = to_cache.take() {
-            proxy.replay_cache.insert(key, plain, ttl, allow_bypass);
+        if let Some((key, decision)) = to_cache.take() {
+            proxy.replay_cache.insert(key, decision);
         }
         for (n, v) in resp.headers() {
             match n.as_str() {
@@ -975,7 +976,7 @@ async fn route(
                 proxy,
                 &r,
                 directive,
-                from_origin,
+                from_origin.then_some(machine.id.as_str()),
                 (&app.name, &cache_host(), parts.uri.path()),
                 session.as_ref(),
                 &mut cache_key,
@@ -1141,17 +1142,18 @@ fn replay_prefs(r: &Replay, from: Option<&str>) -> Prefs {
 /// request matched; the origin app's decision is returned, to be kept once its target
 /// answers (path-based when the answer asks for it and its pattern covers the request, else
 /// session-based when a rule covers it), and the replayed request is marked `miss`.
+/// `origin`: the origin app's machine that answered (None: a replay target answered).
 #[allow(clippy::too_many_arguments)]
 fn remember_replay(
     proxy: &Proxy,
     r: &Replay,
     directive: Option<replay_cache::Directive>,
-    from_origin: bool,
+    origin: Option<&str>,
     (app, host, path): (&str, &str, &str),
     session: Option<&replay_cache::Session>,
     matched: &mut Option<replay_cache::Key>,
     extra: &mut Vec<(HeaderName, HeaderValue)>,
-) -> Option<(replay_cache::Key, Replay, Duration, bool)> {
+) -> Option<(replay_cache::Key, replay_cache::Decision)> {
     let (key, ttl, allow_bypass) = match directive {
         Some(replay_cache::Directive::Invalidate) => {
             if let Some(k) = matched.take() {
@@ -1159,7 +1161,7 @@ fn remember_replay(
             }
             return None;
         }
-        _ if !from_origin => return None,
+        _ if origin.is_none() => return None,
         Some(replay_cache::Directive::Store {
             host: want,
             prefix,
@@ -1184,12 +1186,18 @@ fn remember_replay(
             None => return None,
         },
     };
-    let plain = replay_cache::cacheable(r)?;
+    let (replay, from) = (replay_cache::cacheable(r)?, origin?.to_string());
     // (A request that bypassed the cache refreshes the decision and stays `bypass`.)
     if !extra.iter().any(|(k, _)| *k == FLY_REPLAY_CACHE_STATUS) {
         set_header(extra, FLY_REPLAY_CACHE_STATUS, "miss");
     }
-    Some((key, plain, ttl, allow_bypass))
+    let decision = replay_cache::Decision {
+        replay,
+        from,
+        ttl,
+        allow_bypass,
+    };
+    Some((key, decision))
 }
 
 /// Why sending a request to a machine failed.

@@ -279,8 +279,20 @@ impl Key {
 #[derive(Debug)]
 struct Entry {
     replay: Arc<Replay>,
+    /// The machine whose answer this is.
+    from: Box<str>,
     allow_bypass: bool,
     expires: Instant,
+}
+
+/// A decision to keep: where the requests it covers go, the machine that said so, for how
+/// long (clamped to MIN_TTL..=MAX_TTL), and whether a client may skip it.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub replay: Replay,
+    pub from: String,
+    pub ttl: Duration,
+    pub allow_bypass: bool,
 }
 
 /// What the cache says about a request.
@@ -352,7 +364,8 @@ impl ReplayCache {
 
     /// Looks up a request to `app` at `host` for `path`: its session rule's decision first,
     /// else the path decision with the longest prefix covering `path`. `skip`: the client
-    /// sent `fly-replay-cache-control: skip`.
+    /// sent `fly-replay-cache-control: skip`. `forced`: the machine the client named
+    /// (`fly-force-instance-id`); only that machine's own decision stands for its answer.
     pub fn lookup(
         &self,
         app: &str,
@@ -360,6 +373,7 @@ impl ReplayCache {
         path: &str,
         session: Option<&Session>,
         skip: bool,
+        forced: Option<&str>,
     ) -> Lookup {
         let now = Instant::now();
         let mut entries = self.lock();
@@ -394,6 +408,10 @@ impl ReplayCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Miss;
         }
+        if forced.is_some_and(|m| *m != *e.from) {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return Lookup::Miss;
+        }
         if skip && e.allow_bypass {
             self.bypasses.fetch_add(1, Ordering::Relaxed);
             return Lookup::Bypass(key);
@@ -402,9 +420,9 @@ impl ReplayCache {
         Lookup::Hit(key, Arc::clone(&e.replay))
     }
 
-    /// Remembers a decision for `ttl`. Returns whether it was kept (not when the cache is
-    /// full of live decisions, or the key is too long).
-    pub fn insert(&self, key: Key, replay: Replay, ttl: Duration, allow_bypass: bool) -> bool {
+    /// Remembers a decision. Returns whether it was kept (not when the cache is full of live
+    /// decisions, or the key is too long).
+    pub fn insert(&self, key: Key, d: Decision) -> bool {
         if key.host.len() > MAX_PREFIX || key.prefix.len() > MAX_PREFIX {
             self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
@@ -424,9 +442,10 @@ impl ReplayCache {
         }
         let app = key.app.clone();
         let entry = Entry {
-            replay: Arc::new(replay),
-            allow_bypass,
-            expires: now + ttl.clamp(MIN_TTL, MAX_TTL),
+            replay: Arc::new(d.replay),
+            from: d.from.into(),
+            allow_bypass: d.allow_bypass,
+            expires: now + d.ttl.clamp(MIN_TTL, MAX_TTL),
         };
         if entries.map.insert(key, entry).is_none() {
             *entries.per_app.entry(app).or_default() += 1;
@@ -609,6 +628,16 @@ mod tests {
         }
     }
 
+    /// A decision of machine `m` for MIN_TTL.
+    fn by_m(r: &Replay, allow_bypass: bool) -> Decision {
+        Decision {
+            replay: r.clone(),
+            from: "m".into(),
+            ttl: MIN_TTL,
+            allow_bypass,
+        }
+    }
+
     #[test]
     fn lookups_hits_expiry_bypass_and_bounds() {
         let c = ReplayCache::default();
@@ -617,32 +646,36 @@ mod tests {
             app: Some("b".into()),
             ..Replay::default()
         };
-        assert!(c.insert(
-            Key::path("a", "a.localhost", "/t"),
-            to_b.clone(),
-            MIN_TTL,
-            false
-        ));
+        assert!(c.insert(Key::path("a", "a.localhost", "/t"), by_m(&to_b, false)));
         assert!(!c.is_empty());
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t/1/2", None, false),
+            c.lookup("a", "a.localhost", "/t/1/2", None, false, None),
             Lookup::Hit(_, r) if *r == to_b
         ));
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/tx", None, false),
+            c.lookup("a", "a.localhost", "/tx", None, false, None),
             Lookup::Miss
         ));
         assert!(matches!(
-            c.lookup("a", "other.localhost", "/t", None, false),
+            c.lookup("a", "other.localhost", "/t", None, false, None),
             Lookup::Miss
         ));
         assert!(matches!(
-            c.lookup("z", "a.localhost", "/t", None, false),
+            c.lookup("z", "a.localhost", "/t", None, false, None),
+            Lookup::Miss
+        ));
+        // A client naming the machine that decided gets its decision; naming another, not.
+        assert!(matches!(
+            c.lookup("a", "a.localhost", "/t", None, false, Some("m")),
+            Lookup::Hit(..)
+        ));
+        assert!(matches!(
+            c.lookup("a", "a.localhost", "/t", None, false, Some("other")),
             Lookup::Miss
         ));
         // Not bypassable: skip is ignored.
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t", None, true),
+            c.lookup("a", "a.localhost", "/t", None, true, None),
             Lookup::Hit(..)
         ));
         // The longest prefix wins; a bypassable one is skipped on request.
@@ -650,18 +683,13 @@ mod tests {
             app: Some("c".into()),
             ..Replay::default()
         };
-        c.insert(
-            Key::path("a", "a.localhost", "/t/1"),
-            to_c.clone(),
-            MIN_TTL,
-            true,
-        );
+        c.insert(Key::path("a", "a.localhost", "/t/1"), by_m(&to_c, true));
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t/1/2", None, false),
+            c.lookup("a", "a.localhost", "/t/1/2", None, false, None),
             Lookup::Hit(_, r) if *r == to_c
         ));
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t/1/2", None, true),
+            c.lookup("a", "a.localhost", "/t/1/2", None, true, None),
             Lookup::Bypass(_)
         ));
         // A session's decision comes before the path's.
@@ -671,20 +699,15 @@ mod tests {
             ttl: MIN_TTL,
             allow_bypass: false,
         };
-        c.insert(
-            Key::session("a", "a.localhost", &s),
-            to_b.clone(),
-            MIN_TTL,
-            false,
-        );
+        c.insert(Key::session("a", "a.localhost", &s), by_m(&to_b, false));
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t/1/2", Some(&s), false),
+            c.lookup("a", "a.localhost", "/t/1/2", Some(&s), false, None),
             Lookup::Hit(_, r) if *r == to_b
         ));
         // Removal and expiry.
         c.remove(&Key::path("a", "a.localhost", "/t/1"));
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t/1/2", None, false),
+            c.lookup("a", "a.localhost", "/t/1/2", None, false, None),
             Lookup::Hit(_, r) if *r == to_b
         ));
         c.lock()
@@ -692,7 +715,7 @@ mod tests {
             .values_mut()
             .for_each(|e| e.expires = Instant::now());
         assert!(matches!(
-            c.lookup("a", "a.localhost", "/t", None, false),
+            c.lookup("a", "a.localhost", "/t", None, false, None),
             Lookup::Miss
         ));
         c.forget_app("a");
@@ -700,33 +723,28 @@ mod tests {
         // Bounded per app: one app full of live decisions is refused more, others are not.
         let fill = |app: &str, n: usize| {
             for i in 0..n {
-                assert!(c.insert(
-                    Key::path(app, "h", &format!("/{i}")),
-                    to_b.clone(),
-                    MIN_TTL,
-                    false
-                ));
+                assert!(c.insert(Key::path(app, "h", &format!("/{i}")), by_m(&to_b, false)));
             }
         };
         fill("a", MAX_ENTRIES_PER_APP);
-        assert!(!c.insert(Key::path("a", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        assert!(!c.insert(Key::path("a", "h", "/new"), by_m(&to_b, false)));
         // (Replacing one of its own is not a new one.)
-        assert!(c.insert(Key::path("a", "h", "/0"), to_b.clone(), MIN_TTL, false));
+        assert!(c.insert(Key::path("a", "h", "/0"), by_m(&to_b, false)));
         // And in all: full of live decisions, a new one is refused.
         fill("b", MAX_ENTRIES_PER_APP);
         fill("c", MAX_ENTRIES_PER_APP);
         fill("d", MAX_ENTRIES - 3 * MAX_ENTRIES_PER_APP);
         assert_eq!(c.len(), MAX_ENTRIES);
-        assert!(!c.insert(Key::path("e", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        assert!(!c.insert(Key::path("e", "h", "/new"), by_m(&to_b, false)));
         // Removing one frees its app's place.
         c.remove(&Key::path("a", "h", "/0"));
-        assert!(c.insert(Key::path("a", "h", "/new"), to_b.clone(), MIN_TTL, false));
+        assert!(c.insert(Key::path("a", "h", "/new"), by_m(&to_b, false)));
         // Expired ones make room.
         c.lock()
             .map
             .values_mut()
             .for_each(|e| e.expires = Instant::now());
-        assert!(c.insert(Key::path("e", "h", "/new"), to_b, MIN_TTL, false));
+        assert!(c.insert(Key::path("e", "h", "/new"), by_m(&to_b, false)));
         assert_eq!(c.len(), 1);
         assert_eq!(c.lock().per_app.get("e"), Some(&1));
         assert_eq!(c.lock().per_app.len(), 1);

@@ -140,9 +140,12 @@ async fn apps() -> Apps {
         }],
         ..HttpOptions::default()
     };
-    store
-        .insert_machine(&machine("0123456789aaaa", "origin", a, Some(session)))
-        .expect("origin machine");
+    // Two machines in the origin app, both the same server: a client may name either.
+    for id in ["0123456789aaaa", "0123456789cccc"] {
+        store
+            .insert_machine(&machine(id, "origin", a, Some(session.clone())))
+            .expect("origin machine");
+    }
     store
         .insert_machine(&machine("0123456789bbbb", "target", b, None))
         .expect("target machine");
@@ -218,19 +221,30 @@ async fn replay_decisions_are_cached_invalidated_and_bypassed() {
     assert_eq!(s.last_target(), "/p/3 status=hit src=no");
     assert_eq!(s.asked("/p/"), 1);
 
-    // A client that forces the origin's machine reaches it, cached decision or not.
-    s.get("/p/forced", "fly-force-instance-id: 0123456789aaaa\r\n")
-        .await;
-    assert_eq!(s.asked("/p/"), 2);
-    assert_eq!(s.last_target(), "/p/forced status=miss src=yes");
+    // A client that names a machine (fly-force-instance-id) gets only that machine's own
+    // decision: naming the other one asks it, and its answer is kept from then on.
+    let force = |m: &str| format!("fly-force-instance-id: 0123456789{m}\r\n");
+    s.get("/p/f1", &force("cccc")).await;
+    let asked = s.asked("/p/");
+    s.get("/p/f2", &force("cccc")).await;
+    assert_eq!(s.last_target(), "/p/f2 status=hit src=no");
+    s.get("/p/f3", &force("aaaa")).await;
+    assert_eq!(s.last_target(), "/p/f3 status=miss src=yes");
+    assert_eq!(s.asked("/p/"), asked + 1);
+    s.get("/p/f4", &force("aaaa")).await;
+    assert_eq!(s.last_target(), "/p/f4 status=hit src=no");
+    s.get("/p/f5", "").await;
+    assert_eq!(s.last_target(), "/p/f5 status=hit src=no");
+    assert_eq!(s.asked("/p/"), asked + 1);
 
     // The target invalidates: the next request asks the origin again.
     let r = s.get("/p/inv", "").await;
     assert!(r.ends_with("target\n"), "{r}");
     assert!(!r.to_ascii_lowercase().contains("fly-replay-cache"), "{r}");
+    let asked = s.asked("/p/");
     s.get("/p/4", "").await;
     assert_eq!(s.last_target(), "/p/4 status=miss src=yes");
-    assert_eq!(s.asked("/p/"), 3);
+    assert_eq!(s.asked("/p/"), asked + 1);
 
     // Bypass, allowed by the entry: the origin is asked, the target told so.
     s.get("/b/1", "").await;
