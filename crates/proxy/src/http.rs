@@ -1186,7 +1186,8 @@ fn remember_replay(
             None => return None,
         },
     };
-    let (replay, from) = (replay_cache::cacheable(r)?, origin?.to_string());
+    let replay = replay_cache::cacheable(r)?;
+    let from = origin?.to_string(); // (Some: a target's answer returned above.)
     // (A request that bypassed the cache refreshes the decision and stays `bypass`.)
     if !extra.iter().any(|(k, _)| *k == FLY_REPLAY_CACHE_STATUS) {
         set_header(extra, FLY_REPLAY_CACHE_STATUS, "miss");

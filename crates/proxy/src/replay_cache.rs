@@ -287,7 +287,7 @@ struct Entry {
 
 /// A decision to keep: where the requests it covers go, the machine that said so, for how
 /// long (clamped to MIN_TTL..=MAX_TTL), and whether a client may skip it.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Decision {
     pub replay: Replay,
     pub from: String,
