@@ -46,6 +46,61 @@ pub struct LinuxDriver {
     cgroup_parent: PathBuf,
     cgroups: Cgroups,
     swap_accounting: bool,
+    ops: Ops,
+}
+
+/// Creates and starts under way, and whether new ones are still taken
+/// ([`LinuxDriver::close`]).
+#[derive(Debug, Default)]
+struct Ops {
+    state: std::sync::Mutex<OpsState>,
+    idle: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct OpsState {
+    closed: bool,
+    under_way: usize,
+}
+
+/// One create or start under way (see [`Ops`]).
+struct Op<'a>(&'a Ops);
+
+impl Ops {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpsState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, what: &str, id: &ContainerId) -> Result<Op<'_>> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err(Error::Host(format!(
+                "the container driver is closed: cannot {what} {id}"
+            )));
+        }
+        s.under_way += 1;
+        Ok(Op(self))
+    }
+
+    fn close(&self, wait: Duration) -> bool {
+        let mut s = self.lock();
+        s.closed = true;
+        let (s, _) = self
+            .idle
+            .wait_timeout_while(s, wait, |s| s.under_way > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        s.under_way == 0
+    }
+}
+
+impl Drop for Op<'_> {
+    fn drop(&mut self) {
+        let mut s = self.0.lock();
+        s.under_way -= 1;
+        if s.under_way == 0 {
+            self.0.idle.notify_all();
+        }
+    }
 }
 
 /// libcontainer binds and connects its notify socket by a relative path after a `chdir`,
@@ -103,7 +158,16 @@ impl LinuxDriver {
             cgroup_parent: PathBuf::from(parent),
             cgroups,
             swap_accounting,
+            ops: Ops::default(),
         })
+    }
+
+    /// Refuses every create and start from now on, and waits up to `wait` for those under
+    /// way to finish; `true` when none is left. For whoever removes everything a driver made
+    /// (a test harness at its end): a create that finished after the cleanup looked would
+    /// leave a container behind. Deletes, signals and reads still work.
+    pub fn close(&self, wait: Duration) -> bool {
+        self.ops.close(wait)
     }
 
     /// The state directory layout.
@@ -393,6 +457,7 @@ impl LinuxDriver {
 impl Driver for LinuxDriver {
     fn create(&self, spec: &ContainerSpec) -> Result<()> {
         spec.validate()?;
+        let _op = self.ops.begin("create", &spec.id)?;
         if !spec.rootfs.is_dir() {
             return Err(Error::InvalidSpec(format!(
                 "rootfs {} is not a directory",
@@ -437,6 +502,7 @@ impl Driver for LinuxDriver {
     }
 
     fn start(&self, id: &ContainerId) -> Result<Started> {
+        let _op = self.ops.begin("start", id)?;
         match self.state(id)? {
             ContainerState::Created => {}
             other => return Err(self.wrong_state(id, other, "start")),
@@ -762,5 +828,33 @@ mod signal_tests {
             super::catches(-1, 2),
             "an unreadable process is not waited for"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_waits_for_operations_under_way_and_refuses_new_ones() {
+        let ops = Ops::default();
+        let id = ContainerId::parse("close-test").expect("id");
+        let op = ops.begin("create", &id).expect("open: taken");
+        std::thread::scope(|s| {
+            let closing = s.spawn(|| ops.close(Duration::from_secs(30)));
+            // Closed while the first is under way: the next is refused...
+            while !ops.lock().closed {
+                std::thread::yield_now();
+            }
+            let refused = ops.begin("start", &id).err().expect("closed: refused");
+            assert!(refused.to_string().contains("closed"), "{refused}");
+            assert!(!closing.is_finished());
+            // ...and the close ends when the one under way does.
+            drop(op);
+            assert!(closing.join().expect("closing"), "nothing left under way");
+        });
+        assert_eq!(ops.lock().under_way, 0);
+        // Closed with nothing under way: at once.
+        assert!(ops.close(Duration::ZERO));
     }
 }

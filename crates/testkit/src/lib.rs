@@ -480,6 +480,12 @@ impl Drop for TestCluster {
         if let Some(t) = self.agent_task.take() {
             t.abort();
         }
+        // A create the agent had under way (on a blocking thread, which an abort does not
+        // stop) finishes before anything is looked at, and none starts after: a container
+        // made after the cleanup below would be left behind.
+        if !self.driver.close(std::time::Duration::from_secs(60)) {
+            eprintln!("TestCluster cleanup: a container create is still under way after 60 s");
+        }
         // Remove everything the machines left, whatever state the test ended in.
         let machines: Vec<_> = self
             .store

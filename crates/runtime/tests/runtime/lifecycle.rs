@@ -411,3 +411,31 @@ fn a_signal_sent_right_after_start_is_not_lost() {
         assert_eq!(status.signal, Some(2), "run {i}: {status:?}");
     }
 }
+
+#[test]
+fn close_waits_for_a_create_under_way_then_refuses_creates_and_starts() {
+    let h = host();
+    let spec = h.spec("closing", &["sleep", "1000"]);
+    let dir = h.driver.layout().container(&spec.id);
+    std::thread::scope(|s| {
+        let creating = s.spawn(|| h.driver.create(&spec));
+        // The create is under way once its directory exists (it is made first).
+        wait_until(30, "the create to begin", || dir.is_dir());
+        assert!(h.driver.close(Duration::from_secs(30)), "a create is left");
+        // The close returned after the create finished: a whole container, never a half one.
+        assert_eq!(
+            h.driver.state(&spec.id).expect("state"),
+            ContainerState::Created
+        );
+        creating.join().expect("create thread").expect("create");
+    });
+    let other = h.spec("closed", &["sleep", "1000"]);
+    let refused = h.driver.create(&other).expect_err("create after close");
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    assert!(!h.driver.layout().container(&other.id).exists());
+    let refused = h.driver.start(&spec.id).expect_err("start after close");
+    assert!(refused.to_string().contains("closed"), "{refused}");
+    // What is there can still be removed.
+    h.driver.delete(&spec.id).expect("delete after close");
+    assert!(h.driver.state(&spec.id).is_err());
+}
