@@ -29,9 +29,11 @@ impl<T: DeserializeOwned + Default> FromRequest<ApiState> for Body<T> {
     }
 }
 
-/// Decodes a request body the way every handler gets it: larger than `limit` → 413; empty,
-/// blank or `null` → `T::default()`; otherwise one JSON value of `T`'s shape → `T`, anything
-/// else → 400. Public so that the fuzz target drives exactly this code.
+/// Decodes a request body the way every handler gets it: larger than `limit` → 413; no bytes
+/// at all or `null` → `T::default()`; otherwise one JSON value of `T`'s shape → `T`, anything
+/// else → 400. Whitespace alone is not a JSON text (RFC 8259 §2) and gets 400 like any other
+/// malformed body: a client that meant "no body" sends none. Public so that the fuzz target
+/// drives exactly this code.
 pub fn decode_body<T: DeserializeOwned + Default>(
     bytes: &[u8],
     limit: usize,
@@ -40,8 +42,13 @@ pub fn decode_body<T: DeserializeOwned + Default>(
         return Err(ApiError::too_large(limit));
     }
     let trimmed = bytes.trim_ascii();
-    if trimmed.is_empty() || trimmed == b"null" {
+    if bytes.is_empty() || trimmed == b"null" {
         return Ok(T::default());
+    }
+    if trimmed.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid request body: whitespace is not JSON; send a JSON value or no body",
+        ));
     }
     strict(trimmed).map_err(|e| ApiError::bad_request(format!("invalid request body: {e}")))
 }
@@ -361,11 +368,17 @@ mod tests {
     #[test]
     fn the_body_rules() {
         assert_eq!(
-            decode_body::<Outer>(b"  ", 10).expect("empty"),
+            decode_body::<Outer>(b"", 10).expect("empty"),
             Outer::default()
         );
+        // Schemathesis found `\r` accepted as "no body": whitespace alone is malformed JSON.
+        for blank in [&b" "[..], b"\r", b"\n\t "] {
+            let err = decode_body::<Outer>(blank, 10).expect_err("blank");
+            let status = axum::response::IntoResponse::into_response(err).status();
+            assert_eq!(status, axum::http::StatusCode::BAD_REQUEST);
+        }
         assert_eq!(
-            decode_body::<Outer>(b"null", 10).expect("null"),
+            decode_body::<Outer>(b" null\n", 10).expect("null"),
             Outer::default()
         );
         assert!(decode_body::<Outer>(b"{} {}", 10).is_err(), "trailing data");
