@@ -390,6 +390,18 @@ def loadavg():
         return " ".join(f.read().split()[:3])
 
 
+def cpu_ticks():
+    """(steal, all) ticks of the host's CPUs (/proc/stat): on a VM, the share of its time the
+    hypervisor gave to others, which moves throughput by more than any change measured here."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[7], sum(v)
+
+
+def steal_pct(t0, t1):
+    return 100.0 * (t1[0] - t0[0]) / max(1, t1[1] - t0[1])
+
+
 # ------------------------------------------------------------------------------------------
 # Load generators
 
@@ -490,6 +502,7 @@ def run(setup_json, outdir):
             url, host, pids = targets[name]
             c0, b0 = proc_cpu_s(pids()), proc_cpu_s(backend_pids)
             x0, y0 = ctx_switches(pids()), ctx_switches(backend_pids)
+            s0 = cpu_ticks()
             t0 = time.perf_counter()
             mid = {}
 
@@ -509,13 +522,14 @@ def run(setup_json, outdir):
                       "backend_cpu_us_per_req": (b1 - b0) * 1e6 / max(1, n),
                       "proxy_ctx_per_req": (x1 - x0) / max(1, n),
                       "backend_ctx_per_req": (y1 - y0) / max(1, n),
-                      "backend_conns": mid.get("upstream", 0)})
+                      "backend_conns": mid.get("upstream", 0),
+                      "steal_pct": steal_pct(s0, cpu_ticks())})
             del w["raw"]
             tp[name].append(w)
             log("  round %d %-8s %8.0f req/s  proxy %.1f µs CPU/req (%.2f cores), %.2f ctx "
-                "switches/req, %d backend connections, errors %d"
+                "switches/req, %d backend connections, errors %d, steal %.0f %%"
                 % (r, name, w["rps"], w["proxy_cpu_us_per_req"], w["proxy_cores"],
-                   w["proxy_ctx_per_req"], w["backend_conns"], w["errors"]))
+                   w["proxy_ctx_per_req"], w["backend_conns"], w["errors"], w["steal_pct"]))
     res["throughput"] = tp
     save("throughput", tp)
 
@@ -903,6 +917,14 @@ def report(d):
                       % (peer, med(ratios), len(ratios), " / ".join("%.2f" % r for r in ratios)),
                       end="")
         print()
+        # The hypervisor's share of the box (steal) during each round, all targets: rounds
+        # with much of it say more about the neighbours than about the proxies.
+        steal = [[x.get("steal_pct") for x in tp.get(n, [])] for n in order]
+        if all(v is not None for row in steal for v in row) and steal and steal[0]:
+            print("\nCPU steal during the rounds (%% of the box, %s): %s" % (
+                " / ".join(order), "; ".join(
+                    " / ".join("%.0f" % row[r] for row in steal if r < len(row))
+                    for r in range(len(steal[0])))))
     if lat:
         print()
         print("| latency (oha) | c=1 p50 | c=1 p99 | **added p50 at c=1** (median of per-round "
@@ -1064,11 +1086,12 @@ def ab(setup_json, work, binaries):
         raise SystemExit("ab: %s did not serve again" % binary)
 
     def measure(port, h, pids):
-        c0, x0, t0 = proc_cpu_s(pids()), ctx_switches(pids()), time.time()
+        c0, x0, t0, s0 = proc_cpu_s(pids()), ctx_switches(pids()), time.time(), cpu_ticks()
         r = wrk("http://127.0.0.1:%s/" % port, h, dur, int(env["WRK_THREADS"]),
                 int(env["CONNECTIONS"]))
         n = r["rps"] * (time.time() - t0)
-        out = [r["rps"], (proc_cpu_s(pids()) - c0) * 1e6 / n, (ctx_switches(pids()) - x0) / n]
+        out = [r["rps"], (proc_cpu_s(pids()) - c0) * 1e6 / n, (ctx_switches(pids()) - x0) / n,
+               steal_pct(s0, cpu_ticks())]
         if paced:
             # The same offered rate for every target: CPU per request without the
             # saturated box's scheduling in it.
@@ -1076,6 +1099,8 @@ def ab(setup_json, work, binaries):
             q = oha("http://127.0.0.1:%s/" % port, h, dur, conns=int(env["CONNECTIONS"]),
                     rate=paced)
             out.append((proc_cpu_s(pids()) - c0) * 1e6 / max(q["ok"], 1))
+        else:
+            out.append(float("nan"))
         return out
 
     paced = int(env.get("AB_RATE") or 0)
@@ -1093,14 +1118,15 @@ def ab(setup_json, work, binaries):
                 got = {name: measure(port, h, pids) for name, port, h, pids in sides}
                 hg, ng = got["hangar"], got["nginx"]
                 results[b].append((hg[0] / ng[0], hg[1] / ng[1],
-                                   hg[3] / ng[3] if paced else float("nan")))
+                                   hg[4] / ng[4] if paced else float("nan")))
                 print("round %d %-24s hangar %7.0f req/s %5.1f us/req %.2f cs/req | nginx %7.0f "
-                      "%5.1f us/req %.2f cs/req | req/s ratio %.3f, CPU ratio %.3f | load %s"
+                      "%5.1f us/req %.2f cs/req | req/s ratio %.3f, CPU ratio %.3f | load %s, "
+                      "steal %.0f / %.0f %%"
                       % (rnd, os.path.basename(b), hg[0], hg[1], hg[2], ng[0], ng[1], ng[2],
-                         hg[0] / ng[0], hg[1] / ng[1], loadavg()), flush=True)
+                         hg[0] / ng[0], hg[1] / ng[1], loadavg(), hg[3], ng[3]), flush=True)
                 if paced:
                     print("        at %d req/s: hangar %5.1f us/req, nginx %5.1f us/req, ratio "
-                          "%.3f" % (paced, hg[3], ng[3], hg[3] / ng[3]), flush=True)
+                          "%.3f" % (paced, hg[4], ng[4], hg[4] / ng[4]), flush=True)
     finally:
         restart(binaries[0])
 
