@@ -10,8 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use hangar_api_types::{Autostop, MachineService, StopConfig};
+use hangar_api_types::{Autostop, MachinePort, MachineService, StopConfig};
 use hangar_domain::State;
 use hangar_store::{CertificateRecord, MachineRecord, Store, StoreError};
 use tokio::sync::watch;
@@ -73,6 +74,24 @@ pub fn serves(s: &MachineService, port: u16) -> bool {
         mp.port == Some(p)
             || matches!((mp.start_port, mp.end_port), (Some(a), Some(b)) if a <= p && p <= b)
     })
+}
+
+/// The longest head timeout a port may ask for: a longer `headers_read_timeout` would let a
+/// slow client hold a connection (and its memory) for hours.
+pub const MAX_HEADERS_READ_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The public ports `mp` declares: its `port`, or its `start_port..=end_port` range (ranges
+/// wider than 1024 ports, or outside `u16`, declare nothing).
+fn port_range(mp: &MachinePort) -> impl Iterator<Item = u16> {
+    let range = match (mp.port, mp.start_port, mp.end_port) {
+        (Some(p), _, _) => Some(p..=p),
+        (None, Some(a), Some(b)) if b >= a && b - a < 1024 => Some(a..=b),
+        _ => None,
+    };
+    range
+        .into_iter()
+        .flatten()
+        .filter_map(|p| u16::try_from(p).ok())
 }
 
 /// Autostop setting of a service (absent = off).
@@ -171,17 +190,41 @@ impl Catalog {
                     } else {
                         PortKind::Raw
                     };
-                    let range = match (mp.port, mp.start_port, mp.end_port) {
-                        (Some(p), _, _) => p..=p,
-                        (None, Some(a), Some(b)) if b >= a && b - a < 1024 => a..=b,
-                        _ => continue,
-                    };
-                    for p in range {
-                        if let Ok(p) = u16::try_from(p) {
-                            let e = out.entry(p).or_insert(kind);
-                            *e = (*e).min(kind);
-                        }
+                    for p in port_range(mp) {
+                        let e = out.entry(p).or_insert(kind);
+                        *e = (*e).min(kind);
                     }
+                }
+            }
+        }
+        out
+    }
+
+    /// The time each port's clients have for a request head, where a machine serving the
+    /// port declares `http_options.headers_read_timeout` (seconds, 0 ignored, at most
+    /// [`MAX_HEADERS_READ_TIMEOUT`]): the longest one declared there, since the head is read
+    /// before its `Host` picks the app. `app`: only that app's machines (a Flycast address,
+    /// where the app is known before the head).
+    pub fn headers_read_timeouts(&self, app: Option<&str>) -> HashMap<u16, Duration> {
+        let machines: Box<dyn Iterator<Item = &Arc<MachineEntry>>> = match app {
+            Some(a) => Box::new(self.apps.get(a).into_iter().flat_map(|a| &a.machines)),
+            None => Box::new(self.machines.values()),
+        };
+        let mut out: HashMap<u16, Duration> = HashMap::new();
+        for m in machines {
+            for mp in m.services.iter().flat_map(|s| &s.ports) {
+                let Some(secs) = mp
+                    .http_options
+                    .as_ref()
+                    .and_then(|o| o.headers_read_timeout)
+                    .filter(|s| *s > 0)
+                else {
+                    continue;
+                };
+                let t = Duration::from_secs(u64::from(secs)).min(MAX_HEADERS_READ_TIMEOUT);
+                for p in port_range(mp) {
+                    let e = out.entry(p).or_insert(t);
+                    *e = (*e).max(t);
                 }
             }
         }
@@ -514,5 +557,77 @@ mod tests {
         assert_eq!(ports.get(&443), Some(&PortKind::TlsHttp));
         assert_eq!(ports.get(&5432), Some(&PortKind::Tls));
         assert_eq!(ports.get(&6000), Some(&PortKind::Raw));
+    }
+
+    fn entry(id: &str, app: &str, ports: serde_json::Value) -> Arc<MachineEntry> {
+        let svc: MachineService = serde_json::from_value(serde_json::json!({
+            "protocol": "tcp", "internal_port": 8080, "ports": ports
+        }))
+        .expect("service");
+        Arc::new(MachineEntry {
+            id: id.into(),
+            app: app.into(),
+            region: "local".into(),
+            state: State::Started,
+            addr: Ipv6Addr::LOCALHOST,
+            cordoned: false,
+            services: vec![svc],
+            primary_region: None,
+            stop_config: None,
+            checks: BTreeMap::new(),
+            revision: 1,
+        })
+    }
+
+    #[test]
+    fn a_port_gets_the_longest_head_timeout_declared_on_it() {
+        let hrt = |s: u64| serde_json::json!({"headers_read_timeout": s});
+        let a = entry(
+            "a1",
+            "a",
+            serde_json::json!([
+                {"port": 80, "handlers": ["http"], "http_options": hrt(5)},
+                {"start_port": 9000, "end_port": 9001, "handlers": ["http"], "http_options": hrt(2)},
+                {"port": 81, "handlers": ["http"], "http_options": hrt(0)}
+            ]),
+        );
+        let b = entry(
+            "b1",
+            "b",
+            serde_json::json!([
+                {"port": 80, "handlers": ["http"], "http_options": hrt(30)},
+                {"port": 443, "handlers": ["tls", "http"], "http_options": hrt(4_000_000)},
+                {"port": 8080, "handlers": ["http"]}
+            ]),
+        );
+        let mut c = Catalog::default();
+        for m in [&a, &b] {
+            c.machines.insert(m.id.clone(), Arc::clone(m));
+            c.apps.insert(
+                m.app.clone(),
+                Arc::new(AppEntry {
+                    name: m.app.clone(),
+                    org: "o".into(),
+                    network: "n".into(),
+                    machines: vec![Arc::clone(m)],
+                }),
+            );
+        }
+        let secs = |s| Duration::from_secs(s);
+        let all = c.headers_read_timeouts(None);
+        assert_eq!(all.get(&80), Some(&secs(30)), "the longer of 5 and 30");
+        assert_eq!(all.get(&9000), Some(&secs(2)));
+        assert_eq!(all.get(&9001), Some(&secs(2)));
+        assert_eq!(all.get(&443), Some(&MAX_HEADERS_READ_TIMEOUT), "capped");
+        assert_eq!(all.get(&81), None, "0 is not a timeout");
+        assert_eq!(all.get(&8080), None, "none declared");
+        let only_a = c.headers_read_timeouts(Some("a"));
+        assert_eq!(
+            only_a.get(&80),
+            Some(&secs(5)),
+            "a Flycast address: its app's own"
+        );
+        assert_eq!(only_a.get(&443), None);
+        assert!(c.headers_read_timeouts(Some("nope")).is_empty());
     }
 }

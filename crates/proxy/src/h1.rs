@@ -6,8 +6,8 @@
 //! with the bytes read so far, to hyper's server, which keeps the connection from then on and
 //! answers as it always did (400, 431, …).
 //!
-//! Like hyper's server: the head must arrive within `headers_read_timeout` of the wait for it
-//! (idle keep-alive connections included); a client that closes (or half-closes) while its
+//! Like hyper's server: the head must arrive within the port's `headers_read_timeout`
+//! ([`Proxy::head_timeout`]) of the wait for it (idle keep-alive connections included); a client that closes (or half-closes) while its
 //! request is served cancels it; pipelined requests are answered in order.
 
 use std::pin::Pin;
@@ -288,7 +288,7 @@ impl ClientIo for tokio_rustls::server::TlsStream<Prefixed<TcpStream>> {
 pub(crate) async fn serve<S: ClientIo>(proxy: Arc<Proxy>, mut tcp: S, conn: crate::http::Conn) {
     let mut buf = BytesMut::with_capacity(FAST_HEAD);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
-    let timeout = proxy.config.headers_read_timeout;
+    let timeout = proxy.head_timeout(conn.port, conn.app.as_deref());
     // One timer for the connection, moved only when it fires early: a request does not
     // touch the timer wheel.
     let timer = tokio::time::sleep(timeout);

@@ -204,9 +204,18 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A protocol switch the proxy carries (websockets and the like). `h2c` is not one: the proxy
+/// does not pass on `HTTP2-Settings`, and a machine that switched anyway would give the
+/// client a tunnel that no longer carries the proxy's headers; such a request is served as
+/// a plain HTTP/1.1 one (RFC 9110 lets a server ignore `Upgrade`).
 fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
+        && !req.headers().get_all(header::UPGRADE).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        })
         && req
             .headers()
             .get_all(header::CONNECTION)
@@ -320,6 +329,8 @@ struct PortOptions {
     response_headers: Vec<(String, Option<String>)>,
     /// Session-based `fly-replay` caching rules (crate::replay_cache).
     replay_cache: Vec<hangar_api_types::ReplayCache>,
+    /// `http_options.idle_timeout`: how long the machine may stay silent on a request.
+    idle_timeout: Option<Duration>,
 }
 
 fn port_options(app: &AppEntry, port: u16) -> PortOptions {
@@ -360,6 +371,12 @@ fn port_options(app: &AppEntry, port: u16) -> PortOptions {
             .as_ref()
             .map(|o| o.replay_cache.clone())
             .unwrap_or_default(),
+        idle_timeout: mp
+            .http_options
+            .as_ref()
+            .and_then(|o| o.idle_timeout)
+            .filter(|s| *s > 0)
+            .map(|s| Duration::from_secs(u64::from(s))),
     }
 }
 
@@ -484,6 +501,14 @@ async fn route(
                 .map(|v| v.trim().to_string())
         })
         .unwrap_or_default();
+    // Routed by the request target's authority (absolute form, h2's `:authority`): the
+    // machine gets that name as `Host` too, never a different one the client also sent (RFC
+    // 9112 §3.2.2: a proxy replaces `Host` with the target's host).
+    if req.uri().authority().is_some()
+        && let Ok(v) = HeaderValue::from_str(&host)
+    {
+        req.headers_mut().insert(header::HOST, v);
+    }
     let snap = proxy.catalog.view();
     let flycast = conn.app.is_some();
     let Some(name) = conn
@@ -508,6 +533,7 @@ async fn route(
         None => return (name, error(StatusCode::NOT_FOUND, "PR02", "app not found")),
     };
     let opts = port_options(&app, conn.port);
+    let silent = opts.idle_timeout.unwrap_or(cfg.upstream_idle_timeout);
     if opts.force_https && !conn.tls && !flycast {
         let path = req
             .uri()
@@ -529,6 +555,18 @@ async fn route(
     // No body at all (HTTP/1.1 without Content-Length or Transfer-Encoding, h2 ended with its
     // headers): nothing to read.
     let bodiless = hyper::body::Body::is_end_stream(&body);
+    if upgrade && !bodiless {
+        // Its body would not be sent (the connection is spliced once the machine switches),
+        // and the machine, told of one by the head, would read the next request as it.
+        return (
+            name,
+            error(
+                StatusCode::BAD_REQUEST,
+                "PU04",
+                "an upgrade request must not carry a body",
+            ),
+        );
+    }
     let mut body = if upgrade || bodiless {
         ReqBody::Buffered(Bytes::new())
     } else {
@@ -811,6 +849,7 @@ async fn route(
                     &proxy.pool,
                     target,
                     cfg.connect_timeout,
+                    silent,
                     &head_buf,
                     b,
                     parts.method == Method::HEAD,
@@ -821,11 +860,14 @@ async fn route(
                     Ok(r) => Ok(r.map(Body::new)),
                     Err(crate::upstream::SendError::Connect(e)) => Err(Failure::Connect(e)),
                     Err(crate::upstream::SendError::Send(m)) => Err(Failure::Send(m)),
+                    Err(crate::upstream::SendError::Timeout(d)) => Err(Failure::Timeout(d)),
                 }
             }
             _ => {
-                let r =
-                    Box::pin(send_hyper(proxy, target, h2, &mut body, &outgoing, upgrade)).await;
+                let r = Box::pin(send_hyper(
+                    proxy, target, h2, &mut body, &outgoing, upgrade, silent,
+                ))
+                .await;
                 match r {
                     Ok(mut resp) => {
                         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -866,6 +908,19 @@ async fn route(
                         StatusCode::BAD_GATEWAY,
                         "PA01",
                         "the request body can not be sent twice",
+                    ),
+                );
+            }
+            Err(Failure::Timeout(d)) => {
+                let request = request_log(rid, &parts, &path_and_query, None);
+                let msg = format!("the machine sent no answer within {d:?}");
+                proxy.log_error(&app.name, Some(&machine.id), "PC05", &msg, Some(&request));
+                return (
+                    name,
+                    error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "PC05",
+                        "the machine did not answer in time",
                     ),
                 );
             }
@@ -1209,6 +1264,8 @@ enum Failure {
     Send(String),
     /// A streamed body was already sent once.
     BodyGone,
+    /// The machine took the request and stayed silent too long (`PC05`): not retried.
+    Timeout(Duration),
 }
 
 /// What goes to the machine: the client's request, rewritten.
@@ -1423,6 +1480,7 @@ async fn send_hyper(
     body: &mut ReqBody,
     o: &Outgoing<'_>,
     upgrade: bool,
+    silent: Duration,
 ) -> Result<Response<Incoming>, Failure> {
     let mut sender = proxy
         .pool
@@ -1484,7 +1542,11 @@ async fn send_hyper(
         *out.version_mut() = Version::HTTP_2;
         out.headers_mut().remove(header::HOST);
     }
-    let sent = sender.send(out).await;
+    // The answer's head within `silent` (what follows it is the body's or, after a switch,
+    // the tunnel's, and goes at the client's pace).
+    let Ok(sent) = tokio::time::timeout(silent, sender.send(out)).await else {
+        return Err(Failure::Timeout(silent));
+    };
     if let crate::pool::Sender::H1(s) = sender {
         proxy.pool.put(target, s);
     }

@@ -94,6 +94,11 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// A client must send its request headers within this.
     pub headers_read_timeout: Duration,
+    /// How long a machine may stay silent while a request waits on it (for its answer's
+    /// head, then between reads of its body); a port's `http_options.idle_timeout` (seconds)
+    /// replaces it for that port. Past it: 504 (`PC05`) before the head, the answer cut off
+    /// after it.
+    pub upstream_idle_timeout: Duration,
     /// Largest request head (larger gets 431).
     pub max_header_bytes: usize,
     /// Client connections open at once; more are closed at once.
@@ -127,6 +132,7 @@ impl Default for ProxyConfig {
             replay_body_limit: 1 << 20,
             connect_timeout: Duration::from_secs(2),
             headers_read_timeout: Duration::from_secs(10),
+            upstream_idle_timeout: Duration::from_secs(600),
             max_header_bytes: 64 * 1024,
             max_connections: 10_000,
             tls: tls::TlsConfig::default(),
@@ -157,6 +163,9 @@ pub struct Proxy {
     /// Its metrics.
     pub metrics: ProxyMetrics,
     listening: Mutex<HashMap<u16, SocketAddr>>,
+    /// Public ports whose apps declare `headers_read_timeout`, and the time their clients
+    /// get for a head (kept by [`run`] from the catalog; the others get the config's).
+    head_timeouts: std::sync::RwLock<HashMap<u16, Duration>>,
     flycast_listening: Mutex<Vec<std::net::SocketAddrV6>>,
     connections: Arc<AtomicUsize>,
     /// The running workers' connection counts (while [`run`] runs).
@@ -261,6 +270,7 @@ impl Proxy {
             health: Arc::default(),
             metrics,
             listening: Mutex::new(HashMap::new()),
+            head_timeouts: std::sync::RwLock::new(HashMap::new()),
             flycast_listening: Mutex::new(Vec::new()),
             connections: Arc::new(AtomicUsize::new(0)),
             balance: Mutex::new(None),
@@ -296,6 +306,38 @@ impl Proxy {
             .flycast_listening
             .lock()
             .unwrap_or_else(|p| p.into_inner()) = now;
+    }
+
+    /// How long a client of `port` has for each request head: the longest
+    /// `http_options.headers_read_timeout` declared on the port ([`catalog::Catalog::
+    /// headers_read_timeouts`]; only `app`'s on its Flycast address), else the config's
+    /// `headers_read_timeout`.
+    pub fn head_timeout(&self, port: u16, app: Option<&str>) -> Duration {
+        let declared = match app {
+            None => self
+                .head_timeouts
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&port)
+                .copied(),
+            Some(app) => self
+                .catalog
+                .snapshot()
+                .headers_read_timeouts(Some(app))
+                .get(&port)
+                .copied(),
+        };
+        declared.unwrap_or(self.config.headers_read_timeout)
+    }
+
+    fn set_head_timeouts(&self, now: HashMap<u16, Duration>) {
+        let mut t = self
+            .head_timeouts
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if *t != now {
+            *t = now;
+        }
     }
 
     /// Client connections open now.
@@ -570,6 +612,7 @@ pub(crate) async fn serve_http_conn<S>(proxy: Arc<Proxy>, stream: S, conn: http:
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let head_timeout = proxy.head_timeout(conn.port, conn.app.as_deref());
     // One reference count per connection, written by this connection's worker only: per
     // request, nothing the workers share is written to hand the proxy to the request.
     let ctx = Arc::new(ConnCtx {
@@ -594,7 +637,7 @@ where
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(proxy.config.headers_read_timeout)
+        .header_read_timeout(head_timeout)
         .max_buf_size(proxy.config.max_header_bytes.max(8192));
     b.http2()
         .timer(TokioTimer::new())
@@ -752,7 +795,9 @@ fn sync_listeners(
     workers: &workers::Workers,
     listeners: &mut HashMap<u16, (PortKind, workers::Listening)>,
 ) {
-    let wanted = proxy.catalog.snapshot().ports();
+    let snap = proxy.catalog.snapshot();
+    proxy.set_head_timeouts(snap.headers_read_timeouts(None));
+    let wanted = snap.ports();
     listeners.retain(|port, (kind, h)| {
         let keep = wanted.get(port) == Some(kind) && !h.is_finished();
         if !keep {

@@ -216,12 +216,14 @@ impl Pool {
     pub fn take_conn(&self, addr: SocketAddr) -> Option<Conn> {
         let mut idle = self.shard().lock();
         let list = idle.conns.get_mut(&addr)?;
-        // Most recently used first; older ones than MAX_IDLE_TIME are closed.
-        while let Some(c) = list.pop() {
-            if c.idle_since.elapsed() < MAX_IDLE_TIME {
+        // Most recently used first; older ones than MAX_IDLE_TIME are closed, and so is one
+        // the machine closed or sent something on while it was idle.
+        while let Some(mut c) = list.pop() {
+            if c.idle_since.elapsed() >= MAX_IDLE_TIME {
+                list.clear();
+            } else if c.idle_intact() {
                 return Some(c);
             }
-            list.clear();
         }
         None
     }

@@ -45,6 +45,13 @@ pub struct Conn {
     buf: BytesMut,
     /// When it was last given back to the pool.
     pub(crate) idle_since: std::time::Instant,
+    /// How long the machine may stay silent while a request waits on it, and until when
+    /// (set when a read first finds nothing, cleared when one finds something).
+    silence: std::time::Duration,
+    deadline: Option<tokio::time::Instant>,
+    /// The connection's one timer for that wait: made at the first wait and moved only when
+    /// it fires before the deadline, so that a request does not touch the timer wheel.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Conn {
@@ -54,7 +61,64 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             idle_since: std::time::Instant::now(),
+            silence: std::time::Duration::from_secs(600),
+            deadline: None,
+            timer: None,
         }
+    }
+
+    /// The machine may stay silent for `silence` at a time on the request just sent.
+    fn allow(&mut self, silence: std::time::Duration) {
+        self.silence = silence;
+        self.deadline = None;
+    }
+
+    /// Ready once the machine has been silent past the deadline: the wait starts (the clock
+    /// is read) only when a read first finds nothing.
+    fn poll_silent(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let silence = self.silence;
+        let deadline = *self.deadline.get_or_insert_with(|| {
+            let now = tokio::time::Instant::now();
+            // A silence too long to add (seconds from a config) is as good as a year.
+            now.checked_add(silence)
+                .unwrap_or_else(|| now + std::time::Duration::from_secs(365 * 86_400))
+        });
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        // Set for a longer allowance than this request's (another port's): moved earlier.
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        loop {
+            ready!(timer.as_mut().poll(cx));
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(());
+            }
+            timer.as_mut().reset(deadline);
+        }
+    }
+
+    /// Reads more of the machine's answer into the buffer (`Ok(0)`: it closed); `None` when
+    /// it stayed silent too long.
+    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<Option<std::io::Result<usize>>> {
+        if let Poll::Ready(r) = poll_fill(self, cx) {
+            // Heard from (or failed): the next wait starts its own allowance.
+            self.deadline = None;
+            return Poll::Ready(Some(r));
+        }
+        self.poll_silent(cx).map(|()| None)
+    }
+
+    /// Whether this idle connection can carry a request: the machine has neither closed it
+    /// nor sent anything since its last answer (bytes no request asked for would be read as
+    /// the next request's answer). The reactor has seen either as the socket turning
+    /// readable, so this reads the socket only when it says so.
+    pub(crate) fn idle_intact(&mut self) -> bool {
+        // `try_read` reads only when the reactor has the socket readable (else `WouldBlock` at
+        // once, no system call, no waker registered); a read that finds nothing clears it.
+        let mut b = [0u8; 1];
+        matches!(self.io.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
@@ -67,16 +131,22 @@ pub enum SendError {
     /// The request could not be sent or the answer was not a usable response.
     #[error("{0}")]
     Send(String),
+    /// The machine stayed silent longer than it may (no answer's head in time).
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Sends one request (`head` is the whole request head, `body` its body, framed by the head's
 /// `content-length`) to `addr`, on a pooled connection or a new one. A reused connection the
 /// machine had closed is replaced once by a new one when nothing of the answer came back and
-/// either nothing could be written or `retry_safe` (the method is idempotent).
+/// either nothing could be written or `retry_safe` (the method is idempotent). The machine
+/// may stay `silent` that long before its answer's head and between reads of its body.
+#[allow(clippy::too_many_arguments)]
 pub async fn send(
     pool: &Arc<Pool>,
     addr: SocketAddr,
     connect_timeout: std::time::Duration,
+    silent: std::time::Duration,
     head: &[u8],
     body: &Bytes,
     head_request: bool,
@@ -100,7 +170,10 @@ pub async fn send(
             }
         };
         let (write_failed, answer) = match write_request(&mut conn.io, head, body).await {
-            Ok(()) => (false, read_head(&mut conn, head_request).await),
+            Ok(()) => {
+                conn.allow(silent);
+                (false, read_head(&mut conn, head_request).await)
+            }
             Err(e) => (
                 true,
                 Err(HeadError::Nothing(format!("writing the request: {e}"))),
@@ -117,6 +190,7 @@ pub async fn send(
                 continue;
             }
             Err(HeadError::Nothing(m) | HeadError::Bad(m)) => return Err(SendError::Send(m)),
+            Err(HeadError::Silent) => return Err(SendError::Timeout(silent)),
         }
     }
 }
@@ -143,6 +217,8 @@ enum HeadError {
     Nothing(String),
     /// Something came back that is not a usable response.
     Bad(String),
+    /// The machine stayed silent too long.
+    Silent,
 }
 
 /// How the body of a response is delimited.
@@ -182,8 +258,10 @@ async fn read_head(
                 Err(e) => return Err(HeadError::Bad(e)),
             }
         }
-        conn.buf.reserve(READ_SIZE);
-        match tokio::io::AsyncReadExt::read_buf(&mut conn.io, &mut conn.buf).await {
+        let Some(read) = std::future::poll_fn(|cx| conn.poll_read_more(cx)).await else {
+            return Err(HeadError::Silent);
+        };
+        match read {
             Ok(0) if got_any => {
                 return Err(HeadError::Bad(
                     "connection closed in the response head".into(),
@@ -272,13 +350,14 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parse
                 .ok()
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        } else if name == hyper::header::CONNECTION
-            && let Ok(v) = value.to_str()
-        {
-            for t in v.split(',') {
-                if t.trim().eq_ignore_ascii_case("close") {
-                    keep_alive = false;
-                }
+        } else if name == hyper::header::CONNECTION {
+            // By bytes: a value with obs-text in it must not hide its `close`.
+            if value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                keep_alive = false;
             }
         }
         map.append(name, value);
@@ -584,16 +663,13 @@ impl ResponseBody {
 }
 
 /// Reads what is there into the connection's buffer: `Ok(0)` at the end of the stream.
+/// Through `AsyncRead` (a `read_buf` future, stateless, made per poll): a read that comes
+/// back short tells the reactor the socket is drained, so that [`Conn::idle_intact`] and
+/// the next read do not start with a read that finds nothing.
 fn poll_fill(conn: &mut Conn, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-    loop {
-        ready!(conn.io.poll_read_ready(cx))?;
-        conn.buf.reserve(READ_SIZE);
-        match conn.io.try_read_buf(&mut conn.buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
-    }
+    conn.buf.reserve(READ_SIZE);
+    let read = tokio::io::AsyncReadExt::read_buf(&mut conn.io, &mut conn.buf);
+    std::pin::pin!(read).poll(cx)
 }
 
 impl hyper::body::Body for ResponseBody {
@@ -641,9 +717,13 @@ impl hyper::body::Body for ResponseBody {
                     }
                 }
             }
-            match poll_fill(conn, cx) {
+            match conn.poll_read_more(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
+                Poll::Ready(None) => {
+                    let silence = conn.silence;
+                    return this.fail(format!("the machine was silent for {silence:?} mid-body"));
+                }
+                Poll::Ready(Some(Ok(0))) => {
                     if matches!(this.state, BodyState::Close) {
                         this.state = BodyState::Done;
                         this.conn = None;
@@ -651,8 +731,8 @@ impl hyper::body::Body for ResponseBody {
                     }
                     return this.fail("the machine closed the connection mid-body".into());
                 }
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => return this.fail(format!("reading the body: {e}")),
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return this.fail(format!("reading the body: {e}")),
             }
         }
     }
@@ -732,10 +812,20 @@ mod wire_tests {
         pool: &Arc<Pool>,
         addr: SocketAddr,
     ) -> Result<Response<ResponseBody>, SendError> {
+        send_get_within(pool, addr, Duration::from_secs(60)).await
+    }
+
+    /// A GET whose machine may stay `silent` that long.
+    async fn send_get_within(
+        pool: &Arc<Pool>,
+        addr: SocketAddr,
+        silent: Duration,
+    ) -> Result<Response<ResponseBody>, SendError> {
         send(
             pool,
             addr,
             Duration::from_secs(2),
+            silent,
             GET,
             &Bytes::new(),
             false,
@@ -844,6 +934,100 @@ mod wire_tests {
         assert_eq!(pool.idle_count(), 0);
         assert_eq!(get(&pool, addr).await.map(|r| r.0), Ok(StatusCode::OK));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_machine_wrote_on_or_closed_is_not_reused() {
+        // Each connection: an answer, then (late, unasked) bytes that look like another
+        // answer, or its close after one answer.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let n = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let i = n.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut chunk = [0u8; 4096];
+                    let mut buf = Vec::new();
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let _ = s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    match i {
+                        0 => {
+                            let late = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate";
+                            let _ = s.write_all(late).await;
+                        }
+                        // A close (FIN) while idle in the pool.
+                        1 => return,
+                        _ => {}
+                    }
+                    let _ = s.read(&mut chunk).await;
+                });
+            }
+        });
+        let pool = Arc::new(Pool::new(0));
+        for round in 1..=3 {
+            assert_eq!(
+                get(&pool, addr).await,
+                Ok((StatusCode::NO_CONTENT, Bytes::new())),
+                "round {round}"
+            );
+            assert_eq!(pool.idle_count(), 1, "round {round}");
+            // The late bytes (round 1) or the close (round 2) arrive while it is idle.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "one new connection per round"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_silent_machine_times_out_before_its_head_and_mid_body() {
+        // Connection 0 never answers; connection 1 sends a head and half its body, then
+        // nothing; both stay open.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut i = 0;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let first = i == 0;
+                i += 1;
+                tokio::spawn(async move {
+                    let mut chunk = [0u8; 4096];
+                    let _ = s.read(&mut chunk).await;
+                    if !first {
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf.")
+                            .await;
+                    }
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        let pool = Arc::new(Pool::new(0));
+        let silent = Duration::from_millis(300);
+        let t = std::time::Instant::now();
+        let e = send_get_within(&pool, addr, silent)
+            .await
+            .expect_err("no answer");
+        assert!(matches!(e, SendError::Timeout(d) if d == silent), "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let r = send_get_within(&pool, addr, silent).await.expect("a head");
+        let e = r.into_body().collect().await.expect_err("a cut body");
+        assert!(e.to_string().contains("silent"), "{e}");
+        assert_eq!(pool.idle_count(), 0, "neither connection is kept");
     }
 
     #[tokio::test]

@@ -77,6 +77,17 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
         async move {
             use http_body_util::BodyExt;
             let line = format!("{} {} {:?}", req.method(), req.uri(), req.version());
+            if req.uri().path() == "/as-seen" {
+                // What the machine was told: its Host and Upgrade headers.
+                let h = |n| {
+                    req.headers().get(n).map_or("none".to_string(), |v| {
+                        String::from_utf8_lossy(v.as_bytes()).into_owned()
+                    })
+                };
+                let seen = format!("host={};upgrade={}", h("host"), h("upgrade"));
+                let body = http_body_util::Full::new(bytes::Bytes::from(seen));
+                return hyper::Response::new(body.boxed());
+            }
             let trailers = req.uri().path() == "/trailers";
             let slow = req.uri().path() == "/slow";
             let body = req
@@ -181,6 +192,15 @@ async fn setup(tag: &str) -> Setup {
 }
 
 async fn setup_with(tag: &str, h2: bool) -> Setup {
+    let http = h2.then(|| hangar_api_types::HttpOptions {
+        h2_backend: Some(true),
+        ..Default::default()
+    });
+    setup_opts(tag, h2, http).await
+}
+
+/// A setup whose machine's port has these `http_options` (its backend speaks h2c if `h2`).
+async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
     let dir =
         std::env::temp_dir().join(format!("hangar-proxy-hostile-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -198,15 +218,7 @@ async fn setup_with(tag: &str, h2: bool) -> Setup {
         .expect("app");
     let (backend, seen) = backend_with(h2).await;
     store
-        .insert_machine(&machine(
-            "0123456789abcd",
-            "web",
-            backend,
-            h2.then(|| hangar_api_types::HttpOptions {
-                h2_backend: Some(true),
-                ..Default::default()
-            }),
-        ))
+        .insert_machine(&machine("0123456789abcd", "web", backend, http))
         .expect("machine");
     let (proxy, addr) = start(
         store,
@@ -306,6 +318,89 @@ async fn smuggling_and_malformed_heads_are_refused() {
             "{path} reached the backend: {seen:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_is_told_what_the_request_was_routed_by() {
+    let s = setup("asrouted").await;
+    let body = |r: &str| r.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    // Absolute form: routed by the target's host, and that is the Host the machine gets,
+    // never the other one the client sent.
+    let r = raw(
+        s.addr,
+        b"GET http://web.localhost/as-seen HTTP/1.1\r\nhost: evil.example\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(body(&r), "host=web.localhost;upgrade=none", "{r}");
+    // An h2c upgrade is served as a plain request: no Upgrade reaches the machine.
+    let r = raw(
+        s.addr,
+        b"GET /as-seen HTTP/1.1\r\nhost: web.localhost\r\nconnection: Upgrade, HTTP2-Settings, close\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert_eq!(body(&r), "host=web.localhost;upgrade=none", "{r}");
+    // An upgrade request with a body: refused, and nothing reaches the machine (its head
+    // would announce a body the proxy never sends, and the machine would read the next
+    // request on that connection as that body).
+    let r = raw(
+        s.addr,
+        b"GET /upgrade-with-body HTTP/1.1\r\nhost: web.localhost\r\nconnection: Upgrade\r\nupgrade: websocket\r\ncontent-length: 5\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(status(&r), 400, "{r}");
+    assert!(r.contains("PU04"), "{r}");
+    still_serves(&s).await;
+    let seen = s.seen.lock().expect("lock").clone();
+    assert!(
+        !seen.iter().any(|l| l.contains("/upgrade-with-body")),
+        "{seen:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_silent_past_the_ports_idle_timeout_gets_a_504() {
+    // The backend's /slow answers after 3 s; the port allows 1 s of silence. Over HTTP/1.1
+    // (the proxy's own client) and over h2c (hyper's).
+    for h2 in [false, true] {
+        let s = setup_opts(
+            if h2 { "silent-h2" } else { "silent" },
+            h2,
+            Some(HttpOptions {
+                idle_timeout: Some(1),
+                h2_backend: h2.then_some(true),
+                ..Default::default()
+            }),
+        )
+        .await;
+        silent_machine_gets_a_504(&s).await;
+    }
+}
+
+async fn silent_machine_gets_a_504(s: &Setup) {
+    still_serves(s).await;
+    let t = std::time::Instant::now();
+    let r = raw(
+        s.addr,
+        b"GET /slow HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 504, "{r}");
+    assert!(r.contains("PC05"), "{r}");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    // Not retried elsewhere or again: the machine saw it once.
+    let seen = s.seen.lock().expect("lock").clone();
+    assert_eq!(
+        seen.iter().filter(|l| l.contains("/slow")).count(),
+        1,
+        "{seen:?}"
+    );
+    still_serves(s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,6 +762,49 @@ async fn a_chunked_body_after_plain_requests_keeps_the_connection() {
     let metrics = s.proxy.render_metrics();
     let handoffs = gauge_sum(&metrics, "hangar_proxy_http1_handoffs_total");
     assert_eq!(handoffs, 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ports_headers_read_timeout_replaces_the_proxys() {
+    // The proxy gives a head 1 s; this port's app asks for 4 s.
+    let s = setup_opts(
+        "head-timeout",
+        false,
+        Some(HttpOptions {
+            headers_read_timeout: Some(4),
+            ..Default::default()
+        }),
+    )
+    .await;
+    let mut c = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
+    // A head trickled over 2 s: past the proxy's 1 s, within the port's 4 s.
+    let started = Instant::now();
+    c.write_all(b"GET /trickled HTTP/1.1\r\nhost: web.localhost\r\n")
+        .await
+        .expect("write");
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.write_all(b"x-slow: 1\r\n").await.expect("write");
+    }
+    c.write_all(b"\r\n").await.expect("write");
+    let r = answers(&mut c, 1).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    // The same bound on the wait for the next head of the kept-alive connection.
+    let idle = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+        .await
+        .expect("the idle connection was kept past 10 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", &buf[..n]);
+    let after = idle.elapsed();
+    assert!(
+        after >= Duration::from_millis(3900),
+        "closed after {after:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
