@@ -525,33 +525,18 @@ mod tests {
 
     #[test]
     fn tls_and_http_ports_are_told_apart() {
-        let svc: MachineService = serde_json::from_value(serde_json::json!({
-            "protocol": "tcp", "internal_port": 8080,
-            "ports": [
+        let m = entry(
+            "m",
+            "a",
+            serde_json::json!([
                 {"port": 80, "handlers": ["http"]},
                 {"port": 443, "handlers": ["tls", "http"]},
                 {"port": 5432, "handlers": ["tls"]},
                 {"port": 6000}
-            ]
-        }))
-        .expect("service");
-        let mut c = Catalog::default();
-        c.machines.insert(
-            "m".into(),
-            Arc::new(MachineEntry {
-                id: "m".into(),
-                app: "a".into(),
-                region: "local".into(),
-                state: State::Started,
-                addr: Ipv6Addr::LOCALHOST,
-                cordoned: false,
-                services: vec![svc],
-                primary_region: None,
-                stop_config: None,
-                checks: BTreeMap::new(),
-                revision: 1,
-            }),
+            ]),
         );
+        let mut c = Catalog::default();
+        c.machines.insert("m".into(), m);
         let ports = c.ports();
         assert_eq!(ports.get(&80), Some(&PortKind::Http));
         assert_eq!(ports.get(&443), Some(&PortKind::TlsHttp));
