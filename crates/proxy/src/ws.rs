@@ -78,10 +78,12 @@ impl Frames {
 }
 
 /// Splices a client's websocket with the machine's until either side closes; when the machine
-/// goes away ([`Load::go_away`]) the client gets [`GOING_AWAY`] at the next frame boundary
-/// (waited for at most a second), a second to answer, and then the connection closes. The
-/// same happens when the machine's side ends without a close frame of its own while it is
-/// going away. Marks activity on `load` at least every second.
+/// goes away ([`Load::go_away`], before or during the splice) the client gets [`GOING_AWAY`]
+/// at the next frame boundary (waited for at most a second), a second to answer, and then the
+/// connection closes. The same happens when the machine's side ends without a close frame of
+/// its own while it is going away. Once the machine is going away every wait is bounded: a
+/// frozen machine that sent its own close frame, or a client that stopped reading, ends the
+/// splice after [`CLOSE_GRACE`]. Marks activity on `load` at least every second.
 pub async fn splice<C, B>(client: C, backend: B, load: &Load) -> std::io::Result<()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -100,24 +102,35 @@ where
     let mut frames = Frames::default();
     let mut buf = vec![0u8; 16 * 1024];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut closing: Option<tokio::time::Instant> = None;
+    // Gone away before the splice began (the switch took a while): closing from the start.
+    let mut closing: Option<tokio::time::Instant> =
+        load.is_going_away().then(tokio::time::Instant::now);
     loop {
-        if let Some(since) = closing
-            && !frames.closed
-            && (frames.at_boundary() || since.elapsed() >= CLOSE_GRACE)
-        {
-            if frames.at_boundary() {
-                cw.write_all(&GOING_AWAY).await?;
-                cw.flush().await?;
+        if let Some(since) = closing {
+            let graced = since.elapsed() >= CLOSE_GRACE;
+            if !frames.closed && frames.at_boundary() {
+                let sent = tokio::time::timeout(CLOSE_GRACE, async {
+                    cw.write_all(&GOING_AWAY).await?;
+                    cw.flush().await
+                })
+                .await;
                 // The client's answer goes to the machine (if it still listens), bounded.
-                if !up_done {
+                if matches!(sent, Ok(Ok(()))) && !up_done {
                     let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
                 }
+                let _ = tokio::time::timeout(CLOSE_GRACE, cw.shutdown()).await;
+                load.touch();
+                return Ok(());
             }
-            let _ = cw.shutdown().await;
-            load.touch();
-            return Ok(());
+            if graced {
+                // A frame that did not finish in time, or the machine's own close frame
+                // that the client has not answered: the connection just closes.
+                let _ = tokio::time::timeout(CLOSE_GRACE, cw.shutdown()).await;
+                load.touch();
+                return Ok(());
+            }
         }
+        let grace_end = closing.map(|since| since + CLOSE_GRACE);
         tokio::select! {
             r = &mut up, if !up_done => {
                 up_done = true;
@@ -129,19 +142,40 @@ where
                 load.touch();
                 if n == 0 {
                     if load.is_going_away() && !frames.closed && frames.at_boundary() {
-                        closing = Some(tokio::time::Instant::now());
+                        closing.get_or_insert_with(tokio::time::Instant::now);
                         continue;
                     }
-                    let _ = cw.shutdown().await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, cw.shutdown()).await;
                     if !up_done {
                         let _ = tokio::time::timeout(CLOSE_GRACE, &mut up).await;
                     }
                     return Ok(());
                 }
                 frames.feed(&buf[..n]);
-                cw.write_all(&buf[..n]).await?;
+                // A client that stops reading holds this write; the machine going away
+                // meanwhile bounds it.
+                let write = cw.write_all(&buf[..n]);
+                tokio::pin!(write);
+                loop {
+                    let grace_end = closing.map(|since| since + CLOSE_GRACE);
+                    tokio::select! {
+                        r = &mut write => {
+                            r?;
+                            break;
+                        }
+                        r = away.changed(), if closing.is_none() => {
+                            if r.is_ok() {
+                                closing = Some(tokio::time::Instant::now());
+                            }
+                        }
+                        () = sleep_until(grace_end), if grace_end.is_some() => {
+                            load.touch();
+                            return Ok(());
+                        }
+                    }
+                }
             }
-            () = tokio::time::sleep(CLOSE_GRACE), if closing.is_some() => {}
+            () = sleep_until(grace_end), if grace_end.is_some() => {}
             r = away.changed(), if closing.is_none() => {
                 if r.is_ok() {
                     closing = Some(tokio::time::Instant::now());
@@ -149,6 +183,14 @@ where
             }
             _ = tick.tick() => load.touch(),
         }
+    }
+}
+
+/// Sleeps until `at` (never, for `None`; the caller's `select!` guard keeps that branch off).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -206,6 +248,81 @@ mod tests {
             }
             assert!(!f.closed);
         }
+    }
+
+    /// Runs `splice` over in-memory pipes (the machine already going away if `gone`):
+    /// returns the test's ends of the client and machine connections, the machine's load and
+    /// the splice's task.
+    fn spliced(
+        pipe: usize,
+        gone: bool,
+    ) -> (
+        tokio::io::DuplexStream,
+        tokio::io::DuplexStream,
+        std::sync::Arc<Load>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let (client, client_end) = tokio::io::duplex(pipe);
+        let (machine, machine_end) = tokio::io::duplex(pipe);
+        let loads = crate::balance::Loads::default();
+        let load = loads.get("m");
+        if gone {
+            load.go_away();
+        }
+        let l = std::sync::Arc::clone(&load);
+        let task = tokio::spawn(async move { splice(client, machine, &l).await });
+        (client_end, machine_end, load, task)
+    }
+
+    async fn ends_within(task: tokio::task::JoinHandle<std::io::Result<()>>, what: &str) {
+        tokio::time::timeout(Duration::from_secs(4), task)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: the splice did not end"))
+            .expect("join")
+            .expect("splice");
+    }
+
+    #[tokio::test]
+    async fn a_frozen_machine_that_closed_first_does_not_hold_the_splice() {
+        let (mut client, mut machine, load, task) = spliced(4096, false);
+        // The machine closes (its own close frame), then is frozen: its socket stays open.
+        machine.write_all(&[0x88, 0x00]).await.expect("write");
+        let mut got = [0u8; 2];
+        client.read_exact(&mut got).await.expect("read");
+        assert_eq!(got, [0x88, 0x00]);
+        load.go_away();
+        ends_within(task, "closed, then gone away").await;
+        drop(machine);
+    }
+
+    #[tokio::test]
+    async fn a_machine_gone_before_the_splice_began_still_sends_going_away() {
+        let (mut client, _machine, load, task) = spliced(4096, true);
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(2), client.read_exact(&mut got))
+            .await
+            .expect("a close frame in time")
+            .expect("read");
+        assert_eq!(got, GOING_AWAY);
+        drop(client);
+        ends_within(task, "gone before").await;
+        assert!(load.is_going_away());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stopped_reading_does_not_hold_the_splice_once_the_machine_goes() {
+        let (_client_not_reading, mut machine, load, task) = spliced(1024, false);
+        // More than the pipe holds: the proxy's write to the client blocks.
+        let flood = frame(2, &[7u8; 32 * 1024], false);
+        let writer = tokio::spawn(async move {
+            let _ = machine.write_all(&flood).await;
+            machine
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!task.is_finished());
+        load.go_away();
+        ends_within(task, "client not reading").await;
+        drop(writer);
     }
 
     #[test]
