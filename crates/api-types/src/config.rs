@@ -172,6 +172,29 @@ pub struct MachineInit {
     pub kernel_args: Vec<String>,
 }
 
+impl MachineConfig {
+    /// Memory (MB) above which the reference does not suspend a machine.
+    pub const SUSPEND_MAX_MEMORY_MB: i64 = 2048;
+
+    /// Whether `auto_stop_machines = "suspend"` suspends this machine (PLATFORM.md §3.7): at
+    /// most 2 GB of memory (256 MB when unset), no swap, no schedule, no GPU. Otherwise the
+    /// reference stops it, and so does Hangar (a frozen machine keeps all its memory).
+    pub fn suspendable(&self) -> bool {
+        let guest = self.guest.as_ref();
+        let memory = guest.and_then(|g| g.memory_mb).unwrap_or(256);
+        let gpu = guest.is_some_and(|g| {
+            g.gpus.is_some_and(|n| n > 0) || g.gpu_kind.as_deref().is_some_and(|k| !k.is_empty())
+        });
+        let swap = self
+            .init
+            .as_ref()
+            .and_then(|i| i.swap_size_mb)
+            .is_some_and(|mb| mb > 0);
+        let scheduled = self.schedule.as_deref().is_some_and(|s| !s.is_empty());
+        memory <= Self::SUSPEND_MAX_MEMORY_MB && !gpu && !swap && !scheduled
+    }
+}
+
 /// Guest sizing. Defaults on the platform: 1 shared CPU, 256 MB.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct MachineGuest {

@@ -94,7 +94,8 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
                 .collect();
             idle_ones.sort_by_key(|(t, m)| (*t, m.id.clone()));
             if let Some((_, m)) = idle_ones.first() {
-                let suspend = autostop(&svc(m)) == Autostop::Suspend;
+                // `suspend` suspends only a machine the reference would (§3.7); others stop.
+                let suspend = autostop(&svc(m)) == Autostop::Suspend && m.suspendable;
                 out.push((Arc::clone(m), suspend));
             }
         }
@@ -106,13 +107,23 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
 pub async fn stop_one(proxy: Arc<Proxy>, m: Arc<MachineEntry>, suspend: bool) {
     let load = proxy.loads.get(&m.id);
     set_draining(&load, true);
+    // A request routed to it between the pass and the drain (one that picked it just before
+    // the flag was visible takes its slot within microseconds): the machine is busy again,
+    // so it is not stopped; a later pass looks again.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    if !idle(&load, proxy.config.autostop_interval) {
+        set_draining(&load, false);
+        return;
+    }
     let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
     while load.in_flight() > 0 && tokio::time::Instant::now() < deadline {
         let _ = tokio::time::timeout(Duration::from_millis(50), proxy.loads.any_freed()).await;
     }
     let action = if suspend { "suspend" } else { "stop" };
     match crate::control::stop(proxy.store.as_ref(), &m.id, suspend, m.stop_config.clone()) {
-        Ok(_) => proxy.metrics.autostop(&m.app, action),
+        Ok(crate::control::Outcome::Done) => proxy.metrics.autostop(&m.app, action),
+        // Already on its way down (the API), or in a state that can not stop: not ours.
+        Ok(_) => {}
         Err(e) => eprintln!("hangar-proxy: autostop of {} failed: {e}", m.id),
     }
     // Routing stops seeing it as started once the catalog has the change; until then it
@@ -136,4 +147,76 @@ pub async fn stop_one(proxy: Arc<Proxy>, m: Arc<MachineEntry>, suspend: bool) {
     })
     .await;
     set_draining(&load, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ProxyConfig;
+
+    #[tokio::test]
+    async fn a_machine_busy_again_when_drained_is_not_stopped() {
+        let id = "0123456789abd9";
+        let store = crate::wake::tests::store_with_machine(id, State::Started);
+        let proxy = Proxy::new(
+            store.clone(),
+            ProxyConfig {
+                autostop_interval: Duration::ZERO,
+                ..ProxyConfig::default()
+            },
+        );
+        proxy.catalog.load(store.as_ref()).expect("load");
+        let m = proxy.catalog.snapshot().machines[id].clone();
+        // The pass found it idle; then a request took it.
+        let slot = proxy.loads.acquire(id);
+        stop_one(Arc::clone(&proxy), Arc::clone(&m), false).await;
+        let rec = store.find_machine(id).expect("read").expect("machine");
+        assert_eq!(rec.state, State::Started, "stopped under a request");
+        assert!(
+            !proxy
+                .loads
+                .get(id)
+                .draining
+                .load(std::sync::atomic::Ordering::Acquire),
+            "left drained"
+        );
+        assert!(
+            !proxy
+                .render_metrics()
+                .contains("hangar_proxy_autostop_total{")
+        );
+        drop(slot);
+    }
+
+    #[tokio::test]
+    async fn suspend_falls_back_to_stop_for_a_machine_the_reference_would_not_suspend() {
+        let id = "0123456789abd8";
+        let store = crate::wake::tests::store_with_machine(id, State::Started);
+        let proxy = Proxy::new(
+            store.clone(),
+            ProxyConfig {
+                autostop_interval: Duration::ZERO,
+                ..ProxyConfig::default()
+            },
+        );
+        for (memory_mb, suspends) in [(1024, true), (2048, true), (4096, false)] {
+            let mut rec = store.find_machine(id).expect("read").expect("machine");
+            rec.config.services = vec![hangar_api_types::MachineService {
+                internal_port: 8080,
+                autostop: Some(Autostop::Suspend),
+                ..Default::default()
+            }];
+            rec.config.guest = Some(hangar_api_types::MachineGuest {
+                memory_mb: Some(memory_mb),
+                ..Default::default()
+            });
+            store.update_machine(&rec, rec.revision).expect("update");
+            proxy.catalog.load(store.as_ref()).expect("load");
+            let decided: Vec<(String, bool)> = pass(&proxy)
+                .into_iter()
+                .map(|(m, suspend)| (m.id.clone(), suspend))
+                .collect();
+            assert_eq!(decided, [(id.to_string(), suspends)], "{memory_mb} MB");
+        }
+    }
 }

@@ -389,11 +389,15 @@ fn routable(m: &MachineEntry, port: u16, healthy: Healthy<'_>) -> bool {
 }
 
 /// A machine a request can wait for: one starting anyway, or (with autostart) one that is
-/// stopped, suspended, or on its way there.
+/// created and not launched (`skip_launch`), stopped, suspended, or on its way there.
 fn startable(m: &MachineEntry, port: u16) -> bool {
     match m.state {
-        State::Starting | State::Created => true,
-        State::Stopped | State::Suspended | State::Stopping | State::Suspending => m
+        State::Starting => true,
+        State::Created
+        | State::Stopped
+        | State::Suspended
+        | State::Stopping
+        | State::Suspending => m
             .service_for(port)
             .is_some_and(|s| s.autostart.unwrap_or(true)),
         _ => false,
@@ -567,6 +571,7 @@ mod tests {
             }],
             primary_region: None,
             stop_config: None,
+            suspendable: true,
             checks: Default::default(),
             revision: 1,
         })
@@ -789,6 +794,35 @@ mod tests {
                 &|_, _| true
             )),
             "none"
+        );
+        // A machine created and never launched is not started by a request either when its
+        // service says `auto_start_machines = false`; with autostart it is woken.
+        let mut created = (*machine("n", "ams", State::Created, 5, 5)).clone();
+        created.services[0].autostart = Some(false);
+        let a = app(vec![Arc::new(created.clone())]);
+        assert_eq!(
+            id(&pick(
+                &a,
+                80,
+                &Prefs::default(),
+                &loads,
+                &regions(),
+                &|_, _| true
+            )),
+            "none"
+        );
+        created.services[0].autostart = None;
+        let a = app(vec![Arc::new(created)]);
+        assert_eq!(
+            id(&pick(
+                &a,
+                80,
+                &Prefs::default(),
+                &loads,
+                &regions(),
+                &|_, _| true
+            )),
+            "wake:n"
         );
     }
 

@@ -38,6 +38,9 @@ pub struct MachineEntry {
     pub primary_region: Option<String>,
     /// Its stop signal and timeout (autostop uses them).
     pub stop_config: Option<StopConfig>,
+    /// Whether autostop may suspend it rather than stop it
+    /// ([`hangar_api_types::MachineConfig::suspendable`]).
+    pub suspendable: bool,
     /// Top-level health checks.
     pub checks: std::collections::BTreeMap<String, hangar_api_types::MachineCheck>,
     /// Store revision of the record.
@@ -56,6 +59,7 @@ impl MachineEntry {
             services: m.config.services.clone(),
             primary_region: m.config.env.get("PRIMARY_REGION").cloned(),
             stop_config: m.config.stop_config.clone(),
+            suspendable: m.config.suspendable(),
             checks: m.config.checks.clone(),
             revision: m.revision,
         })
@@ -69,8 +73,14 @@ impl MachineEntry {
 
 /// Whether `s` declares public port `port` (single port or range).
 pub fn serves(s: &MachineService, port: u16) -> bool {
+    port_entry(s, port).is_some()
+}
+
+/// The entry of `s.ports` that declares public port `port` (single port or range): its
+/// handlers and options are that port's.
+pub fn port_entry(s: &MachineService, port: u16) -> Option<&MachinePort> {
     let p = i64::from(port);
-    s.ports.iter().any(|mp| {
+    s.ports.iter().find(|mp| {
         mp.port == Some(p)
             || matches!((mp.start_port, mp.end_port), (Some(a), Some(b)) if a <= p && p <= b)
     })
@@ -559,6 +569,7 @@ mod tests {
             services: vec![svc],
             primary_region: None,
             stop_config: None,
+            suspendable: true,
             checks: BTreeMap::new(),
             revision: 1,
         })

@@ -225,3 +225,28 @@ fn wire_enum_macro_is_usable_downstream() {
     );
     assert_eq!(Flavour::KNOWN, &[Flavour::Vanilla, Flavour::Mint]);
 }
+
+#[test]
+fn suspend_eligibility_follows_the_reference() {
+    let config = |v: serde_json::Value| -> hangar_api_types::MachineConfig {
+        serde_json::from_value(v).expect("config")
+    };
+    let yes = [
+        json!({"image": "i"}),
+        json!({"image": "i", "guest": {"memory_mb": 2048}}),
+        json!({"image": "i", "init": {"swap_size_mb": 0}, "schedule": ""}),
+    ];
+    let no = [
+        json!({"image": "i", "guest": {"memory_mb": 2304}}),
+        json!({"image": "i", "guest": {"gpus": 1}}),
+        json!({"image": "i", "guest": {"gpu_kind": "l40s"}}),
+        json!({"image": "i", "init": {"swap_size_mb": 512}}),
+        json!({"image": "i", "schedule": "hourly"}),
+    ];
+    for v in yes {
+        assert!(config(v.clone()).suspendable(), "{v}");
+    }
+    for v in no {
+        assert!(!config(v.clone()).suspendable(), "{v}");
+    }
+}
