@@ -335,12 +335,8 @@ struct PortOptions {
 
 fn port_options(app: &AppEntry, port: u16) -> PortOptions {
     let Some(mp) = app.machines.iter().find_map(|m| {
-        m.service_for(port).and_then(|s| {
-            s.ports
-                .iter()
-                .find(|p| p.port == Some(i64::from(port)))
-                .or_else(|| s.ports.first())
-        })
+        m.service_for(port)
+            .and_then(|s| crate::catalog::port_entry(s, port))
     }) else {
         return PortOptions::default();
     };
@@ -591,6 +587,9 @@ async fn route(
     let mut fallback: Option<(Fallback, String, Arc<AppEntry>)> = None;
     let mut cold: Option<Duration> = None;
     let mut queued_since: Option<Instant> = None;
+    // Every wake of this request together is bounded by the wake timeout: a machine that
+    // did not come up in time is not waited for again.
+    let mut waking_since: Option<Instant> = None;
     let mut preferred_unavailable = false;
     // Machines that just failed this request (connect, wake, send): tried elsewhere first,
     // then again after a pause when there is nowhere else (a busy machine's full accept
@@ -644,7 +643,7 @@ async fn route(
                     Some(t) => snap
                         .apps
                         .get(t)
-                        .filter(|t| t.org == app.org)
+                        .filter(|t| t.org == app.org && t.network == app.network)
                         .map(Arc::clone),
                 };
                 match target {
@@ -704,6 +703,14 @@ async fn route(
                         );
                     }
                 };
+                let since = *waking_since.get_or_insert_with(Instant::now);
+                let left = cfg.wake_timeout.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return (
+                        name,
+                        overloaded("PM03", "the machine could not be started in time"),
+                    );
+                }
                 let _waking = proxy.loads.get(&m.id).wait_for_wake();
                 // Rare paths' futures are boxed: the request's own future, moved per
                 // request, stays small.
@@ -712,7 +719,7 @@ async fn route(
                     &proxy.catalog,
                     &m.id,
                     (m.addr, internal),
-                    cfg.wake_timeout,
+                    left,
                     Some(&proxy.pool),
                 ))
                 .await
@@ -974,9 +981,16 @@ async fn route(
                 )
             });
             let parsed = if json_replay {
-                match Box::pin(collect_limited(resp.into_body(), MAX_REPLAY_LEN)).await {
-                    Some(b) => Replay::from_json(&b),
-                    None => Err(crate::replay::ReplayError("body too large".into())),
+                // The proxy's own client bounds each read of a body by `silent`; hyper's
+                // (h2c, streamed bodies) does not: the whole body within it.
+                let body =
+                    tokio::time::timeout(silent, collect_limited(resp.into_body(), MAX_REPLAY_LEN));
+                match Box::pin(body).await {
+                    Ok(Some(b)) => Replay::from_json(&b),
+                    Ok(None) => Err(crate::replay::ReplayError("body too large".into())),
+                    Err(_) => Err(crate::replay::ReplayError(format!(
+                        "body not complete within {silent:?}"
+                    ))),
                 }
             } else {
                 let v = resp
@@ -1060,13 +1074,15 @@ async fn route(
                             ),
                         );
                     }
-                    Some(t) if t.org != app.org => {
+                    // Same org and same private network (§3.6); Hangar has no org toggle
+                    // for cross-network or cross-org replays.
+                    Some(t) if t.org != app.org || t.network != app.network => {
                         return (
                             name,
                             error(
                                 StatusCode::BAD_GATEWAY,
                                 "PA05",
-                                "replay target app is in another org",
+                                "replay target app is in another org or network",
                             ),
                         );
                     }

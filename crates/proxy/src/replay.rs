@@ -6,6 +6,24 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// Header names a replay's `transform` may neither set nor delete: the request's framing, the
+/// connection's hop-by-hop fields, `Host` (the proxy sends the name it routed by) and the
+/// replay headers the proxy writes itself.
+const TRANSFORM_RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "fly-replay-src",
+    "fly-replay-failed",
+];
+
 /// Longest `fly-replay` value or JSON body read.
 pub const MAX_REPLAY_LEN: usize = 16 * 1024;
 
@@ -295,11 +313,15 @@ impl Replay {
             {
                 return Err(err(format!("transform.path {p:?}")));
             }
+            // Framing, hop-by-hop and routing headers are the proxy's: a replay that set
+            // `transfer-encoding` beside the proxy's `content-length` would desync a pooled
+            // connection, a second `host` would be refused by strict servers.
             let valid_name = |n: &str| {
                 !n.is_empty()
                     && n.len() <= 128
                     && n.bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && !TRANSFORM_RESERVED.iter().any(|r| r.eq_ignore_ascii_case(n))
             };
             for n in t
                 .delete_headers
@@ -438,6 +460,12 @@ mod tests {
             br#"{"app":"a","transform":{"path":"no-slash"}}"#,
             br#"{"app":"a","transform":{"set_headers":[{"name":"x","value":"a\r\nb"}]}}"#,
             br#"{"app":"a","transform":{"set_headers":[{"name":"bad name","value":"v"}]}}"#,
+            // The proxy's own framing and routing headers.
+            br#"{"app":"a","transform":{"set_headers":[{"name":"Host","value":"b.internal"}]}}"#,
+            br#"{"app":"a","transform":{"set_headers":[{"name":"transfer-encoding","value":"chunked"}]}}"#,
+            br#"{"app":"a","transform":{"set_headers":[{"name":"Content-Length","value":"0"}]}}"#,
+            br#"{"app":"a","transform":{"delete_headers":["connection"]}}"#,
+            br#"{"app":"a","transform":{"set_headers":[{"name":"fly-replay-src","value":"x"}]}}"#,
             b"not json",
             br#"{"app": 5}"#,
             br#"{"app":"b","cache":{"prefix":"/t","ttl":5}}"#,

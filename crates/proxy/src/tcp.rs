@@ -143,18 +143,19 @@ pub async fn serve<S>(
         let _ = backend.set_nodelay(true);
         let mut backend = backend;
         // `proxy_proto`: the client's address goes first.
-        let proto = machine.service_for(port).and_then(|s| {
-            s.ports
-                .iter()
-                .find(|p| p.handlers.iter().any(|h| h == "proxy_proto"))
-                .map(|p| {
-                    crate::proxy_proto::Version::parse(
-                        p.proxy_proto_options
-                            .as_ref()
-                            .and_then(|o| o.version.as_deref()),
-                    )
-                })
-        });
+        // Only the entry of the port the client came to counts: another port of the same
+        // service may speak a protocol that a PROXY line would break.
+        let proto = machine
+            .service_for(port)
+            .and_then(|s| crate::catalog::port_entry(s, port))
+            .filter(|p| p.handlers.iter().any(|h| h == "proxy_proto"))
+            .map(|p| {
+                crate::proxy_proto::Version::parse(
+                    p.proxy_proto_options
+                        .as_ref()
+                        .and_then(|o| o.version.as_deref()),
+                )
+            });
         if let (Some(v), Some((src, dst))) = (proto, addrs) {
             let h = crate::proxy_proto::header(v, src, dst);
             if backend.write_all(&h).await.is_err() {

@@ -35,10 +35,12 @@ impl WakeError {
 
 type WakeResult = Option<Result<(), WakeError>>;
 
-/// Wakes in progress, by machine id.
+/// Wakes in progress, by machine id. An entry lives exactly as long as its wake task: the
+/// task that inserted it removes it once its result is sent (waiters keep their receivers),
+/// so a later wake starts afresh even when every waiter gave up before the result came.
 #[derive(Debug, Default)]
 pub struct Wakes {
-    inflight: Mutex<HashMap<String, watch::Receiver<WakeResult>>>,
+    inflight: Arc<Mutex<HashMap<String, watch::Receiver<WakeResult>>>>,
 }
 
 impl Wakes {
@@ -75,6 +77,7 @@ impl Wakes {
                     let catalog = catalog.clone();
                     let id = id.to_string();
                     let keep = keep.cloned();
+                    let inflight = Arc::clone(&self.inflight);
                     tokio::spawn(async move {
                         let r = tokio::time::timeout(
                             timeout,
@@ -91,6 +94,10 @@ impl Wakes {
                             }
                         });
                         tx.send_replace(Some(r));
+                        inflight
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
                     });
                     rx
                 }
@@ -108,13 +115,6 @@ impl Wakes {
         })
         .await
         .unwrap_or(Err(WakeError::Timeout));
-        // The first waiter to see the result retires the entry (later wakes start afresh).
-        {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(id).is_some_and(|rx| rx.borrow().is_some()) {
-                map.remove(id);
-            }
-        }
         r.map(|()| started.elapsed())
     }
 }
@@ -215,12 +215,17 @@ async fn wait_started(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use hangar_api_types::MachineConfig;
     use hangar_store::{AppRecord, MachineRecord, SqliteStore};
 
     fn store_with_suspended(id: &str) -> Arc<dyn Store> {
+        store_with_machine(id, State::Suspended)
+    }
+
+    /// An in-memory store with org `o`, app `a` and machine `id` of app `a` in `state`.
+    pub(crate) fn store_with_machine(id: &str, state: State) -> Arc<dyn Store> {
         let store = SqliteStore::in_memory().expect("store");
         store.create_org("o", "O", 1).expect("org");
         store
@@ -238,7 +243,7 @@ mod tests {
                 app: "a".into(),
                 name: id.into(),
                 region: "local".into(),
-                state: State::Suspended,
+                state,
                 instance_id: "01HZZZZZZZZZZZZZZZZZZZZZZZ".into(),
                 config: MachineConfig::default(),
                 image_ref: None,
@@ -311,6 +316,61 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_every_waiter_gave_up_on_does_not_answer_the_next_one() {
+        let id = "0123456789abc2";
+        let store = store_with_suspended(id);
+        let catalog = CatalogHandle::new();
+        catalog.load(store.as_ref()).expect("load");
+        // Nothing listens here: the wake probes until its own 300 ms run out.
+        let closed = std::net::TcpListener::bind("[::1]:0").expect("bind");
+        let dead = closed.local_addr().expect("addr").port();
+        drop(closed);
+        let wakes = Wakes::default();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(50),
+            wakes.wake(
+                &store,
+                &catalog,
+                id,
+                (Ipv6Addr::LOCALHOST, dead),
+                Duration::from_millis(300),
+                None,
+            ),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the waiter was dropped while waiting");
+        assert_eq!(wakes.in_progress(), 1);
+        // The task ends with its timeout and retires its entry itself.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while wakes.in_progress() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the finished wake is still listed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A later request wakes afresh (the machine now listens) instead of being handed
+        // the old timeout.
+        let (port, accepted) = counting_listener().await;
+        wakes
+            .wake(
+                &store,
+                &catalog,
+                id,
+                (Ipv6Addr::LOCALHOST, port),
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .expect("a fresh wake");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < deadline, "the fresh wake never probed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }

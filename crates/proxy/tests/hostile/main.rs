@@ -68,6 +68,24 @@ where
     addr
 }
 
+/// A body that sends its one chunk, then nothing, and never ends.
+struct Stalled(Option<bytes::Bytes>);
+
+impl hyper::body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
 /// A backend recording the request lines (and HTTP versions) it saw; h2c only when `h2`.
 async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -88,6 +106,22 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                 let body = http_body_util::Full::new(bytes::Bytes::from(seen));
                 return hyper::Response::new(body.boxed());
             }
+            if req.uri().path() == "/replay-stall" {
+                // A JSON replay whose body stops halfway and stays open.
+                let mut r = hyper::Response::new(
+                    Stalled(Some(bytes::Bytes::from_static(b"{\"app\":"))).boxed(),
+                );
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/vnd.fly.replay+json"),
+                );
+                return r;
+            }
+            let replay_to = req
+                .uri()
+                .path()
+                .strip_prefix("/replay-to/")
+                .map(str::to_string);
             let trailers = req.uri().path() == "/trailers";
             let slow = req.uri().path() == "/slow";
             let body = req
@@ -102,6 +136,15 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             } else {
                 format!("{line} body={}", String::from_utf8_lossy(&body))
             });
+            if let Some(target) = replay_to {
+                // The header form of fly-replay, to another app.
+                let mut r = hyper::Response::new(http_body_util::Empty::new().boxed());
+                r.headers_mut().insert(
+                    "fly-replay",
+                    hyper::header::HeaderValue::from_str(&format!("app={target}")).expect("value"),
+                );
+                return r;
+            }
             if slow {
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
@@ -199,13 +242,14 @@ async fn setup_with(tag: &str, h2: bool) -> Setup {
     setup_opts(tag, h2, http).await
 }
 
-/// A setup whose machine's port has these `http_options` (its backend speaks h2c if `h2`).
-async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
+/// A store in a temp dir of its own (removed on drop) with org `o` and its app `web`.
+fn store_with_web(tag: &str) -> (TempDir, Arc<SqliteStore>) {
     let dir =
         std::env::temp_dir().join(format!("hangar-proxy-hostile-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
+    let dir = TempDir(dir);
+    let store = Arc::new(SqliteStore::open(&dir.0.join("state.db")).expect("store"));
     store.create_org("o", "O", 1).expect("org");
     store
         .create_app(&AppRecord {
@@ -216,6 +260,12 @@ async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
             created_at: 1,
         })
         .expect("app");
+    (dir, store)
+}
+
+/// A setup whose machine's port has these `http_options` (its backend speaks h2c if `h2`).
+async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
+    let (dir, store) = store_with_web(tag);
     let (backend, seen) = backend_with(h2).await;
     store
         .insert_machine(&machine("0123456789abcd", "web", backend, http))
@@ -232,7 +282,7 @@ async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
     )
     .await;
     Setup {
-        _dir: TempDir(dir),
+        _dir: dir,
         proxy,
         addr,
         seen,
@@ -375,6 +425,39 @@ async fn a_machine_silent_past_the_ports_idle_timeout_gets_a_504() {
         )
         .await;
         silent_machine_gets_a_504(&s).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_replay_whose_body_stalls_is_bounded_by_the_ports_idle_timeout() {
+    for h2 in [false, true] {
+        let s = setup_opts(
+            if h2 {
+                "replay-stall-h2"
+            } else {
+                "replay-stall"
+            },
+            h2,
+            Some(HttpOptions {
+                idle_timeout: Some(1),
+                h2_backend: h2.then_some(true),
+                ..Default::default()
+            }),
+        )
+        .await;
+        let t = Instant::now();
+        let r = raw(
+            s.addr,
+            b"GET /replay-stall HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&r), 502, "h2c={h2}: {r}");
+        assert!(
+            t.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            t.elapsed()
+        );
+        still_serves(&s).await;
     }
 }
 
@@ -762,6 +845,104 @@ async fn a_chunked_body_after_plain_requests_keeps_the_connection() {
     let metrics = s.proxy.render_metrics();
     let handoffs = gauge_sum(&metrics, "hangar_proxy_http1_handoffs_total");
     assert_eq!(handoffs, 1.0, "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_to_an_app_on_another_network_is_refused() {
+    // `web` (network `default`) replays to `near` (the same network) and to `far` (another
+    // network of the same org): the first is served, the second gets 502 PA05.
+    let (_dir, store) = store_with_web("replay-net");
+    let (backend, seen) = backend_with(false).await;
+    store
+        .insert_machine(&machine("0123456789abc0", "web", backend, None))
+        .expect("machine");
+    for (i, (app, network)) in [("near", "default"), ("far", "other")]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .create_app(&AppRecord {
+                id: format!("id-{app}"),
+                name: app.into(),
+                org_slug: "o".into(),
+                network: network.into(),
+                created_at: 1,
+            })
+            .expect("app");
+        store
+            .insert_machine(&machine(&format!("0123456789abd{i}"), app, backend, None))
+            .expect("machine");
+    }
+    let (_proxy, addr) = start(
+        store,
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n")
+    };
+    // The same backend serves all three apps: `near`'s machine is asked `/replay-to/near`
+    // again and answers with a replay once more, until the replay limit; what matters is
+    // that it was replayed to at all, and `far` never.
+    let r = raw(addr, get("/replay-to/near").as_bytes()).await;
+    assert_ne!(status(&r), 0, "{r}");
+    assert!(!r.contains("PA05"), "{r}");
+    let near = seen.lock().expect("lock").len();
+    assert!(near >= 2, "replayed to near: {near} requests");
+    let r = raw(addr, get("/replay-to/far").as_bytes()).await;
+    assert_eq!(status(&r), 502, "{r}");
+    assert!(r.contains("PA05"), "{r}");
+    assert_eq!(
+        seen.lock().expect("lock").len(),
+        near + 1,
+        "far got nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_that_does_not_come_up_is_waited_for_once() {
+    // A stopped machine and no agent: the proxy records the start, and nothing ever starts
+    // it. The request gets 503 PM03 after the wake timeout, not after a retry of it.
+    let (_dir, store) = store_with_web("wake-timeout");
+    let mut m = machine(
+        "0123456789abce",
+        "web",
+        "127.0.0.1:9".parse().expect("addr"),
+        None,
+    );
+    m.state = State::Stopped;
+    store.insert_machine(&m).expect("machine");
+    let (proxy, addr) = start(
+        store.clone(),
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            wake_timeout: Duration::from_secs(1),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let t = Instant::now();
+    let r = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&r), 503, "{r}");
+    assert!(r.contains("PM03"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("retry-after: 1"), "{r}");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
+        "answered after {waited:?}"
+    );
+    let m = store.find_machine(&m.id).expect("read").expect("machine");
+    assert_eq!(m.state, State::Starting, "the start was recorded once");
+    drop(proxy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

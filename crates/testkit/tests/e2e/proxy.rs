@@ -800,11 +800,32 @@ async fn proxy_proto_tells_the_app_who_connected() {
             "image": TEST_IMAGE,
             "init": {"cmd": ["nc", "-ll", "-p", "7000", "-e", "sh", "-c", "head -n 1 > /tmp/first; echo got-it"]},
             "services": [{"protocol": "tcp", "internal_port": 7000,
-                "ports": [{"port": 15001, "handlers": ["proxy_proto"], "proxy_proto_options": {"version": "v1"}}]}],
+                "ports": [{"port": 15002, "handlers": []},
+                          {"port": 15001, "handlers": ["proxy_proto"], "proxy_proto_options": {"version": "v1"}}]}],
         }),
     )
     .await;
     let proxy = cluster.start_proxy(config());
+    // The service's other port has no `proxy_proto`: its clients' bytes come first.
+    let plain = listening(&proxy, 15002).await;
+    let mut s = tokio::net::TcpStream::connect(plain)
+        .await
+        .expect("connect");
+    s.write_all(b"plain\n").await.expect("write");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    assert_eq!(String::from_utf8_lossy(&buf), "got-it\n");
+    let out = c
+        .post(
+            &format!("/v1/apps/px-pp/machines/{id}/exec"),
+            &json!({"command": ["cat", "/tmp/first"]}),
+        )
+        .await
+        .json();
+    assert_eq!(out["stdout"].as_str(), Some("plain\n"), "{out}");
     let addr = listening(&proxy, 15001).await;
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mine = s.local_addr().expect("local");
