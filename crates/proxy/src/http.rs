@@ -132,6 +132,37 @@ fn overloaded(code: &str, msg: &str) -> Response<Body> {
     r
 }
 
+/// Waits in `app`'s bounded queue until a machine frees a slot (at most 100 ms per look);
+/// `Err` with the 503 (`PR04`) when the queue is full or the request has waited the queue
+/// timeout since it first queued (`queued_since`).
+async fn wait_in_queue(
+    proxy: &Proxy,
+    app: &str,
+    queued_since: &mut Option<Instant>,
+) -> Result<(), Response<Body>> {
+    let cfg = &proxy.config;
+    let since = *queued_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= cfg.queue_timeout {
+        return Err(overloaded(
+            "PR04",
+            "every machine of the app is at its hard limit",
+        ));
+    }
+    let Some(_waiting) = proxy.metrics.wait_slot(app, cfg.max_queue_per_app) else {
+        return Err(overloaded(
+            "PR04",
+            "too many requests are waiting for this app",
+        ));
+    };
+    let left = cfg.queue_timeout.saturating_sub(since.elapsed());
+    let _ = tokio::time::timeout(
+        left.min(Duration::from_millis(100)),
+        proxy.loads.any_freed(),
+    )
+    .await;
+    Ok(())
+}
+
 /// The whole of `body`, if it is no longer than `limit` and arrives complete.
 async fn collect_limited(mut body: Body, limit: usize) -> Option<Bytes> {
     let mut out = bytes::BytesMut::new();
@@ -727,11 +758,25 @@ async fn route(
                     Ok(d) => {
                         proxy.metrics.cold_start(&app.name, d);
                         cold = Some(cold.unwrap_or_default() + d);
-                        // Route to the machine just woken (the catalog has it started).
-                        match proxy.catalog.snapshot().machines.get(&m.id) {
-                            Some(fresh) => Cow::Owned(Arc::clone(fresh)),
-                            None => continue,
+                        // Route to the machine just woken (the catalog has it started)...
+                        let Some(fresh) =
+                            proxy.catalog.snapshot().machines.get(&m.id).map(Arc::clone)
+                        else {
+                            continue;
+                        };
+                        // ...unless the requests that waited for it together already fill
+                        // it to its hard limit: the rest queue, as for a full machine.
+                        let (_, hard) = crate::balance::limits(&fresh, conn.port);
+                        if proxy.loads.get(&fresh.id).in_flight() >= hard {
+                            drop((_waiting, _waking));
+                            if let Err(r) =
+                                Box::pin(wait_in_queue(proxy, &app.name, &mut queued_since)).await
+                            {
+                                return (name, r);
+                            }
+                            continue;
                         }
+                        Cow::Owned(fresh)
                     }
                     Err(e) => {
                         let request = request_log(rid, &parts, &path_and_query, None);
@@ -755,26 +800,9 @@ async fn route(
                 }
             }
             Pick::Full => {
-                let since = *queued_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= cfg.queue_timeout {
-                    return (
-                        name,
-                        overloaded("PR04", "every machine of the app is at its hard limit"),
-                    );
+                if let Err(r) = Box::pin(wait_in_queue(proxy, &app.name, &mut queued_since)).await {
+                    return (name, r);
                 }
-                let Some(_waiting) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app)
-                else {
-                    return (
-                        name,
-                        overloaded("PR04", "too many requests are waiting for this app"),
-                    );
-                };
-                let left = cfg.queue_timeout.saturating_sub(since.elapsed());
-                let _ = Box::pin(tokio::time::timeout(
-                    left.min(Duration::from_millis(100)),
-                    proxy.loads.any_freed(),
-                ))
-                .await;
                 continue;
             }
             Pick::None => {

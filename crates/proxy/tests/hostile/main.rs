@@ -904,6 +904,81 @@ async fn a_replay_to_an_app_on_another_network_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_woke_a_machine_together_respect_its_hard_limit() {
+    // One stopped machine, hard limit 2: six requests arrive together and wake it. At most
+    // two may be on it at once; the rest queue and are served as slots free.
+    let (_dir, store) = store_with_web("wake-hard");
+    let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (n, m) = (now.clone(), most.clone());
+    let backend = serve(false, move |_req| {
+        let (n, m) = (n.clone(), m.clone());
+        async move {
+            use http_body_util::BodyExt;
+            use std::sync::atomic::Ordering::SeqCst;
+            let here = n.fetch_add(1, SeqCst) + 1;
+            m.fetch_max(here, SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            n.fetch_sub(1, SeqCst);
+            hyper::Response::new(
+                http_body_util::Full::new(bytes::Bytes::from_static(b"ok\n")).boxed(),
+            )
+        }
+    })
+    .await;
+    let mut rec = machine("0123456789abcf", "web", backend, None);
+    rec.state = State::Stopped;
+    rec.config.services[0].concurrency = Some(hangar_api_types::MachineServiceConcurrency {
+        r#type: Some(hangar_api_types::ConcurrencyType::Requests),
+        soft_limit: Some(1),
+        hard_limit: Some(2),
+    });
+    store.insert_machine(&rec).expect("machine");
+    // The agent's part: what the proxy starts is started.
+    let agent_store = store.clone();
+    let id = rec.id.clone();
+    let agent = tokio::spawn(async move {
+        loop {
+            if let Ok(Some(mut m)) = agent_store.find_machine(&id)
+                && m.state == State::Starting
+            {
+                m.state = State::Started;
+                let _ = agent_store.update_machine(&m, m.revision);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let (_proxy, addr) = start(
+        store.clone(),
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let requests: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(async move {
+                let req = format!(
+                    "GET /{i} HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n"
+                );
+                status(&raw(addr, req.as_bytes()).await)
+            })
+        })
+        .collect();
+    for r in requests {
+        assert_eq!(r.await.expect("join"), 200);
+    }
+    agent.abort();
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        most <= 2,
+        "{most} requests on the machine at once, hard limit 2"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_that_does_not_come_up_is_waited_for_once() {
     // A stopped machine and no agent: the proxy records the start, and nothing ever starts
     // it. The request gets 503 PM03 after the wake timeout, not after a retry of it.
