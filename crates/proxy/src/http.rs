@@ -132,6 +132,50 @@ fn overloaded(code: &str, msg: &str) -> Response<Body> {
     r
 }
 
+/// Where a replayed request goes back to when the replay's target can not take it (the
+/// replay's `fallback`), and what the replay changed, to undo.
+struct ReplayFallback {
+    how: Fallback,
+    /// The replay's target as `instance=…;app=…;region=…` (what was asked for).
+    asked: String,
+    from_id: String,
+    from_app: Arc<AppEntry>,
+    since: Instant,
+    /// The request's path and the lengths of the header edits before the replay.
+    path: String,
+    delete_len: usize,
+    extra_len: usize,
+}
+
+impl ReplayFallback {
+    /// `fly-replay-failed` (§3.5): what the replay asked for, the machine that replayed, why
+    /// it failed and how long the proxy tried.
+    fn failed_header(&self, reason: &str) -> String {
+        format!(
+            "{}replay_source={};reason={reason};elapsed_ms={}",
+            self.asked,
+            self.from_id,
+            self.since.elapsed().as_millis()
+        )
+    }
+}
+
+/// A replay's target as `instance=…;app=…;region=…;` (the fields it set), for
+/// `fly-replay-failed`.
+fn replay_asked(r: &Replay) -> String {
+    let mut out = String::new();
+    if let Some(i) = r.instance.as_ref().or(r.prefer_instance.as_ref()) {
+        out.push_str(&format!("instance={i};"));
+    }
+    if let Some(a) = &r.app {
+        out.push_str(&format!("app={a};"));
+    }
+    if !r.regions.is_empty() {
+        out.push_str(&format!("region={};", r.regions.join(",")));
+    }
+    out
+}
+
 /// Waits in `app`'s bounded queue until a machine frees a slot (at most 100 ms per look);
 /// `Err` with the 503 (`PR04`) when the queue is full or the request has waited the queue
 /// timeout since it first queued (`queued_since`).
@@ -615,7 +659,11 @@ async fn route(
     let mut replays = 0usize;
     let mut retries = 0usize;
     let mut src: Option<String> = None;
-    let mut fallback: Option<(Fallback, String, Arc<AppEntry>)> = None;
+    // The last replay's `fallback` (what to undo, where to go back to) and `timeout`.
+    let mut fallback: Option<ReplayFallback> = None;
+    let mut replay_deadline: Option<Instant> = None;
+    // A fallback request may not replay again (§3.6).
+    let mut fell_back = false;
     let mut cold: Option<Duration> = None;
     let mut queued_since: Option<Instant> = None;
     // Every wake of this request together is bounded by the wake timeout: a machine that
@@ -697,7 +745,47 @@ async fn route(
             replay_cache::Lookup::Miss => {}
         }
     }
+    // The replay target can not take the request: back to the machine that replayed, with
+    // what the replay changed undone and `fly-replay-failed` saying why; `false` when the
+    // replay named no fallback.
+    macro_rules! fall_back {
+        ($reason:expr) => {
+            match fallback.take() {
+                None => false,
+                Some(fb) => {
+                    let failed_value = fb.failed_header($reason);
+                    app = Cow::Owned(fb.from_app);
+                    prefs = Prefs {
+                        force_instance: (fb.how == Fallback::ForceSelf).then(|| fb.from_id.clone()),
+                        prefer_instance: Some(fb.from_id),
+                        ..Prefs::default()
+                    };
+                    path_and_query = fb.path;
+                    delete_headers.truncate(fb.delete_len);
+                    extra_headers.truncate(fb.extra_len);
+                    if let Ok(v) = HeaderValue::from_str(&failed_value) {
+                        extra_headers.push((HeaderName::from_static("fly-replay-failed"), v));
+                    }
+                    src = None;
+                    replay_deadline = None;
+                    fell_back = true;
+                    failed.clear();
+                    retries = 0;
+                    true
+                }
+            }
+        };
+    }
     loop {
+        if replay_deadline.is_some_and(|d| Instant::now() >= d) {
+            if fall_back!("timeout") {
+                continue;
+            }
+            return (
+                name,
+                overloaded("PR01", "the replay target did not take the request in time"),
+            );
+        }
         let effective = Prefs {
             exclude: prefs.exclude.iter().chain(failed.iter()).cloned().collect(),
             ..prefs.clone()
@@ -735,7 +823,15 @@ async fn route(
                     }
                 };
                 let since = *waking_since.get_or_insert_with(Instant::now);
-                let left = cfg.wake_timeout.saturating_sub(since.elapsed());
+                let mut left = cfg.wake_timeout.saturating_sub(since.elapsed());
+                // A replay's `timeout` bounds the wake of its target too (then its fallback).
+                if let Some(d) = replay_deadline {
+                    left = left.min(d.saturating_duration_since(Instant::now()));
+                }
+                if left.is_zero() && replay_deadline.is_some() {
+                    // The loop's first check falls back (or fails) for the replay's timeout.
+                    continue;
+                }
                 if left.is_zero() {
                     return (
                         name,
@@ -792,6 +888,9 @@ async fn route(
                             retries += 1;
                             continue;
                         }
+                        if fall_back!("retries_exhausted") {
+                            continue;
+                        }
                         return (
                             name,
                             overloaded(e.code(), "the machine could not be started in time"),
@@ -824,19 +923,7 @@ async fn route(
                     retries = 0;
                     continue;
                 }
-                if let Some((fb, from_id, from_app)) = fallback.take() {
-                    // The replay target is unreachable: back to the replaying machine.
-                    app = Cow::Owned(from_app);
-                    prefs = Prefs {
-                        force_instance: (fb == Fallback::ForceSelf).then(|| from_id.clone()),
-                        prefer_instance: Some(from_id),
-                        ..Prefs::default()
-                    };
-                    extra_headers.retain(|(k, _)| k != "fly-replay-src");
-                    extra_headers.push((
-                        HeaderName::from_static("fly-replay-failed"),
-                        HeaderValue::from_static("reason=no_candidate"),
-                    ));
+                if fall_back!("no_candidate") {
                     continue;
                 }
                 return (
@@ -929,6 +1016,9 @@ async fn route(
                 failed.push(machine.id.clone());
                 retries += 1;
                 if retries > MAX_CONNECT_RETRIES {
+                    if fall_back!("retries_exhausted") {
+                        continue;
+                    }
                     return (
                         name,
                         error(StatusCode::BAD_GATEWAY, "PC07", "could not reach a machine"),
@@ -1028,6 +1118,15 @@ async fn route(
                 Replay::from_header(&v.unwrap_or_default())
             };
             drop(slot);
+            if fell_back {
+                let request = request_log(rid, &parts, &path_and_query, Some(502));
+                let msg = "a fallback request may not replay again";
+                proxy.log_error(&app.name, Some(&machine.id), "PA03", msg, Some(&request));
+                return (
+                    name,
+                    error(StatusCode::BAD_GATEWAY, "PA03", "invalid fly-replay"),
+                );
+            }
             let r = match parsed {
                 Ok(r) => r,
                 Err(e) => {
@@ -1118,7 +1217,17 @@ async fn route(
                 }
             }
             prefs = replay_prefs(&r, Some(&machine.id));
-            fallback = r.fallback.map(|f| (f, machine.id.clone(), from_app));
+            fallback = r.fallback.map(|how| ReplayFallback {
+                how,
+                asked: replay_asked(&r),
+                from_id: machine.id.clone(),
+                from_app,
+                since: Instant::now(),
+                path: path_and_query.clone(),
+                delete_len: delete_headers.len(),
+                extra_len: extra_headers.len(),
+            });
+            replay_deadline = r.timeout.map(|t| Instant::now() + t);
             src = Some(replay_src(
                 &machine.id,
                 &machine.region,

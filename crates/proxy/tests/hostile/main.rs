@@ -117,11 +117,18 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
                 );
                 return r;
             }
-            let replay_to = req
-                .uri()
-                .path()
-                .strip_prefix("/replay-to/")
-                .map(str::to_string);
+            // `/replay?<fly-replay value>`: replays so; the request that falls back (with
+            // `fly-replay-failed`) is answered "fell back: <its value>". `/replay-always`
+            // replays that one too.
+            let path = req.uri().path();
+            let replay = (path == "/replay" || path == "/replay-always").then(|| {
+                let failed = req
+                    .headers()
+                    .get("fly-replay-failed")
+                    .filter(|_| path == "/replay")
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                (req.uri().query().unwrap_or_default().to_string(), failed)
+            });
             let trailers = req.uri().path() == "/trailers";
             let slow = req.uri().path() == "/slow";
             let body = req
@@ -136,12 +143,16 @@ async fn backend_with(h2: bool) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             } else {
                 format!("{line} body={}", String::from_utf8_lossy(&body))
             });
-            if let Some(target) = replay_to {
-                // The header form of fly-replay, to another app.
+            if let Some((value, failed)) = replay {
+                if let Some(f) = failed {
+                    let body =
+                        http_body_util::Full::new(bytes::Bytes::from(format!("fell back: {f}")));
+                    return hyper::Response::new(body.boxed());
+                }
                 let mut r = hyper::Response::new(http_body_util::Empty::new().boxed());
                 r.headers_mut().insert(
                     "fly-replay",
-                    hyper::header::HeaderValue::from_str(&format!("app={target}")).expect("value"),
+                    hyper::header::HeaderValue::from_str(&value).expect("value"),
                 );
                 return r;
             }
@@ -885,15 +896,15 @@ async fn a_replay_to_an_app_on_another_network_is_refused() {
     let get = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n")
     };
-    // The same backend serves all three apps: `near`'s machine is asked `/replay-to/near`
+    // The same backend serves all three apps: `near`'s machine is asked `/replay?app=near`
     // again and answers with a replay once more, until the replay limit; what matters is
     // that it was replayed to at all, and `far` never.
-    let r = raw(addr, get("/replay-to/near").as_bytes()).await;
+    let r = raw(addr, get("/replay?app=near").as_bytes()).await;
     assert_ne!(status(&r), 0, "{r}");
     assert!(!r.contains("PA05"), "{r}");
     let near = seen.lock().expect("lock").len();
     assert!(near >= 2, "replayed to near: {near} requests");
-    let r = raw(addr, get("/replay-to/far").as_bytes()).await;
+    let r = raw(addr, get("/replay?app=far").as_bytes()).await;
     assert_eq!(status(&r), 502, "{r}");
     assert!(r.contains("PA05"), "{r}");
     assert_eq!(
@@ -976,6 +987,66 @@ async fn requests_that_woke_a_machine_together_respect_its_hard_limit() {
         most <= 2,
         "{most} requests on the machine at once, hard limit 2"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_target_that_does_not_come_up_in_its_timeout_falls_back() {
+    // `web` has a started machine (the backend) and a stopped one nothing will start. The
+    // started one replays to the stopped one with a 300 ms timeout and `force_self`.
+    let (_dir, store) = store_with_web("replay-fallback");
+    let (backend, _seen) = backend_with(false).await;
+    let me = "0123456789abe0";
+    store
+        .insert_machine(&machine(me, "web", backend, None))
+        .expect("machine");
+    let mut cold = machine("0123456789abe1", "web", backend, None);
+    cold.state = State::Stopped;
+    store.insert_machine(&cold).expect("machine");
+    let (_proxy, addr) = start(
+        store,
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let t = Instant::now();
+    let r = raw(
+        addr,
+        format!(
+            "GET /replay?instance={};timeout=300ms;fallback=force_self HTTP/1.1\r\n\
+             host: web.localhost\r\nfly-force-instance-id: {me}\r\nconnection: close\r\n\r\n",
+            cold.id
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    let want = format!(
+        "fell back: instance={};replay_source={me};reason=timeout;elapsed_ms=",
+        cold.id
+    );
+    assert!(r.contains(&want), "{r}");
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    // No such machine: the fallback at once, with that reason.
+    let get = |path: &str| {
+        format!(
+            "GET {path}?instance=00000000000000;fallback=force_self HTTP/1.1\r\n\
+             host: web.localhost\r\nfly-force-instance-id: {me}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    let r = raw(addr, get("/replay").as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("reason=no_candidate"), "{r}");
+    // A fallback request may not replay again (§3.6).
+    let r = raw(addr, get("/replay-always").as_bytes()).await;
+    assert_eq!(status(&r), 502, "{r}");
+    assert!(r.contains("PA03"), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@ const UPGRADE: &str = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && b
 const INFO: &str = "#!/bin/sh\necho 'Content-Type: text/plain'\necho\necho \"machine=$(hostname)\"\nenv | grep ^HTTP_ | sort\n";
 const SLOW: &str = "#!/bin/sh\nsleep ${QUERY_STRING:-1}\necho 'Content-Type: text/plain'\necho\necho \"slow machine=$(hostname)\"\n";
 const HEALTH: &str = "#!/bin/sh\nif [ -e /tmp/healthy ]; then echo 'Status: 200 OK'; else echo 'Status: 503 Unavailable'; fi\necho 'Content-Type: text/plain'\necho\necho checked\n";
-const REPLAY: &str = "#!/bin/sh\nif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then\n  echo 'Content-Type: text/plain'; echo; echo \"replayed machine=$(hostname) src=$HTTP_FLY_REPLAY_SRC\"\nelse\n  echo \"fly-replay: $QUERY_STRING\"; echo 'Content-Type: text/plain'; echo; echo replaying\nfi\n";
+const REPLAY: &str = "#!/bin/sh\nif [ -n \"$HTTP_FLY_REPLAY_FAILED\" ]; then\n  echo 'Content-Type: text/plain'; echo; echo \"fell back machine=$(hostname) failed=$HTTP_FLY_REPLAY_FAILED\"\nelif [ -n \"$HTTP_FLY_REPLAY_SRC\" ]; then\n  echo 'Content-Type: text/plain'; echo; echo \"replayed machine=$(hostname) src=$HTTP_FLY_REPLAY_SRC\"\nelse\n  echo \"fly-replay: $QUERY_STRING\"; echo 'Content-Type: text/plain'; echo; echo replaying\nfi\n";
 
 pub(crate) fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -482,12 +482,12 @@ async fn fly_replay_moves_requests_between_machines_and_apps() {
         &[("fly-force-instance-id", &a1)],
     )
     .await;
-    assert!(
-        r.body.contains("replaying") || r.body.contains(&format!("machine={a1}")),
-        "{}\n{}",
-        r.head,
-        r.body
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    let want = format!(
+        "fell back machine={a1} failed=instance=00000000000000;replay_source={a1};\
+         reason=no_candidate;elapsed_ms="
     );
+    assert!(r.body.starts_with(&want), "{}\n{}", r.head, r.body);
     // Invalid replays and unknown apps are 502 with the reference's codes.
     let r = get(addr, "px-a.localhost", "/cgi-bin/replay?bogus", &[]).await;
     assert_eq!(
