@@ -404,6 +404,38 @@ fn startable(m: &MachineEntry, port: u16) -> bool {
     }
 }
 
+/// The reference's region aliases (§3.6: `fly-replay` `region`, and the routing headers) and
+/// the regions of its map each stands for. A platform whose regions have other names just
+/// does not match them.
+const REGION_ALIASES: &[(&str, &[&str])] = &[
+    ("us", US),
+    ("usa", US),
+    (
+        "na",
+        &[
+            "atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc",
+            "gdl", "qro", "yul", "yyz",
+        ],
+    ),
+    ("sa", &["bog", "eze", "gig", "gru", "scl"]),
+    (
+        "eu",
+        &["ams", "arn", "cdg", "fra", "lhr", "mad", "otp", "waw"],
+    ),
+    ("apac", &["bom", "hkg", "nrt", "sin", "syd"]),
+];
+const US: &[&str] = &[
+    "atl", "bos", "den", "dfw", "ewr", "iad", "lax", "mia", "ord", "phx", "sea", "sjc",
+];
+
+/// Whether `entry` of a region list (a region, or an alias such as `eu`) covers `region`.
+pub fn region_matches(entry: &str, region: &str) -> bool {
+    entry == region
+        || REGION_ALIASES
+            .iter()
+            .any(|(alias, rs)| *alias == entry && rs.contains(&region))
+}
+
 /// Chooses a machine of `app` for a request on public `port`.
 pub fn pick<'a>(
     app: &'a AppEntry,
@@ -430,7 +462,11 @@ pub fn pick<'a>(
             || m.service_for(port).is_none()
             || prefs.exclude.contains(&m.id)
             || prefs.force_instance.as_ref().is_some_and(|f| *f != m.id)
-            || (!prefs.force_regions.is_empty() && !prefs.force_regions.contains(&m.region))
+            || (!prefs.force_regions.is_empty()
+                && !prefs
+                    .force_regions
+                    .iter()
+                    .any(|r| region_matches(r, &m.region)))
         {
             continue;
         }
@@ -444,7 +480,7 @@ pub fn pick<'a>(
             .force_regions
             .iter()
             .chain(prefs.prefer_regions.iter())
-            .position(|r| *r == m.region)
+            .position(|r| region_matches(r, &m.region))
             .unwrap_or(usize::MAX);
         candidates.push(Candidate {
             tier: (order, regions.distance(&m.region), m.region.as_str()),
@@ -823,6 +859,29 @@ mod tests {
                 &|_, _| true
             )),
             "wake:n"
+        );
+    }
+
+    #[test]
+    fn region_aliases_cover_their_regions() {
+        assert!(region_matches("fra", "fra"));
+        assert!(region_matches("eu", "fra"));
+        assert!(region_matches("na", "yyz") && !region_matches("us", "yyz"));
+        assert!(region_matches("usa", "iad"));
+        assert!(!region_matches("eu", "iad") && !region_matches("apac", "local"));
+        // A replay to `eu` reaches the European machine, not the nearer American one.
+        let loads = Loads::default();
+        let a = app(vec![
+            machine("i", "iad", State::Started, 5, 5),
+            machine("f", "fra", State::Started, 5, 5),
+        ]);
+        let p = Prefs {
+            force_regions: vec!["eu".into()],
+            ..Prefs::default()
+        };
+        assert_eq!(
+            id(&pick(&a, 80, &p, &loads, &regions(), &|_, _| true)),
+            "route:f"
         );
     }
 

@@ -776,6 +776,28 @@ async fn route(
             }
         };
     }
+    // A cached replay's target can not take the request: the decision is forgotten and the
+    // app the client asked for is asked again; `false` when the request did not come from
+    // the cache.
+    macro_rules! back_to_origin {
+        () => {
+            match cache_origin.take() {
+                None => false,
+                Some((origin, origin_prefs)) => {
+                    if let Some(k) = cache_key.take() {
+                        proxy.replay_cache.remove(&k);
+                    }
+                    app = Cow::Owned(origin);
+                    prefs = origin_prefs;
+                    replays = 0;
+                    extra_headers.retain(|(k, _)| k != FLY_REPLAY_CACHE_STATUS);
+                    failed.clear();
+                    retries = 0;
+                    true
+                }
+            }
+        };
+    }
     loop {
         if replay_deadline.is_some_and(|d| Instant::now() >= d) {
             if fall_back!("timeout") {
@@ -910,20 +932,7 @@ async fn route(
                     failed.clear();
                     continue;
                 }
-                if let Some((origin, origin_prefs)) = cache_origin.take() {
-                    // The cached target can not take it: forget the decision, ask the app.
-                    if let Some(k) = cache_key.take() {
-                        proxy.replay_cache.remove(&k);
-                    }
-                    app = Cow::Owned(origin);
-                    prefs = origin_prefs;
-                    replays = 0;
-                    extra_headers.retain(|(k, _)| k != FLY_REPLAY_CACHE_STATUS);
-                    failed.clear();
-                    retries = 0;
-                    continue;
-                }
-                if fall_back!("no_candidate") {
+                if back_to_origin!() || fall_back!("no_candidate") {
                     continue;
                 }
                 return (
@@ -1016,7 +1025,7 @@ async fn route(
                 failed.push(machine.id.clone());
                 retries += 1;
                 if retries > MAX_CONNECT_RETRIES {
-                    if fall_back!("retries_exhausted") {
+                    if back_to_origin!() || fall_back!("retries_exhausted") {
                         continue;
                     }
                     return (

@@ -307,3 +307,102 @@ async fn replay_decisions_are_cached_invalidated_and_bypassed() {
         "{m}"
     );
 }
+
+/// Serves `[::1]:0` with `answer` like [`server`], all of it (listener and connections) in
+/// the returned task: aborting it makes the machine unreachable at once.
+async fn abortable(answer: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("[::1]:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let mut conns = tokio::task::JoinSet::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            conns.spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    use http_body_util::BodyExt;
+                    let body =
+                        http_body_util::Full::new(bytes::Bytes::from_static(answer.as_bytes()));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(body.boxed()))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_target_that_can_not_be_reached_sends_the_request_back_to_its_app() {
+    let dir = std::env::temp_dir().join(format!(
+        "hangar-proxy-replay-unreachable-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let _dir = TempDir(dir.clone());
+    let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
+    store.create_org("o", "O", 1).expect("org");
+    for name in ["origin", "flaky"] {
+        store
+            .create_app(&AppRecord {
+                id: format!("id-{name}"),
+                name: name.into(),
+                org_slug: "o".into(),
+                network: "default".into(),
+                created_at: 1,
+            })
+            .expect("app");
+    }
+    // The origin replays /u/* to `flaky`, cached.
+    fn to_flaky(_: &str) -> Answer {
+        (
+            vec![
+                ("fly-replay", "app=flaky".into()),
+                ("fly-replay-cache", "/u/*".into()),
+                ("fly-replay-cache-ttl-secs", "60".into()),
+            ],
+            "origin\n".into(),
+        )
+    }
+    let (a, origin_seen) = server(to_flaky).await;
+    let (b, flaky) = abortable("flaky\n").await;
+    store
+        .insert_machine(&machine("0123456789aaaa", "origin", a, None))
+        .expect("origin machine");
+    store
+        .insert_machine(&machine("0123456789bbbb", "flaky", b, None))
+        .expect("flaky machine");
+    let (_proxy, addr) = start(
+        store,
+        ProxyConfig {
+            port_map: HashMap::from([(80, 0)]),
+            autostop_interval: Duration::from_secs(3600),
+            ..ProxyConfig::default()
+        },
+    )
+    .await;
+    let get = |path: &str| {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nhost: origin.localhost\r\nconnection: close\r\n\r\n");
+        async move { raw(addr, req.as_bytes()).await }
+    };
+    let asked = || origin_seen.lock().expect("lock").len();
+    let r = get("/u/1").await;
+    assert!(r.ends_with("flaky\n"), "{r}");
+    let r = get("/u/2").await;
+    assert!(r.ends_with("flaky\n"), "{r}");
+    assert_eq!(asked(), 1, "the second request came from the cache");
+    // `flaky` can no longer be reached: the cached decision is dropped and the origin asked
+    // (which replays there again, and that fails: 502).
+    flaky.abort();
+    let _ = flaky.await;
+    let r = get("/u/3").await;
+    assert_eq!(status(&r), 502, "{r}");
+    assert_eq!(asked(), 2, "the origin was asked again");
+    get("/u/4").await;
+    assert_eq!(asked(), 3, "the decision was not kept");
+}
