@@ -77,7 +77,8 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
                     let port = svc(m)
                         .ports
                         .iter()
-                        .find_map(|p| p.port.and_then(|p| u16::try_from(p).ok()))
+                        // A range's first port stands for it (limits are per service).
+                        .find_map(|p| p.port.or(p.start_port).and_then(|p| u16::try_from(p).ok()))
                         .unwrap_or(0);
                     let (soft, _) = limits(m, port);
                     proxy.loads.get(&m.id).in_flight() >= soft
@@ -186,6 +187,51 @@ mod tests {
                 .contains("hangar_proxy_autostop_total{")
         );
         drop(slot);
+    }
+
+    #[tokio::test]
+    async fn a_service_on_a_port_range_is_judged_by_its_own_limits() {
+        // Two machines serving ports 9000-9009, soft limit 1; one has a request in flight.
+        // Every capacity is in use by the excess rule (2 < 1 + 2): nothing stops.
+        let store = crate::wake::tests::store_with_machine("0123456789abd6", State::Started);
+        let mut second = store
+            .find_machine("0123456789abd6")
+            .expect("read")
+            .expect("machine");
+        second.id = "0123456789abd7".into();
+        second.name = second.id.clone();
+        second.revision = 0;
+        store.insert_machine(&second).expect("insert");
+        for id in ["0123456789abd6", "0123456789abd7"] {
+            let mut rec = store.find_machine(id).expect("read").expect("machine");
+            rec.config.services = vec![hangar_api_types::MachineService {
+                internal_port: 8080,
+                autostop: Some(Autostop::Stop),
+                ports: vec![hangar_api_types::MachinePort {
+                    start_port: Some(9000),
+                    end_port: Some(9009),
+                    handlers: vec!["http".into()],
+                    ..Default::default()
+                }],
+                concurrency: Some(hangar_api_types::MachineServiceConcurrency {
+                    r#type: None,
+                    soft_limit: Some(1),
+                    hard_limit: Some(5),
+                }),
+                ..Default::default()
+            }];
+            store.update_machine(&rec, rec.revision).expect("update");
+        }
+        let proxy = Proxy::new(
+            store.clone(),
+            ProxyConfig {
+                autostop_interval: Duration::ZERO,
+                ..ProxyConfig::default()
+            },
+        );
+        proxy.catalog.load(store.as_ref()).expect("load");
+        let _busy = proxy.loads.acquire("0123456789abd6");
+        assert!(pass(&proxy).is_empty());
     }
 
     #[tokio::test]

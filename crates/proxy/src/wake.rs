@@ -17,8 +17,10 @@ use crate::control::{self, Outcome};
 /// Why a wake failed (`PM0x`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WakeError {
-    /// The start could not be recorded (`PM07`) or the machine can not start (`PM08`).
+    /// The start could not be recorded (`PM07`).
     Refused(String),
+    /// The machine is in a state it can not be started from (`PM08`).
+    NotStartable(State),
     /// Not up in time (`PM03`).
     Timeout,
 }
@@ -28,6 +30,7 @@ impl WakeError {
     pub fn code(&self) -> &'static str {
         match self {
             WakeError::Refused(_) => "PM07",
+            WakeError::NotStartable(_) => "PM08",
             WakeError::Timeout => "PM03",
         }
     }
@@ -156,7 +159,7 @@ async fn bring_up(
                 }
             }
             Ok(Outcome::Refused(state)) => {
-                return Err(WakeError::Refused(format!("machine is {}", state.as_str())));
+                return Err(WakeError::NotStartable(state));
             }
             Err(e) => return Err(WakeError::Refused(e.to_string())),
         }
@@ -204,7 +207,7 @@ async fn wait_started(
                 | State::Suspending,
             ) => {}
             Some(other) => {
-                return Err(WakeError::Refused(format!("machine is {}", other.as_str())));
+                return Err(WakeError::NotStartable(other));
             }
             None => return Err(WakeError::Refused("machine is gone".into())),
         }
@@ -317,6 +320,27 @@ pub(crate) mod tests {
             }
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_machine_in_a_state_that_can_not_start_is_pm08() {
+        let id = "0123456789abc3";
+        let store = store_with_machine(id, State::Destroying);
+        let catalog = CatalogHandle::new();
+        catalog.load(store.as_ref()).expect("load");
+        let e = Wakes::default()
+            .wake(
+                &store,
+                &catalog,
+                id,
+                (Ipv6Addr::LOCALHOST, 9),
+                Duration::from_secs(5),
+                None,
+            )
+            .await
+            .expect_err("not startable");
+        assert_eq!(e, WakeError::NotStartable(State::Destroying));
+        assert_eq!(e.code(), "PM08");
     }
 
     #[tokio::test]
