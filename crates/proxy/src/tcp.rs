@@ -12,12 +12,22 @@ use tokio::net::TcpStream;
 use crate::Proxy;
 use crate::balance::{Load, Pick, Prefs};
 
-/// Copies both ways until both sides are done, marking the machine active as bytes move.
+/// How long a raw connection outlives its machine's going away ([`Load::go_away`]): a stop
+/// ends it sooner (the machine's processes close it within their kill timeout); a suspended
+/// machine never would, so the proxy closes it then.
+pub const AWAY_GRACE: Duration = Duration::from_secs(30);
+
+/// Copies both ways until both sides are done, marking the machine active as bytes move;
+/// at most [`AWAY_GRACE`] after the machine goes away.
 pub async fn splice<A, B>(a: &mut A, b: &mut B, load: &Load) -> std::io::Result<()>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut away = load.away();
+    let mut cut_off: Option<tokio::time::Instant> = load
+        .is_going_away()
+        .then(|| tokio::time::Instant::now() + AWAY_GRACE);
     // Activity is marked at least every few seconds while the connection is open.
     let copy = tokio::io::copy_bidirectional(a, b);
     tokio::pin!(copy);
@@ -28,8 +38,25 @@ where
                 load.touch();
                 return r.map(|_| ());
             }
+            r = away.changed(), if cut_off.is_none() => {
+                if r.is_ok() && load.is_going_away() {
+                    cut_off = Some(tokio::time::Instant::now() + AWAY_GRACE);
+                }
+            }
+            () = sleep_until(cut_off), if cut_off.is_some() => {
+                load.touch();
+                return Ok(());
+            }
             _ = tick.tick() => load.touch(),
         }
+    }
+}
+
+/// Sleeps until `at` (never, for `None`).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -167,5 +194,37 @@ pub async fn serve<S>(
         let _ = client.shutdown().await;
         drop(slot);
         return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_to_a_machine_that_went_away_ends_after_the_grace() {
+        let (mut a, mut client) = tokio::io::duplex(1024);
+        let (mut b, _frozen_machine) = tokio::io::duplex(1024);
+        let loads = crate::balance::Loads::default();
+        let load = loads.get("m");
+        let l = Arc::clone(&load);
+        let started = tokio::time::Instant::now();
+        let task = tokio::spawn(async move { splice(&mut a, &mut b, &l).await });
+        // Bytes flow; the machine is frozen (its side stays open and silent).
+        client.write_all(b"hello").await.expect("write");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!task.is_finished(), "ended while the machine was there");
+        load.go_away();
+        let gone = tokio::time::Instant::now();
+        tokio::time::timeout(AWAY_GRACE * 2, task)
+            .await
+            .expect("the splice outlived its machine")
+            .expect("join")
+            .expect("splice");
+        assert!(gone.elapsed() >= AWAY_GRACE);
+        assert!(started.elapsed() >= Duration::from_secs(120));
+        let mut rest = Vec::new();
+        client.read_to_end(&mut rest).await.expect("read");
     }
 }
