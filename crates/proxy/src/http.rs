@@ -669,7 +669,7 @@ async fn route(
     // Every wake of this request together is bounded by the wake timeout: a machine that
     // did not come up in time is not waited for again.
     let mut waking_since: Option<Instant> = None;
-    let mut preferred_unavailable = false;
+    let mut preferred_unavailable: bool;
     // Machines that just failed this request (connect, wake, send): tried elsewhere first,
     // then again after a pause when there is nowhere else (a busy machine's full accept
     // queue is not a reason to give up on an app with one machine).
@@ -820,11 +820,6 @@ async fn route(
             &proxy.regions,
             &|m, p| proxy.healthy(m, p),
         );
-        if let Some(want) = &prefs.prefer_instance
-            && !matches!(&choice, Pick::Route(m) if m.id == *want)
-        {
-            preferred_unavailable = true;
-        }
         let machine: Cow<'_, Arc<MachineEntry>> = match choice {
             Pick::Route(m) => Cow::Borrowed(m),
             Pick::Wake(m) => {
@@ -945,6 +940,12 @@ async fn route(
                 );
             }
         };
+        // The machine the request goes to now: not the preferred one (a client's
+        // fly-prefer-instance-id, a replay's prefer_instance) tells the client so.
+        preferred_unavailable = prefs
+            .prefer_instance
+            .as_ref()
+            .is_some_and(|want| *want != machine.id);
         let Some(svc) = machine.service_for(conn.port) else {
             prefs.exclude.push(machine.id.clone());
             continue;
@@ -1264,6 +1265,9 @@ async fn route(
                 ))
             }));
             retries = 0;
+            // Each hop queues and wakes on its own budget.
+            queued_since = None;
+            waking_since = None;
             continue;
         }
         let status = resp.status();

@@ -1050,6 +1050,31 @@ async fn a_replay_target_that_does_not_come_up_in_its_timeout_falls_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_is_told_when_its_preferred_machine_was_not_the_one() {
+    let s = setup("prefer").await;
+    let ask = |prefer: &str| {
+        format!(
+            "GET / HTTP/1.1\r\nhost: web.localhost\r\nfly-prefer-instance-id: {prefer}\r\n\
+             connection: close\r\n\r\n"
+        )
+    };
+    let r = raw(s.addr, ask("0123456789abcd").as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        !r.to_ascii_lowercase()
+            .contains("fly-preferred-instance-unavailable"),
+        "{r}"
+    );
+    let r = raw(s.addr, ask("00000000000000").as_bytes()).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.to_ascii_lowercase()
+            .contains("fly-preferred-instance-unavailable: true"),
+        "{r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_that_does_not_come_up_is_waited_for_once() {
     // A stopped machine and no agent: the proxy records the start, and nothing ever starts
     // it. The request gets 503 PM03 after the wake timeout, not after a retry of it.
