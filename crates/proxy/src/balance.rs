@@ -248,6 +248,20 @@ impl Loads {
         Slot(l)
     }
 
+    /// [`Loads::acquire`] only while fewer than `limit` are in flight on the machine, as
+    /// one atomic step: requests released together (a wake's waiters) can not all pass a
+    /// check and then all take a slot.
+    pub fn try_acquire(&self, id: &str, limit: usize) -> Option<Slot> {
+        let l = self.get(id);
+        l.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        l.touch();
+        Some(Slot(l))
+    }
+
     /// Resolves when a slot is freed on any machine.
     pub async fn any_freed(&self) {
         let notified = self.freed.notify.notified();
@@ -860,6 +874,36 @@ mod tests {
             )),
             "wake:n"
         );
+    }
+
+    #[test]
+    fn try_acquire_never_passes_the_limit_even_from_many_threads() {
+        let loads = Arc::new(Loads::default());
+        let a = loads.try_acquire("m", 2).expect("first");
+        let b = loads.try_acquire("m", 2).expect("second");
+        assert!(loads.try_acquire("m", 2).is_none());
+        drop(a);
+        let c = loads.try_acquire("m", 2).expect("freed");
+        drop((b, c));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (loads, most) = (Arc::clone(&loads), Arc::clone(&most));
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        if let Some(slot) = loads.try_acquire("m", 3) {
+                            most.fetch_max(loads.get("m").in_flight(), Ordering::SeqCst);
+                            drop(slot);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        assert!(most.load(Ordering::SeqCst) <= 3);
+        assert_eq!(loads.get("m").in_flight(), 0);
     }
 
     #[test]

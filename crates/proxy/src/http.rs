@@ -820,8 +820,22 @@ async fn route(
             &proxy.regions,
             &|m, p| proxy.healthy(m, p),
         );
+        // The request's place on the machine, taken within its hard limit as it is chosen.
+        let slot: crate::balance::Slot;
         let machine: Cow<'_, Arc<MachineEntry>> = match choice {
-            Pick::Route(m) => Cow::Borrowed(m),
+            Pick::Route(m) => {
+                // The pick read the load; the slot is taken within the hard limit in one
+                // step (another worker may have taken the last one since).
+                let (_, hard) = crate::balance::limits(m, conn.port);
+                match proxy.loads.try_acquire(&m.id, hard) {
+                    Some(s) => slot = s,
+                    None => {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                }
+                Cow::Borrowed(m)
+            }
             Pick::Wake(m) => {
                 let Some(svc) = m.service_for(conn.port) else {
                     return (
@@ -880,7 +894,7 @@ async fn route(
                         // ...unless the requests that waited for it together already fill
                         // it to its hard limit: the rest queue, as for a full machine.
                         let (_, hard) = crate::balance::limits(&fresh, conn.port);
-                        if proxy.loads.get(&fresh.id).in_flight() >= hard {
+                        let Some(s) = proxy.loads.try_acquire(&fresh.id, hard) else {
                             drop((_waiting, _waking));
                             if let Err(r) =
                                 Box::pin(wait_in_queue(proxy, &app.name, &mut queued_since)).await
@@ -888,7 +902,8 @@ async fn route(
                                 return (name, r);
                             }
                             continue;
-                        }
+                        };
+                        slot = s;
                         Cow::Owned(fresh)
                     }
                     Err(e) => {
@@ -952,7 +967,6 @@ async fn route(
         };
         let internal = u16::try_from(svc.internal_port).unwrap_or(0);
         let target = SocketAddr::new(machine.addr.into(), internal);
-        let slot = proxy.loads.acquire(&machine.id);
         // h2c to the machine when its service asks for it (never for upgrades: those are
         // HTTP/1.1).
         let h2 = !upgrade
