@@ -748,14 +748,28 @@ fn runtime_error(e: libcontainer::error::LibcontainerError) -> Error {
     Error::Runtime(create::error_chain(&e))
 }
 
+/// Removes `dir` and everything in it. A file created in it while it is removed (the exit
+/// watcher records `final.json` as the init that `delete` killed exits) makes the last
+/// `rmdir` fail with "directory not empty": the removal then starts over, at most
+/// [`REMOVE_ATTEMPTS`] times, since such a writer writes once and stops.
 fn remove_dir_all(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != ErrorKind::NotFound => {
-            Err(Error::io(format!("removing {}", dir.display()), e))
+    let mut attempt = 1;
+    loop {
+        match fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty && attempt < REMOVE_ATTEMPTS => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) if e.kind() != ErrorKind::NotFound => {
+                return Err(Error::io(format!("removing {}", dir.display()), e));
+            }
+            _ => return Ok(()),
         }
-        _ => Ok(()),
     }
 }
+
+/// How many times [`remove_dir_all`] starts over when files appear while it removes.
+const REMOVE_ATTEMPTS: u32 = 5;
 
 fn timespec(d: Duration) -> rustix::time::Timespec {
     rustix::time::Timespec {
@@ -834,6 +848,31 @@ mod signal_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_directory_written_to_while_it_is_removed_is_still_removed() {
+        let dir = std::env::temp_dir().join(format!("hangar-rm-race-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("deep/er")).expect("mkdir");
+        for i in 0..200 {
+            fs::write(dir.join("deep/er").join(format!("f{i}")), b"x").expect("write");
+        }
+        // A writer that records one file the way the exit watcher does (a temporary file,
+        // renamed) while the removal runs, then stops. Whether it lands mid-removal is up
+        // to the scheduler; when it does, the removal must still succeed.
+        let d = dir.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(500));
+            if fs::write(d.join("final.json.tmp"), b"{}").is_ok() {
+                let _ = fs::rename(d.join("final.json.tmp"), d.join("final.json"));
+            }
+        });
+        let removed = remove_dir_all(&dir);
+        writer.join().expect("writer");
+        removed.expect("removed despite the writer");
+        // Creating a file does not create its directory: a write after the removal fails.
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn close_waits_for_operations_under_way_and_refuses_new_ones() {
