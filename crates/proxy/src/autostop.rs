@@ -155,17 +155,22 @@ mod tests {
     use super::*;
     use crate::ProxyConfig;
 
-    #[tokio::test]
-    async fn a_machine_busy_again_when_drained_is_not_stopped() {
-        let id = "0123456789abd9";
-        let store = crate::wake::tests::store_with_machine(id, State::Started);
-        let proxy = Proxy::new(
-            store.clone(),
+    /// A proxy over `store` for which any machine without load is idle.
+    fn eager(store: &Arc<dyn hangar_store::Store>) -> Arc<Proxy> {
+        Proxy::new(
+            Arc::clone(store),
             ProxyConfig {
                 autostop_interval: Duration::ZERO,
                 ..ProxyConfig::default()
             },
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_machine_busy_again_when_drained_is_not_stopped() {
+        let id = "0123456789abd9";
+        let store = crate::wake::tests::store_with_machine(id, State::Started);
+        let proxy = eager(&store);
         proxy.catalog.load(store.as_ref()).expect("load");
         let m = proxy.catalog.snapshot().machines[id].clone();
         // The pass found it idle; then a request took it.
@@ -222,13 +227,7 @@ mod tests {
             }];
             store.update_machine(&rec, rec.revision).expect("update");
         }
-        let proxy = Proxy::new(
-            store.clone(),
-            ProxyConfig {
-                autostop_interval: Duration::ZERO,
-                ..ProxyConfig::default()
-            },
-        );
+        let proxy = eager(&store);
         proxy.catalog.load(store.as_ref()).expect("load");
         let _busy = proxy.loads.acquire("0123456789abd6");
         assert!(pass(&proxy).is_empty());
@@ -238,13 +237,7 @@ mod tests {
     async fn suspend_falls_back_to_stop_for_a_machine_the_reference_would_not_suspend() {
         let id = "0123456789abd8";
         let store = crate::wake::tests::store_with_machine(id, State::Started);
-        let proxy = Proxy::new(
-            store.clone(),
-            ProxyConfig {
-                autostop_interval: Duration::ZERO,
-                ..ProxyConfig::default()
-            },
-        );
+        let proxy = eager(&store);
         for (memory_mb, suspends) in [(1024, true), (2048, true), (4096, false)] {
             let mut rec = store.find_machine(id).expect("read").expect("machine");
             rec.config.services = vec![hangar_api_types::MachineService {

@@ -220,6 +220,28 @@ fn machine(id: &str, app: &str, backend: SocketAddr, http: Option<HttpOptions>) 
     }
 }
 
+/// The proxy's config in these tests: port 80 on an ephemeral port, no autostop.
+fn config() -> ProxyConfig {
+    ProxyConfig {
+        port_map: HashMap::from([(80, 0)]),
+        autostop_interval: Duration::from_secs(3600),
+        ..ProxyConfig::default()
+    }
+}
+
+/// Adds app `name` of org `o` on `network`.
+fn add_app(store: &SqliteStore, name: &str, network: &str) {
+    store
+        .create_app(&AppRecord {
+            id: format!("id-{name}"),
+            name: name.into(),
+            org_slug: "o".into(),
+            network: network.into(),
+            created_at: 1,
+        })
+        .expect("app");
+}
+
 /// Starts the proxy over `store`; returns it and the address of its port 80.
 async fn start(store: Arc<SqliteStore>, config: ProxyConfig) -> (Arc<Proxy>, SocketAddr) {
     let proxy = Proxy::new(store, config);
@@ -262,15 +284,7 @@ fn store_with_web(tag: &str) -> (TempDir, Arc<SqliteStore>) {
     let dir = TempDir(dir);
     let store = Arc::new(SqliteStore::open(&dir.0.join("state.db")).expect("store"));
     store.create_org("o", "O", 1).expect("org");
-    store
-        .create_app(&AppRecord {
-            id: "id-web".into(),
-            name: "web".into(),
-            org_slug: "o".into(),
-            network: "default".into(),
-            created_at: 1,
-        })
-        .expect("app");
+    add_app(&store, "web", "default");
     (dir, store)
 }
 
@@ -284,11 +298,9 @@ async fn setup_opts(tag: &str, h2: bool, http: Option<HttpOptions>) -> Setup {
     let (proxy, addr) = start(
         store,
         ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
             headers_read_timeout: Duration::from_secs(1),
             max_header_bytes: 16 * 1024,
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
+            ..config()
         },
     )
     .await;
@@ -871,28 +883,12 @@ async fn a_replay_to_an_app_on_another_network_is_refused() {
         .into_iter()
         .enumerate()
     {
-        store
-            .create_app(&AppRecord {
-                id: format!("id-{app}"),
-                name: app.into(),
-                org_slug: "o".into(),
-                network: network.into(),
-                created_at: 1,
-            })
-            .expect("app");
+        add_app(&store, app, network);
         store
             .insert_machine(&machine(&format!("0123456789abd{i}"), app, backend, None))
             .expect("machine");
     }
-    let (_proxy, addr) = start(
-        store,
-        ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
-        },
-    )
-    .await;
+    let (_proxy, addr) = start(store, config()).await;
     let get = |path: &str| {
         format!("GET {path} HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n")
     };
@@ -959,15 +955,7 @@ async fn requests_that_woke_a_machine_together_respect_its_hard_limit() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     });
-    let (_proxy, addr) = start(
-        store.clone(),
-        ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
-        },
-    )
-    .await;
+    let (_proxy, addr) = start(store.clone(), config()).await;
     let requests: Vec<_> = (0..6)
         .map(|i| {
             tokio::spawn(async move {
@@ -1002,15 +990,7 @@ async fn a_replay_target_that_does_not_come_up_in_its_timeout_falls_back() {
     let mut cold = machine("0123456789abe1", "web", backend, None);
     cold.state = State::Stopped;
     store.insert_machine(&cold).expect("machine");
-    let (_proxy, addr) = start(
-        store,
-        ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
-        },
-    )
-    .await;
+    let (_proxy, addr) = start(store, config()).await;
     let t = Instant::now();
     let r = raw(
         addr,
@@ -1090,10 +1070,8 @@ async fn a_machine_that_does_not_come_up_is_waited_for_once() {
     let (proxy, addr) = start(
         store.clone(),
         ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
             wake_timeout: Duration::from_secs(1),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
+            ..config()
         },
     )
     .await;

@@ -3,14 +3,12 @@
 //! `target` app, with path-based caching (header and JSON forms), session rules, bypass,
 //! invalidation, uncacheable replays, and a cached target that can no longer take requests.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use hangar_api_types::{HttpOptions, ReplayCache};
-use hangar_proxy::{Proxy, ProxyConfig};
-use hangar_store::{AppRecord, SqliteStore, Store};
+use hangar_proxy::Proxy;
+use hangar_store::{SqliteStore, Store};
 
 use super::{TempDir, machine, raw, serve, start, status};
 
@@ -118,15 +116,7 @@ async fn apps() -> Apps {
     let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
     store.create_org("o", "O", 1).expect("org");
     for name in ["origin", "target", "gone"] {
-        store
-            .create_app(&AppRecord {
-                id: format!("id-{name}"),
-                name: name.into(),
-                org_slug: "o".into(),
-                network: "default".into(),
-                created_at: 1,
-            })
-            .expect("app");
+        super::add_app(&store, name, "default");
     }
     let (a, origin_seen) = server(origin).await;
     let (b, target_seen) = server(target).await;
@@ -149,15 +139,7 @@ async fn apps() -> Apps {
     store
         .insert_machine(&machine("0123456789bbbb", "target", b, None))
         .expect("target machine");
-    let (proxy, addr) = start(
-        store,
-        ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
-        },
-    )
-    .await;
+    let (proxy, addr) = start(store, super::config()).await;
     Apps {
         _dir: TempDir(dir),
         proxy,
@@ -347,15 +329,7 @@ async fn a_cached_target_that_can_not_be_reached_sends_the_request_back_to_its_a
     let store = Arc::new(SqliteStore::open(&dir.join("state.db")).expect("store"));
     store.create_org("o", "O", 1).expect("org");
     for name in ["origin", "flaky"] {
-        store
-            .create_app(&AppRecord {
-                id: format!("id-{name}"),
-                name: name.into(),
-                org_slug: "o".into(),
-                network: "default".into(),
-                created_at: 1,
-            })
-            .expect("app");
+        super::add_app(&store, name, "default");
     }
     // The origin replays /u/* to `flaky`, cached.
     fn to_flaky(_: &str) -> Answer {
@@ -376,15 +350,7 @@ async fn a_cached_target_that_can_not_be_reached_sends_the_request_back_to_its_a
     store
         .insert_machine(&machine("0123456789bbbb", "flaky", b, None))
         .expect("flaky machine");
-    let (_proxy, addr) = start(
-        store,
-        ProxyConfig {
-            port_map: HashMap::from([(80, 0)]),
-            autostop_interval: Duration::from_secs(3600),
-            ..ProxyConfig::default()
-        },
-    )
-    .await;
+    let (_proxy, addr) = start(store, super::config()).await;
     let get = |path: &str| {
         let req =
             format!("GET {path} HTTP/1.1\r\nhost: origin.localhost\r\nconnection: close\r\n\r\n");
