@@ -859,11 +859,16 @@ async fn route(
                 if let Some(d) = replay_deadline {
                     left = left.min(d.saturating_duration_since(Instant::now()));
                 }
-                if left.is_zero() && replay_deadline.is_some() {
-                    // The loop's first check falls back (or fails) for the replay's timeout.
-                    continue;
-                }
                 if left.is_zero() {
+                    if replay_deadline.is_some_and(|d| Instant::now() >= d) {
+                        // The loop's first check falls back (or fails) for the timeout.
+                        continue;
+                    }
+                    // The wake budget is spent before the replay's timeout: no waiting on
+                    // (this turned into a busy loop until the replay's deadline).
+                    if fall_back!("retries_exhausted") {
+                        continue;
+                    }
                     return (
                         name,
                         overloaded("PM03", "the machine could not be started in time"),

@@ -978,6 +978,43 @@ async fn requests_that_woke_a_machine_together_respect_its_hard_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_budget_spent_before_the_replays_timeout_falls_back_at_once() {
+    // As below, with a replay timeout (10 s) longer than the wake timeout (300 ms): the
+    // fallback comes when the wake gives up, not at the replay's deadline.
+    let (_dir, store) = store_with_web("replay-wake-budget");
+    let (backend, _seen) = backend_with(false).await;
+    let me = "0123456789abe2";
+    store
+        .insert_machine(&machine(me, "web", backend, None))
+        .expect("machine");
+    let mut cold = machine("0123456789abe3", "web", backend, None);
+    cold.state = State::Stopped;
+    store.insert_machine(&cold).expect("machine");
+    let (_proxy, addr) = start(
+        store,
+        ProxyConfig {
+            wake_timeout: Duration::from_millis(300),
+            ..config()
+        },
+    )
+    .await;
+    let t = Instant::now();
+    let r = raw(
+        addr,
+        format!(
+            "GET /replay?instance={};timeout=10s;fallback=force_self HTTP/1.1\r\n\
+             host: web.localhost\r\nfly-force-instance-id: {me}\r\nconnection: close\r\n\r\n",
+            cold.id
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("reason=retries_exhausted"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_target_that_does_not_come_up_in_its_timeout_falls_back() {
     // `web` has a started machine (the backend) and a stopped one nothing will start. The
     // started one replays to the stopped one with a 300 ms timeout and `force_self`.
