@@ -330,13 +330,15 @@ impl Proxy {
         declared.unwrap_or(self.config.headers_read_timeout)
     }
 
+    /// Replaces the head timeouts when they changed (compared under the read lock, which
+    /// every connection takes, so an unchanged catalog never blocks them).
     fn set_head_timeouts(&self, now: HashMap<u16, Duration>) {
-        let mut t = self
-            .head_timeouts
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        if *t != now {
-            *t = now;
+        let unchanged = *self.head_timeouts.read().unwrap_or_else(|p| p.into_inner()) == now;
+        if !unchanged {
+            *self
+                .head_timeouts
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = now;
         }
     }
 
