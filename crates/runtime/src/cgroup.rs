@@ -292,6 +292,24 @@ impl Cgroups {
         }
     }
 
+    /// Keeps the kernel's v1 freezer switched on by holding `rel` (an empty cgroup made for
+    /// it) frozen. Linux 6.1+ counts frozen v1 cgroups in a static key: freezing the first
+    /// one and thawing the last one patch kernel text on every CPU, 0.1–0.3 ms that a resume
+    /// would otherwise wait for each time it thaws the only suspended machine. With one
+    /// cgroup always frozen, a thaw is a write of a few µs. No-op on v2, whose freezer has
+    /// no such key. Idempotent; [`Cgroups::remove`] of a parent takes the pin with it.
+    pub fn pin_freezer(&self, rel: &Path) -> Result<()> {
+        if self.version != CgroupVersion::V1 {
+            return Ok(());
+        }
+        let dir = self.file("freezer", rel, "")?;
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        if !self.is_frozen(rel)? {
+            self.write("freezer", rel, "freezer.state", "FROZEN")?;
+        }
+        Ok(())
+    }
+
     /// Whether the cgroup is (completely) frozen.
     pub fn is_frozen(&self, rel: &Path) -> Result<bool> {
         Ok(match self.version {

@@ -47,7 +47,13 @@ pub struct LinuxDriver {
     cgroups: Cgroups,
     swap_accounting: bool,
     ops: Ops,
+    /// Whether this driver has pinned the v1 freezer on ([`Cgroups::pin_freezer`]).
+    freezer_pinned: std::sync::atomic::AtomicBool,
 }
+
+/// The empty, always frozen cgroup under the parent that keeps the v1 freezer on; its name
+/// can never be a container's (those start with a letter or digit).
+const FREEZER_PIN: &str = "_freezer-pin";
 
 /// Creates and starts under way, and whether new ones are still taken
 /// ([`LinuxDriver::close`]).
@@ -159,6 +165,7 @@ impl LinuxDriver {
             cgroups,
             swap_accounting,
             ops: Ops::default(),
+            freezer_pinned: Default::default(),
         })
     }
 
@@ -556,10 +563,36 @@ impl Driver for LinuxDriver {
 
     fn freeze(&self, id: &ContainerId) -> Result<()> {
         match self.state(id)? {
-            ContainerState::Running => self.cgroups.set_frozen(&self.cgroup_path(id), true),
+            ContainerState::Running => {
+                use std::sync::atomic::Ordering;
+                if !self.freezer_pinned.load(Ordering::Relaxed) {
+                    // Only a cost when it fails (each resume then pays the kernel's switch).
+                    match self
+                        .cgroups
+                        .pin_freezer(&self.cgroup_parent.join(FREEZER_PIN))
+                    {
+                        Ok(()) => self.freezer_pinned.store(true, Ordering::Relaxed),
+                        Err(e) => eprintln!("hangar-runtime: keeping the freezer on: {e}"),
+                    }
+                }
+                self.cgroups.set_frozen(&self.cgroup_path(id), true)
+            }
             ContainerState::Frozen => Ok(()),
             other => Err(self.wrong_state(id, other, "freeze")),
         }
+    }
+
+    fn thaw_if_frozen(&self, id: &ContainerId) -> Result<bool> {
+        // A resume waits on this: the cgroup alone says whether to thaw, without reading the
+        // whole state (the process record, /proc) first. Thawing the cgroup of a container
+        // whose init has died is harmless: its processes are gone or on their way out.
+        self.exists(id)?;
+        let rel = self.cgroup_path(id);
+        if self.cgroups.exists(&rel) && self.cgroups.is_frozen(&rel)? {
+            self.cgroups.set_frozen(&rel, false)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     fn thaw(&self, id: &ContainerId) -> Result<()> {

@@ -172,6 +172,44 @@ fn freeze_stops_the_clock_and_thaw_resumes_it() {
 }
 
 #[test]
+fn a_resume_thaws_only_a_frozen_container_and_the_v1_freezer_stays_on() {
+    let h = host();
+    let spec = h.spec("resume", &["sleep", "1000"]);
+    run(&h, &spec);
+    // Running: nothing to thaw.
+    assert!(!h.driver.thaw_if_frozen(&spec.id).expect("thaw_if_frozen"));
+    h.driver.freeze(&spec.id).expect("freeze");
+    // On v1, the first freeze leaves an empty cgroup frozen beside the containers for
+    // good: thawing the last frozen cgroup would otherwise switch the kernel's freezer off
+    // (kernel text patched on every CPU) on each resume.
+    let cgroups = h.driver.cgroups();
+    let pin = Path::new(&h.config().cgroup_parent).join("_freezer-pin");
+    if cgroups.version() == hangar_runtime::cgroup::CgroupVersion::V1 {
+        assert!(
+            cgroups.is_frozen(&pin).expect("the pin's state"),
+            "pin not frozen"
+        );
+    }
+    assert!(h.driver.thaw_if_frozen(&spec.id).expect("thaw_if_frozen"));
+    assert_eq!(
+        h.driver.state(&spec.id).expect("state"),
+        ContainerState::Running
+    );
+    if cgroups.version() == hangar_runtime::cgroup::CgroupVersion::V1 {
+        assert!(
+            cgroups.is_frozen(&pin).expect("the pin's state"),
+            "pin thawed"
+        );
+    }
+    assert!(
+        !h.driver
+            .thaw_if_frozen(&spec.id)
+            .expect("thaw_if_frozen again")
+    );
+    // The pin goes with the parent cgroup when the harness removes it.
+}
+
+#[test]
 fn orphans_are_reaped_by_init() {
     let h = host();
     let spec = h.spec(
