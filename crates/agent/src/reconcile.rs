@@ -216,11 +216,19 @@ impl<D: Driver> Agent<D> {
                 Ok(true)
             }
             (State::Starting, _) => {
+                // A resume is waited on by a request (autostart): a frozen container is
+                // thawed first, before anything else is read or logged.
+                let state = match self.driver.thaw_if_frozen(&cid) {
+                    Ok(true) => Some(ContainerState::Running),
+                    Ok(false) => self.driver.state(&cid).ok(),
+                    Err(e) => match self.driver.state(&cid).ok() {
+                        Some(ContainerState::Frozen) => return Err(e.into()),
+                        other => other,
+                    },
+                };
                 self.runner_line(&m, Level::Info, "Starting machine");
-                let state = self.driver.state(&cid).ok();
                 match state {
                     Some(ContainerState::Running) => {}
-                    Some(ContainerState::Frozen) => self.driver.thaw(&cid)?,
                     // (A volume waiting to be grown offline needs a new container.)
                     Some(ContainerState::Created) if !self.volume_grow_pending(&m) => {
                         self.driver.start(&cid)?;
