@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use hangar_domain::State;
@@ -145,6 +146,18 @@ async fn bring_up(
         .machines
         .get(id)
         .is_some_and(|m| m.state == State::Suspended);
+    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+    // For the same reason its connection is opened first: the connect is issued now (one
+    // poll) and the handshake completes while the start is recorded.
+    let mut early = None;
+    let mut early_done = None;
+    if suspended {
+        let mut connecting = Box::pin(tokio::net::TcpStream::connect(target));
+        match std::future::poll_fn(|cx| Poll::Ready(connecting.as_mut().poll(cx))).await {
+            Poll::Ready(r) => early_done = r.ok(),
+            Poll::Pending => early = Some(connecting),
+        }
+    }
     // A machine still stopping (autostop, the API) is started once it is down; the caller's
     // timeout bounds the wait.
     loop {
@@ -168,8 +181,15 @@ async fn bring_up(
     if !suspended {
         wait_started(catalog, &mut rx, id).await?;
     }
+    if let Some(probe) = early_done {
+        return Ok(probe);
+    }
+    if let Some(connecting) = early
+        && let Ok(probe) = connecting.await
+    {
+        return Ok(probe);
+    }
     // ...and its port accepting (the app may take a moment to listen).
-    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
     let probing = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
