@@ -776,10 +776,16 @@ def cold_starts(api, m, proxy_port, data, runs):
                "fb_after_accept": (t_fb - int(h["x-first-accept-ns"])) / 1e6}
         return row
 
-    res = {"warm": [], "stopped": [], "suspended": [], "stopped_at_once": []}
+    res = {"warm": [], "warm_paused": [], "stopped": [], "suspended": [],
+           "stopped_at_once": []}
     log("cold starts x%d: warm (new connection), from stopped, from suspended" % runs)
     for _ in range(runs):
         res["warm"].append(timed("warm"))
+    # The same GET after the pause every wake below comes after: an idle box's own cost of
+    # waking its CPUs, the client and the proxy (on a VM, several hundred µs), for reference.
+    for _ in range(runs):
+        time.sleep(settle)
+        res["warm_paused"].append(timed("warm after a pause"))
     for _ in range(runs):
         time.sleep(settle)
         old = process_record()
@@ -812,7 +818,7 @@ def cold_starts(api, m, proxy_port, data, runs):
         api.request("POST", "/v1/apps/%s/machines/%s/stop" % (app, mid), {})
         wait("stopped")
         res["stopped_at_once"].append(timed("stopped at once"))
-    for k in ["warm", "stopped", "suspended", "stopped_at_once"]:
+    for k in ["warm", "warm_paused", "stopped", "suspended", "stopped_at_once"]:
         xs = [r["ttfb"] for r in res[k]]
         if not xs:
             continue
@@ -964,6 +970,8 @@ def report(d):
               "accepted (the wake's probe) | → first byte |" % len(cold.get("stopped", [])))
         print("|---|---|---|---|---|---|---|---|")
         for label, k in [("machine started (warm)", "warm"),
+                         ("machine started, after the same %.0f ms pause as the wakes"
+                          % (float(os.environ.get("SETTLE", "0.1")) * 1000), "warm_paused"),
                          ("**from stopped** (next container prepared)", "stopped"),
                          ("**from suspended**", "suspended"),
                          ("from stopped, sent right after `stopped`", "stopped_at_once")]:
