@@ -307,11 +307,18 @@ pub enum Lookup {
     Miss,
 }
 
+/// A full cache looks for expired decisions to drop at most this often: a client who keeps
+/// refused inserts coming (choosing new session keys) does not make every request walk the
+/// whole map under the lock.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// The decisions, and how many each app has.
 #[derive(Debug, Default)]
 struct Entries {
     map: HashMap<Key, Entry>,
     per_app: HashMap<String, usize>,
+    /// When a full cache last dropped its expired decisions.
+    swept: Option<Instant>,
 }
 
 impl Entries {
@@ -434,7 +441,13 @@ impl ReplayCache {
                 || e.per_app.get(&key.app).copied().unwrap_or(0) >= MAX_ENTRIES_PER_APP
         };
         if !entries.map.contains_key(&key) && full(&entries) {
-            entries.retain(|_, e| e.expires > now);
+            if entries
+                .swept
+                .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY)
+            {
+                entries.swept = Some(now);
+                entries.retain(|_, e| e.expires > now);
+            }
             if full(&entries) {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return false;
@@ -739,15 +752,20 @@ mod tests {
         // Removing one frees its app's place.
         c.remove(&Key::path("a", "h", "/0"));
         assert!(c.insert(Key::path("a", "h", "/new"), by_m(&to_b, false)));
-        // Expired ones make room.
+        // Expired ones make room, looked for at most once a second: the refusal above
+        // just looked.
         c.lock()
             .map
             .values_mut()
             .for_each(|e| e.expires = Instant::now());
+        assert!(!c.insert(Key::path("e", "h", "/new"), by_m(&to_b, false)));
+        assert_eq!(c.len(), MAX_ENTRIES);
+        let last = c.lock().swept.expect("swept");
+        c.lock().swept = last.checked_sub(SWEEP_EVERY);
         assert!(c.insert(Key::path("e", "h", "/new"), by_m(&to_b, false)));
         assert_eq!(c.len(), 1);
         assert_eq!(c.lock().per_app.get("e"), Some(&1));
         assert_eq!(c.lock().per_app.len(), 1);
-        assert_eq!(c.counts().3, 2);
+        assert_eq!(c.counts().3, 3);
     }
 }
