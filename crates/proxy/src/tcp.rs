@@ -156,7 +156,13 @@ pub async fn serve<S>(
         else {
             return;
         };
-        let slot = proxy.loads.acquire(&machine.id);
+        // The pick read the load; the slot is taken within the hard limit in one step
+        // (another worker may have taken the last one since): else pick again.
+        let (_, hard) = crate::balance::limits(machine, port);
+        let Some(slot) = proxy.loads.try_acquire(&machine.id, hard) else {
+            tokio::task::yield_now().await;
+            continue;
+        };
         let target = SocketAddr::new(machine.addr.into(), internal);
         let backend =
             match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(target)).await {
