@@ -371,11 +371,21 @@ impl Replay {
 }
 
 /// `fly-replay-src` of a replayed request: `instance=…;region=…;t=<µs epoch>;state=…`.
+/// The state is echoed byte for byte where a header value allows it; `;` (which would end
+/// it), `%`, spaces and bytes outside visible ASCII (control characters, UTF-8 from the
+/// JSON form) are percent-encoded, so any state arrives, and arrives decodable.
 pub fn replay_src(instance: &str, region: &str, t_us: u128, state: Option<&str>) -> String {
+    use std::fmt::Write as _;
     let mut s = format!("instance={instance};region={region};t={t_us}");
     if let Some(st) = state {
         s.push_str(";state=");
-        s.push_str(&st.replace([';', '\r', '\n'], ""));
+        for b in st.bytes() {
+            if (0x21..=0x7e).contains(&b) && b != b';' && b != b'%' {
+                s.push(char::from(b));
+            } else {
+                let _ = write!(s, "%{b:02X}");
+            }
+        }
     }
     s
 }
@@ -483,8 +493,15 @@ mod tests {
     #[test]
     fn src_header() {
         assert_eq!(
-            replay_src("abc", "ams", 5, Some("x;y")),
-            "instance=abc;region=ams;t=5;state=xy"
+            replay_src("abc", "ams", 5, Some("a=b,c")),
+            "instance=abc;region=ams;t=5;state=a=b,c"
         );
+        let odd = replay_src("abc", "ams", 5, Some("x;y 50% é\r\n"));
+        assert_eq!(
+            odd,
+            "instance=abc;region=ams;t=5;state=x%3By%2050%25%20%C3%A9%0D%0A"
+        );
+        // Always a valid header value: the header is never dropped for its state.
+        assert!(hyper::header::HeaderValue::from_str(&odd).is_ok());
     }
 }
