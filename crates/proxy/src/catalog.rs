@@ -213,32 +213,51 @@ impl Catalog {
     /// The time each port's clients have for a request head, where a machine serving the
     /// port declares `http_options.headers_read_timeout` (seconds, 0 ignored, at most
     /// [`MAX_HEADERS_READ_TIMEOUT`]): the longest one declared there, since the head is read
-    /// before its `Host` picks the app. `app`: only that app's machines (a Flycast address,
-    /// where the app is known before the head).
-    pub fn headers_read_timeouts(&self, app: Option<&str>) -> HashMap<u16, Duration> {
+    /// before its `Host` picks the app.
+    pub fn headers_read_timeouts(&self) -> HashMap<u16, Duration> {
+        let mut out: HashMap<u16, Duration> = HashMap::new();
+        for (mp, t) in self.declared_head_timeouts(None) {
+            for p in port_range(mp) {
+                let e = out.entry(p).or_insert(t);
+                *e = (*e).max(t);
+            }
+        }
+        out
+    }
+
+    /// The head timeout `app`'s machines declare for `port` (the longest; capped): on a
+    /// Flycast address the app is known before the head. Asked once per connection, so no
+    /// map is built.
+    pub fn headers_read_timeout(&self, app: &str, port: u16) -> Option<Duration> {
+        self.declared_head_timeouts(Some(app))
+            .filter(|(mp, _)| port_range(mp).any(|p| p == port))
+            .map(|(_, t)| t)
+            .max()
+    }
+
+    /// Each port entry (of `app`'s machines, or of all) that declares a head timeout, with
+    /// it (capped).
+    fn declared_head_timeouts(
+        &self,
+        app: Option<&str>,
+    ) -> impl Iterator<Item = (&MachinePort, Duration)> {
         let machines: Box<dyn Iterator<Item = &Arc<MachineEntry>>> = match app {
             Some(a) => Box::new(self.apps.get(a).into_iter().flat_map(|a| &a.machines)),
             None => Box::new(self.machines.values()),
         };
-        let mut out: HashMap<u16, Duration> = HashMap::new();
-        for m in machines {
-            for mp in m.services.iter().flat_map(|s| &s.ports) {
-                let Some(secs) = mp
+        machines
+            .flat_map(|m| m.services.iter().flat_map(|s| &s.ports))
+            .filter_map(|mp| {
+                let secs = mp
                     .http_options
                     .as_ref()
                     .and_then(|o| o.headers_read_timeout)
-                    .filter(|s| *s > 0)
-                else {
-                    continue;
-                };
-                let t = Duration::from_secs(u64::from(secs)).min(MAX_HEADERS_READ_TIMEOUT);
-                for p in port_range(mp) {
-                    let e = out.entry(p).or_insert(t);
-                    *e = (*e).max(t);
-                }
-            }
-        }
-        out
+                    .filter(|s| *s > 0)?;
+                Some((
+                    mp,
+                    Duration::from_secs(u64::from(secs)).min(MAX_HEADERS_READ_TIMEOUT),
+                ))
+            })
     }
 
     /// What the proxy serves on Flycast: (address, port) → the app and how (the ports the
@@ -610,20 +629,21 @@ mod tests {
             );
         }
         let secs = |s| Duration::from_secs(s);
-        let all = c.headers_read_timeouts(None);
+        let all = c.headers_read_timeouts();
         assert_eq!(all.get(&80), Some(&secs(30)), "the longer of 5 and 30");
         assert_eq!(all.get(&9000), Some(&secs(2)));
         assert_eq!(all.get(&9001), Some(&secs(2)));
         assert_eq!(all.get(&443), Some(&MAX_HEADERS_READ_TIMEOUT), "capped");
         assert_eq!(all.get(&81), None, "0 is not a timeout");
         assert_eq!(all.get(&8080), None, "none declared");
-        let only_a = c.headers_read_timeouts(Some("a"));
         assert_eq!(
-            only_a.get(&80),
-            Some(&secs(5)),
+            c.headers_read_timeout("a", 80),
+            Some(secs(5)),
             "a Flycast address: its app's own"
         );
-        assert_eq!(only_a.get(&443), None);
-        assert!(c.headers_read_timeouts(Some("nope")).is_empty());
+        assert_eq!(c.headers_read_timeout("a", 9001), Some(secs(2)));
+        assert_eq!(c.headers_read_timeout("a", 443), None);
+        assert_eq!(c.headers_read_timeout("a", 81), None);
+        assert_eq!(c.headers_read_timeout("nope", 80), None);
     }
 }

@@ -320,12 +320,7 @@ impl Proxy {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&port)
                 .copied(),
-            Some(app) => self
-                .catalog
-                .snapshot()
-                .headers_read_timeouts(Some(app))
-                .get(&port)
-                .copied(),
+            Some(app) => self.catalog.snapshot().headers_read_timeout(app, port),
         };
         declared.unwrap_or(self.config.headers_read_timeout)
     }
@@ -715,7 +710,7 @@ pub async fn run(
         .map(|cfg| tokio::spawn(acme::run(Arc::clone(&proxy), cfg, stopped(stop_rx.clone()))));
     let workers = workers::Workers::start(proxy.config.workers)?;
     *proxy.balance.lock().unwrap_or_else(|p| p.into_inner()) = Some(workers.balance());
-    let mut listeners: HashMap<u16, (PortKind, workers::Listening)> = HashMap::new();
+    let mut listeners: HashMap<u16, (Arc<KindCell>, workers::Listening)> = HashMap::new();
     let mut flycast_listeners = flycast::Listeners::default();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -795,13 +790,21 @@ fn going_away(proxy: &Proxy, started: &mut std::collections::HashSet<String>) {
 fn sync_listeners(
     proxy: &Arc<Proxy>,
     workers: &workers::Workers,
-    listeners: &mut HashMap<u16, (PortKind, workers::Listening)>,
+    listeners: &mut HashMap<u16, (Arc<KindCell>, workers::Listening)>,
 ) {
     let snap = proxy.catalog.snapshot();
-    proxy.set_head_timeouts(snap.headers_read_timeouts(None));
+    proxy.set_head_timeouts(snap.headers_read_timeouts());
     let wanted = snap.ports();
     listeners.retain(|port, (kind, h)| {
-        let keep = wanted.get(port) == Some(kind) && !h.is_finished();
+        let keep = wanted.contains_key(port) && !h.is_finished();
+        if let Some(k) = wanted.get(port)
+            && keep
+        {
+            // A port whose handlers changed keeps its socket: the next connection is served
+            // the new way. (Closing and binding again raced the closing accept tasks for
+            // the address: refused connections until a later pass bound it.)
+            kind.set(*k);
+        }
         if !keep {
             h.abort();
             proxy
@@ -819,8 +822,11 @@ fn sync_listeners(
         let listen_port = proxy.config.port_map.get(&port).copied().unwrap_or(port);
         let addr = SocketAddr::new(proxy.config.bind, listen_port);
         let p = Arc::clone(proxy);
-        let on_conn: workers::OnConn =
-            Arc::new(move |stream, peer, slot| p.accept(stream, peer, port, kind, slot));
+        let cell = Arc::new(KindCell::new(kind));
+        let current = Arc::clone(&cell);
+        let on_conn: workers::OnConn = Arc::new(move |stream, peer, slot| {
+            p.accept(stream, peer, port, current.get(), slot);
+        });
         let listening = match workers.listen(addr, on_conn) {
             Ok(l) => l,
             Err(e) => {
@@ -833,6 +839,34 @@ fn sync_listeners(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(port, listening.local);
-        listeners.insert(port, (kind, listening));
+        listeners.insert(port, (cell, listening));
+    }
+}
+
+/// A listening port's kind, read by each connection it accepts and changed in place.
+#[derive(Debug)]
+struct KindCell(std::sync::atomic::AtomicU8);
+
+impl KindCell {
+    const KINDS: [PortKind; 4] = [
+        PortKind::TlsHttp,
+        PortKind::Http,
+        PortKind::Tls,
+        PortKind::Raw,
+    ];
+
+    fn new(kind: PortKind) -> Self {
+        let cell = Self(Default::default());
+        cell.set(kind);
+        cell
+    }
+
+    fn set(&self, kind: PortKind) {
+        let i = Self::KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.0.store(i as u8, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> PortKind {
+        Self::KINDS[usize::from(self.0.load(Ordering::Relaxed)) % Self::KINDS.len()]
     }
 }

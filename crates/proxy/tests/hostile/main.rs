@@ -1262,3 +1262,32 @@ async fn a_body_that_stops_short_is_cut_off_and_never_sent() {
     assert!(!seen.iter().any(|l| l.contains("/short")), "{seen:?}");
     still_serves(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_whose_handlers_change_keeps_its_socket() {
+    let (_dir, store) = store_with_web("rekind");
+    let (backend, _seen) = backend_with(false).await;
+    let m = machine("0123456789abcf", "web", backend, None);
+    store.insert_machine(&m).expect("machine");
+    let (proxy, addr) = start(Arc::clone(&store), config()).await;
+    let get = b"GET /k HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\n";
+    let r = raw(addr, get).await;
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.to_ascii_lowercase().contains("fly-request-id"), "{r}");
+    // The same port, now raw TCP (no handlers): the bytes go to the machine as they are.
+    let mut rec = store.find_machine(&m.id).expect("read").expect("machine");
+    rec.config.services[0].ports[0].handlers.clear();
+    store.update_machine(&rec, rec.revision).expect("update");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        // Served from the same socket all along: never refused, never moved.
+        assert_eq!(proxy.listening().get(&80), Some(&addr), "the port moved");
+        let r = raw(addr, get).await;
+        assert_eq!(status(&r), 200, "{r}");
+        if !r.to_ascii_lowercase().contains("fly-request-id") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served as http: {r}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
