@@ -543,6 +543,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(
             l,
             agent.clone(),
+            store.clone(),
             proxy.clone(),
             dns.clone(),
             gateway.clone(),

@@ -2,7 +2,8 @@
 //! `fly_instance_*` metrics of this host's machines, the apps' scraped metrics, the edge
 //! proxy's `fly_edge_*`/`fly_app_*`, the DNS server's `hangar_dns_*`, the WireGuard
 //! gateway's `hangar_wireguard_*`, the agent's
-//! and scraper's health, and hangard's own process figures.
+//! and scraper's health, the state store's WAL checkpoints (`hangar_store_wal_*`), and
+//! hangard's own process figures.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 struct Server {
     agent: Arc<Agent<LinuxDriver>>,
+    store: Arc<hangar_store::SqliteStore>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
     dns: Option<Arc<hangar_dns::Dns>>,
     wireguard: Option<Arc<hangar_wireguard::Gateway>>,
@@ -67,6 +69,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Option<TcpListener> {
 pub(crate) async fn serve(
     listener: TcpListener,
     agent: Arc<Agent<LinuxDriver>>,
+    store: Arc<hangar_store::SqliteStore>,
     proxy: Option<Arc<hangar_proxy::Proxy>>,
     dns: Option<Arc<hangar_dns::Dns>>,
     wireguard: Option<Arc<hangar_wireguard::Gateway>>,
@@ -74,6 +77,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let server = Arc::new(Server {
         agent,
+        store,
         proxy,
         dns,
         wireguard,
@@ -115,6 +119,9 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
     if let Some(w) = &s.wireguard {
         w.collect_metrics(&mut families);
     }
+    if let Some(w) = s.store.wal_stats() {
+        wal(w, &mut families);
+    }
     process(&mut families);
     s.request("200");
     s.registry.collect(&mut families);
@@ -123,6 +130,41 @@ async fn metrics(State(s): State<Arc<Server>>) -> Response {
         families.render(),
     )
         .into_response()
+}
+
+/// The state store's WAL checkpoints (off the write path, `hangar_store::WalStats`).
+fn wal(w: &hangar_store::WalStats, out: &mut Families) {
+    use std::sync::atomic::Ordering::Relaxed;
+    out.counter(
+        "hangar_store_wal_checkpoints_total",
+        "WAL checkpoints run by the store's checkpoint thread.",
+        &[],
+        w.checkpoints.load(Relaxed) as f64,
+    );
+    out.counter(
+        "hangar_store_wal_checkpoint_failures_total",
+        "WAL checkpoints that failed (tried again a second later).",
+        &[],
+        w.failures.load(Relaxed) as f64,
+    );
+    out.gauge(
+        "hangar_store_wal_pages",
+        "Pages in the WAL at the last checkpoint.",
+        &[],
+        w.wal_pages.load(Relaxed) as f64,
+    );
+    out.gauge(
+        "hangar_store_wal_pending_pages",
+        "WAL pages the last checkpoint could not copy yet (readers held them).",
+        &[],
+        w.pending_pages.load(Relaxed) as f64,
+    );
+    out.gauge(
+        "hangar_store_wal_backstop_pages",
+        "WAL pages past which a commit checkpoints itself (the WAL's bound).",
+        &[],
+        hangar_store::BACKSTOP_PAGES as f64,
+    );
 }
 
 /// hangard's own process: memory, threads, file descriptors, CPU time, start time.

@@ -16,6 +16,7 @@
 //! names, lease ownership, legal state transitions are checked by callers through
 //! `hangar-domain` before they write).
 
+mod checkpoint;
 mod error;
 mod follow;
 mod ips;
@@ -27,6 +28,7 @@ mod sqlite;
 mod volumes;
 mod wireguard;
 
+pub use checkpoint::{BACKSTOP_PAGES, CHECKPOINT_EVERY, WalStats};
 pub use error::StoreError;
 pub use follow::follow;
 pub use ips::{FLYCAST, IpAssignmentRecord};

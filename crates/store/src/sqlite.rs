@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::watch;
 
+use crate::checkpoint::Checkpointer;
 use crate::model::NetworkRecord;
 use crate::model::{
     AcmeAccountRecord, AppRecord, CertificateRecord, Change, CheckRecord, EventRecord, LeaseRecord,
@@ -13,7 +14,7 @@ use crate::model::{
     VolumeRecord,
 };
 use crate::schema::MIGRATIONS;
-use crate::{Result, Store, StoreError};
+use crate::{Result, Store, StoreError, WalStats};
 
 /// Events kept per machine; older ones are dropped.
 pub const MAX_EVENTS_PER_MACHINE: i64 = 100;
@@ -25,6 +26,8 @@ pub const CHANGE_LOG_RETAINED: u64 = 100_000;
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     revision: watch::Sender<u64>,
+    /// File-backed stores only: the WAL checkpoints, off the write path.
+    checkpointer: Option<Checkpointer>,
 }
 
 fn corrupt(what: &'static str) -> impl Fn(serde_json::Error) -> StoreError {
@@ -91,12 +94,26 @@ impl SqliteStore {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        Self::init(conn)
+        // Checkpoints are the checkpointer's; the writer's own only bound the WAL.
+        conn.pragma_update(None, "wal_autocheckpoint", crate::BACKSTOP_PAGES)?;
+        let mut store = Self::init(conn)?;
+        store.checkpointer = Checkpointer::start(path)?;
+        if store.checkpointer.is_none() {
+            store
+                .lock()
+                .pragma_update(None, "wal_autocheckpoint", 1000)?;
+        }
+        Ok(store)
     }
 
     /// An in-memory store (tests, benchmarks).
     pub fn in_memory() -> Result<Self> {
         Self::init(Connection::open_in_memory()?)
+    }
+
+    /// What the WAL checkpointer has done (`None` for an in-memory store).
+    pub fn wal_stats(&self) -> Option<&WalStats> {
+        self.checkpointer.as_ref().map(|c| &*c.stats)
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
@@ -123,6 +140,7 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             revision,
+            checkpointer: None,
         })
     }
 

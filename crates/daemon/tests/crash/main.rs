@@ -18,6 +18,7 @@ const IMAGE: &str = "hangar-test/busybox:latest";
 struct Daemon {
     child: Option<Child>,
     api: std::net::SocketAddr,
+    metrics: std::net::SocketAddr,
 }
 
 impl Daemon {
@@ -41,6 +42,7 @@ impl Daemon {
             .args(["--ipv4-pool", "none"])
             .args(["--nft-table", &nft_table(host_id)])
             .args(["--dns-listen", "none"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             // No WireGuard gateway: its interface and UDP port are one per host.
             .arg("--no-wireguard")
             .stderr(Stdio::piped())
@@ -53,17 +55,31 @@ impl Daemon {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("api=http://").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
+                    let _ = tx.send(("api", addr));
+                }
+                if let Some(rest) = line.split("metrics at http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or("").to_string();
+                    let _ = tx.send(("metrics", addr));
                 }
                 eprintln!("[hangard] {line}");
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("hangard prints its API address");
+        let (mut api, mut metrics) = (None, None);
+        while api.is_none() || metrics.is_none() {
+            let (what, addr) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("hangard prints its API and metrics addresses");
+            let addr = Some(addr.parse().expect("addr"));
+            if what == "api" {
+                api = addr;
+            } else {
+                metrics = addr;
+            }
+        }
         Daemon {
             child: Some(child),
-            api: addr.parse().expect("addr"),
+            api: api.expect("api"),
+            metrics: metrics.expect("metrics"),
         }
     }
 
@@ -277,4 +293,29 @@ async fn killing_the_daemon_mid_creation_loses_nothing() {
         !mounts.contains(&data.display().to_string()),
         "mounts left under the data dir"
     );
+    // The store's WAL was checkpointed by its own thread all along (not by the commits).
+    let text = get_metrics(daemon.metrics);
+    let checkpoints = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hangar_store_wal_checkpoints_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no WAL checkpoint count in:\n{text}"));
+    assert!(checkpoints >= 1.0, "{checkpoints} checkpoints");
+    assert!(
+        text.contains("hangar_store_wal_checkpoint_failures_total 0"),
+        "{text}"
+    );
+}
+
+/// `GET /metrics`, the body.
+fn get_metrics(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .expect("request");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }

@@ -5,13 +5,15 @@ mod wireguard;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use hangar_api_types::MachineConfig;
 use hangar_domain::State;
 use hangar_store::{
-    AcmeAccountRecord, AppRecord, CertificateRecord, EventRecord, LeaseRecord, MachineRecord,
-    PendingOp, Sealer, SnapshotRecord, SqliteStore, Store, StoreError, StoredCert, TokenScope,
-    VolumeRecord,
+    AcmeAccountRecord, AppRecord, CHECKPOINT_EVERY, CertificateRecord, EventRecord, LeaseRecord,
+    MachineRecord, PendingOp, Sealer, SnapshotRecord, SqliteStore, Store, StoreError, StoredCert,
+    TokenScope, VolumeRecord,
 };
 
 struct TempDb(PathBuf);
@@ -785,4 +787,51 @@ fn an_apps_events_and_checks_come_in_one_query_each_as_per_machine() {
         ["a", "b"]
     );
     assert!(s.app_checks("nope").expect("checks").is_empty());
+}
+
+#[test]
+fn the_wal_is_checkpointed_off_the_write_path_and_the_thread_stops_with_the_store() {
+    let db = TempDb::new("wal");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    setup(&s);
+    s.insert_machine(&machine("cccccccccccccc", "web", "wal"))
+        .expect("insert");
+    let mut m = s
+        .find_machine("cccccccccccccc")
+        .expect("read")
+        .expect("machine");
+    // Enough writes to pass SQLite's own threshold (1,000 pages) several times over.
+    m.config.env.insert("PAD".into(), "x".repeat(3000));
+    for i in 0..1500 {
+        m.restart_count = i;
+        m = s.update_machine(&m, m.revision).expect("update");
+    }
+    let stats = s.wal_stats().expect("a file store checkpoints");
+    let deadline = Instant::now() + CHECKPOINT_EVERY * 5;
+    while stats.checkpoints.load(Ordering::Relaxed) == 0
+        || stats.pending_pages.load(Ordering::Relaxed) > 0
+    {
+        assert!(Instant::now() < deadline, "no complete checkpoint");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+    // Dropping the store stops and joins the thread; the data is all there on reopen.
+    let started = Instant::now();
+    drop(s);
+    assert!(
+        started.elapsed() < CHECKPOINT_EVERY,
+        "drop waited for the next beat"
+    );
+    let s = SqliteStore::open(&db.path()).expect("reopen");
+    let back = s
+        .find_machine("cccccccccccccc")
+        .expect("read")
+        .expect("machine");
+    assert_eq!(back.restart_count, 1499);
+    assert!(
+        SqliteStore::in_memory()
+            .expect("memory")
+            .wal_stats()
+            .is_none()
+    );
 }
