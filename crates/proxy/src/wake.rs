@@ -164,6 +164,10 @@ async fn bring_up(
         match control::start(store, id) {
             Ok(Outcome::Done | Outcome::Already) => break,
             Ok(Outcome::Refused(State::Stopping | State::Suspending)) => {
+                // Not a resume after all (the catalog was behind): the early connection
+                // reached an instance on its way down, not the one that will start.
+                early = None;
+                early_done = None;
                 if tokio::time::timeout(Duration::from_millis(200), rx.changed())
                     .await
                     .is_ok_and(|r| r.is_err())
@@ -339,6 +343,49 @@ pub(crate) mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_before_a_stop_is_not_taken_for_the_new_start() {
+        // The catalog says suspended, the store says stopping: the early connection reached
+        // the instance going down, so the wake probes again once the start is recorded.
+        let id = "0123456789abc4";
+        let store = store_with_suspended(id);
+        let catalog = CatalogHandle::new();
+        catalog.load(store.as_ref()).expect("load");
+        let mut m = store.find_machine(id).expect("read").expect("machine");
+        m.state = State::Stopping;
+        let m = store.update_machine(&m, m.revision).expect("stopping");
+        let (port, accepted) = counting_listener().await;
+        let s = Arc::clone(&store);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut m = m;
+            m.state = State::Stopped;
+            s.update_machine(&m, m.revision).expect("stopped");
+        });
+        let pool = Arc::new(crate::pool::Pool::new(1));
+        Wakes::default()
+            .wake(
+                &store,
+                &catalog,
+                id,
+                (Ipv6Addr::LOCALHOST, port),
+                Duration::from_secs(5),
+                Some(&pool),
+            )
+            .await
+            .expect("woken");
+        let m = store.find_machine(id).expect("read").expect("machine");
+        assert_eq!(m.state, State::Starting);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "the early connection was taken for the new start"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
