@@ -165,9 +165,10 @@ pub trait Driver: Send + Sync + 'static {
     /// Thaws a frozen container (resume).
     fn thaw(&self, id: &ContainerId) -> Result<()>;
 
-    /// Thaws the container if it is frozen; whether it was. For a resume that a request
-    /// waits on: a driver may answer it more cheaply than [`Driver::state`] then
-    /// [`Driver::thaw`].
+    /// Thaws the container if it is frozen; whether it was, and is now running (`false`
+    /// also for a frozen container whose init had died: thawed, for the caller to start
+    /// anew). For a resume that a request waits on: a driver may answer it more cheaply than
+    /// [`Driver::state`] then [`Driver::thaw`].
     fn thaw_if_frozen(&self, id: &ContainerId) -> Result<bool> {
         match self.state(id)? {
             ContainerState::Frozen => self.thaw(id).map(|()| true),

@@ -590,7 +590,10 @@ impl Driver for LinuxDriver {
         let rel = self.cgroup_path(id);
         if self.cgroups.exists(&rel) && self.cgroups.is_frozen(&rel)? {
             self.cgroups.set_frozen(&rel, false)?;
-            return Ok(true);
+            // Thawed: whether its init still lives is read now, off the resume's path (a
+            // fatal signal kills frozen tasks on v2). A dead one is for the caller to start.
+            let dead = self.layout.final_status(id).exists() || self.live_process(id)?.is_none();
+            return Ok(!dead);
         }
         Ok(false)
     }
