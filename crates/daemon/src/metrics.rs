@@ -147,6 +147,12 @@ fn wal(w: &hangar_store::WalStats, out: &mut Families) {
         &[],
         w.failures.load(Relaxed) as f64,
     );
+    out.counter(
+        "hangar_store_wal_checkpoint_busy_total",
+        "WAL checkpoints skipped because the database was busy (tried again a second later).",
+        &[],
+        w.busy.load(Relaxed) as f64,
+    );
     out.gauge(
         "hangar_store_wal_pages",
         "Pages in the WAL at the last checkpoint.",

@@ -34,6 +34,9 @@ pub struct WalStats {
     pub checkpoints: AtomicU64,
     /// Checkpoints that failed (the next one tries again).
     pub failures: AtomicU64,
+    /// Checkpoints that could not run because another connection held the database
+    /// (tried again a second later).
+    pub busy: AtomicU64,
     /// Pages in the WAL at the last checkpoint.
     pub wal_pages: AtomicI64,
     /// Of those, pages not yet copied into the database (readers held them back).
@@ -88,10 +91,18 @@ impl Checkpointer {
 
 fn checkpoint(conn: &Connection, stats: &WalStats) {
     let r = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     });
     match r {
-        Ok((log, copied)) => {
+        // SQLITE_BUSY comes as a row (busy = 1, the counts -1), not as an error.
+        Ok((busy, log, _)) if busy != 0 || log < 0 => {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok((_, log, copied)) => {
             stats.checkpoints.fetch_add(1, Ordering::Relaxed);
             stats.wal_pages.store(log.max(0), Ordering::Relaxed);
             stats
