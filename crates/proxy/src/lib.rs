@@ -848,13 +848,6 @@ fn sync_listeners(
 struct KindCell(std::sync::atomic::AtomicU8);
 
 impl KindCell {
-    const KINDS: [PortKind; 4] = [
-        PortKind::TlsHttp,
-        PortKind::Http,
-        PortKind::Tls,
-        PortKind::Raw,
-    ];
-
     fn new(kind: PortKind) -> Self {
         let cell = Self(Default::default());
         cell.set(kind);
@@ -862,11 +855,21 @@ impl KindCell {
     }
 
     fn set(&self, kind: PortKind) {
-        let i = Self::KINDS.iter().position(|k| *k == kind).unwrap_or(0);
-        self.0.store(i as u8, Ordering::Relaxed);
+        let n = match kind {
+            PortKind::TlsHttp => 0,
+            PortKind::Http => 1,
+            PortKind::Tls => 2,
+            PortKind::Raw => 3,
+        };
+        self.0.store(n, Ordering::Relaxed);
     }
 
     fn get(&self) -> PortKind {
-        Self::KINDS[usize::from(self.0.load(Ordering::Relaxed)) % Self::KINDS.len()]
+        match self.0.load(Ordering::Relaxed) {
+            0 => PortKind::TlsHttp,
+            1 => PortKind::Http,
+            2 => PortKind::Tls,
+            _ => PortKind::Raw,
+        }
     }
 }
