@@ -371,16 +371,19 @@ impl Replay {
 }
 
 /// `fly-replay-src` of a replayed request: `instance=…;region=…;t=<µs epoch>;state=…`.
-/// The state is echoed byte for byte where a header value allows it; `;` (which would end
-/// it), `%`, spaces and bytes outside visible ASCII (control characters, UTF-8 from the
-/// JSON form) are percent-encoded, so any state arrives, and arrives decodable.
+/// The state is echoed byte for byte where a header value can carry it; only what it can
+/// not is percent-encoded: `;` (which would end it), control characters, bytes outside
+/// ASCII (UTF-8 from the JSON form) and a trailing space (which parsers trim). The header is
+/// then always sent.
 pub fn replay_src(instance: &str, region: &str, t_us: u128, state: Option<&str>) -> String {
     use std::fmt::Write as _;
     let mut s = format!("instance={instance};region={region};t={t_us}");
     if let Some(st) = state {
         s.push_str(";state=");
-        for b in st.bytes() {
-            if (0x21..=0x7e).contains(&b) && b != b';' && b != b'%' {
+        let bytes = st.as_bytes();
+        for (i, &b) in bytes.iter().enumerate() {
+            let trailing_space = b == b' ' && bytes[i..].iter().all(|&c| c == b' ');
+            if (0x20..=0x7e).contains(&b) && b != b';' && !trailing_space {
                 s.push(char::from(b));
             } else {
                 let _ = write!(s, "%{b:02X}");
@@ -496,10 +499,15 @@ mod tests {
             replay_src("abc", "ams", 5, Some("a=b,c")),
             "instance=abc;region=ams;t=5;state=a=b,c"
         );
-        let odd = replay_src("abc", "ams", 5, Some("x;y 50% é\r\n"));
+        // What a header value can carry is echoed as it is, `%` and inner spaces included.
+        assert_eq!(
+            replay_src("abc", "ams", 5, Some("a%20b c")),
+            "instance=abc;region=ams;t=5;state=a%20b c"
+        );
+        let odd = replay_src("abc", "ams", 5, Some("x;y é\r\n  "));
         assert_eq!(
             odd,
-            "instance=abc;region=ams;t=5;state=x%3By%2050%25%20%C3%A9%0D%0A"
+            "instance=abc;region=ams;t=5;state=x%3By %C3%A9%0D%0A%20%20"
         );
         // Always a valid header value: the header is never dropped for its state.
         assert!(hyper::header::HeaderValue::from_str(&odd).is_ok());
