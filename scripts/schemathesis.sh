@@ -177,7 +177,9 @@ EOF
   done < <(sort -u "$machine_ids")
   for d in /sys/fs/cgroup/*/"$cgroup_parent" /sys/fs/cgroup/"$cgroup_parent"; do
     [ -d "$d" ] || continue
-    # The parent itself is made by the driver and is ours to remove; a child is a leak.
+    # The parent itself is made by the driver and is ours to remove, and so is the empty
+    # frozen cgroup the driver keeps in it on v1 (`_freezer-pin`); any other child is a leak.
+    [ -d "$d/_freezer-pin" ] && rmdir "$d/_freezer-pin" 2>/dev/null
     if ! rmdir "$d" 2>/dev/null; then
       echo "leak: cgroup $d still has children" >&2
       found=1
