@@ -308,6 +308,14 @@ async fn proxy_errors_reach_the_apps_stream_with_their_code() {
     // And an app with no machine at all.
     app(&c, "logs-empty").await;
     let addr = listening(&proxy, 80).await;
+    // Once the proxy's catalog has it started (before, a request would wake it and wait for
+    // its port, which never accepts, until the wake timeout: 503 PM03).
+    eventually("the proxy to see the machine started", async || {
+        (proxy.catalog.snapshot().machines.get(&m).map(|e| e.state)
+            == Some(hangar_domain::State::Started))
+        .then_some(())
+    })
+    .await;
     let r = get(addr, "logs-refused.localhost", "/some/path?q=1", &[]).await;
     assert_eq!(r.status, 502, "{}", r.body);
     let rid = r.header("fly-request-id").expect("request id");
