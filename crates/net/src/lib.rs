@@ -122,6 +122,42 @@ fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<()> {
     }
 }
 
+/// The index of link `name` in the calling thread's network namespace, if it exists (an
+/// ioctl, not a process; and not sysfs, which shows the namespace it was mounted in).
+fn link_index(name: &str) -> Option<u32> {
+    safe(name).ok()?;
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
+/// Whether link `name` exists in the calling thread's network namespace.
+fn host_link_exists(name: &str) -> bool {
+    link_index(name).is_some()
+}
+
+/// Bridges this process has set up, by name, with the index they had then: a bridge that is
+/// still that one (not removed and made again) needs no `ip` run per machine (each run is a
+/// process, 2–4 ms).
+static BRIDGES_READY: std::sync::Mutex<Vec<(String, u32)>> = std::sync::Mutex::new(Vec::new());
+
+fn bridge_ready(name: &str) -> bool {
+    let Some(index) = link_index(name) else {
+        return false;
+    };
+    BRIDGES_READY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|(n, i)| n == name && *i == index)
+}
+
+fn set_bridge_ready(name: &str) {
+    let mut ready = BRIDGES_READY.lock().unwrap_or_else(|p| p.into_inner());
+    ready.retain(|(n, _)| n != name);
+    if let Some(index) = link_index(name) {
+        ready.push((name.to_string(), index));
+    }
+}
+
 fn link_exists(name: &str, netns: Option<&str>) -> bool {
     let mut args = Vec::new();
     if let Some(ns) = netns {
@@ -184,11 +220,15 @@ impl Network {
     /// addresses.
     pub fn ensure(&self) -> Result<()> {
         safe(&self.bridge)?;
-        if !link_exists(&self.bridge, None) {
+        // Set up by this process already, and not made again since (same index): done.
+        if bridge_ready(&self.bridge) {
+            return Ok(());
+        }
+        if !host_link_exists(&self.bridge) {
             match ip(&["link", "add", &self.bridge, "type", "bridge"]) {
                 Ok(_) => {}
                 // Lost a race with another creator: fine.
-                Err(_) if link_exists(&self.bridge, None) => {}
+                Err(_) if host_link_exists(&self.bridge) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -217,7 +257,9 @@ impl Network {
                 ),
                 format!("link set {} up", self.bridge),
             ],
-        )
+        )?;
+        set_bridge_ready(&self.bridge);
+        Ok(())
     }
 
     /// Whether the bridge exists on this host (read from sysfs, no process).
@@ -231,7 +273,7 @@ impl Network {
     /// Removes the bridge (and with it every veth still attached).
     pub fn remove(&self) -> Result<()> {
         safe(&self.bridge)?;
-        if link_exists(&self.bridge, None) {
+        if host_link_exists(&self.bridge) {
             ip(&["link", "del", &self.bridge])?;
         }
         Ok(())
@@ -300,40 +342,75 @@ impl MachineNet {
             return Err(NetError::BadName(self.netns.clone()));
         }
         network.ensure()?;
-        if !self.netns_path().exists() {
+        let fresh = !self.netns_path().exists();
+        if fresh {
             match ip(&["netns", "add", &self.netns]) {
                 Ok(_) => {}
                 Err(_) if self.netns_path().exists() => {}
                 Err(e) => return Err(e),
             }
         }
-        let peer_inside = link_exists("eth0", Some(&self.netns));
-        if !peer_inside {
-            if link_exists(&self.host_veth, None) {
-                // Half-made by a crash: start that link again.
-                ip(&["link", "del", &self.host_veth])?;
-            }
-            ip_batch(
-                None,
-                &[
-                    format!(
-                        "link add {} type veth peer name eth0 address {} netns {}",
-                        self.host_veth,
-                        self.mac(),
-                        self.netns
-                    ),
-                    format!("link set {} master {} up", self.host_veth, network.bridge),
-                ],
-            )?;
-        } else {
-            ip_batch(
-                None,
-                &[format!(
-                    "link set {} master {} up",
-                    self.host_veth, network.bridge
-                )],
-            )?;
+        // A veth pair is made in one step with its peer in the namespace, and goes as one:
+        // the host end existing means `eth0` is inside (checked from sysfs, no process). If
+        // it is not after all (renamed by the machine, which has NET_ADMIN), the pair is made
+        // again below.
+        let mut paired = host_link_exists(&self.host_veth);
+        if paired && fresh {
+            // The end of a pair whose namespace is gone (the kernel frees a namespace's
+            // links after it is deleted, not at once): not ours to keep.
+            let _ = ip(&["link", "del", &self.host_veth]);
+            paired = false;
         }
+        let mut host = Vec::new();
+        if !paired {
+            host.push(self.veth_add());
+        }
+        host.extend(self.host_lines(network));
+        ip_batch(None, &host)?;
+        let inside = self.inside_lines(network);
+        match ip_batch(Some(&self.netns), &inside) {
+            Ok(()) => Ok(()),
+            Err(_) if paired && !link_exists("eth0", Some(&self.netns)) => {
+                // Half-made (a crash) or changed by the machine: start that link again.
+                if host_link_exists(&self.host_veth) {
+                    let _ = ip(&["link", "del", &self.host_veth]);
+                }
+                let mut host = vec![self.veth_add()];
+                host.extend(self.host_lines(network));
+                ip_batch(None, &host)?;
+                ip_batch(Some(&self.netns), &inside)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The `ip` line that makes the veth pair, its peer `eth0` in the namespace.
+    fn veth_add(&self) -> String {
+        format!(
+            "link add {} type veth peer name eth0 address {} netns {}",
+            self.host_veth,
+            self.mac(),
+            self.netns
+        )
+    }
+
+    /// The host side: the veth on the bridge and up, and the IPv4 address's route.
+    fn host_lines(&self, network: &Network) -> Vec<String> {
+        let mut lines = vec![format!(
+            "link set {} master {} up",
+            self.host_veth, network.bridge
+        )];
+        if let Some(v4) = self.ipv4 {
+            lines.push(format!(
+                "route replace {v4}/32 dev {} scope link",
+                network.bridge
+            ));
+        }
+        lines
+    }
+
+    /// Inside the namespace: addresses, routes, links up.
+    fn inside_lines(&self, network: &Network) -> Vec<String> {
         let mut inside = vec![
             "link set lo up".to_string(),
             // Again on every ensure: a machine may have changed it (it has NET_ADMIN), and
@@ -350,17 +427,7 @@ impl MachineNet {
                 format!("route replace default via {} dev eth0", egress::GATEWAY_V4),
             ]);
         }
-        ip_batch(Some(&self.netns), &inside)?;
-        if let Some(v4) = self.ipv4 {
-            ip_batch(
-                None,
-                &[format!(
-                    "route replace {v4}/32 dev {} scope link",
-                    network.bridge
-                )],
-            )?;
-        }
-        Ok(())
+        inside
     }
 
     /// Sets `eth0`'s MAC back to [`MachineNet::mac`] (for machines made before MACs were
@@ -378,7 +445,7 @@ impl MachineNet {
             // The host route lives on the bridge, not the veth: it goes explicitly.
             let _ = ip(&["route", "del", &format!("{v4}/32")]);
         }
-        if link_exists(&self.host_veth, None) {
+        if host_link_exists(&self.host_veth) {
             let _ = ip(&["link", "del", &self.host_veth]);
         }
         if self.netns_path().exists() {

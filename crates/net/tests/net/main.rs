@@ -163,5 +163,31 @@ fn a_half_made_machine_is_repaired() {
     );
 }
 
+#[test]
+fn a_machine_whose_eth0_is_gone_gets_its_link_again() {
+    let net = Network::new(random_u32(), 4);
+    let m = MachineNet::new(
+        &format!("{:014x}", u64::from(random_u32()) << 4),
+        addr(&net, 10),
+    );
+    let _guard = Cleanup(vec![m.clone()], net.clone());
+    m.ensure(&net).expect("machine");
+    // The machine (NET_ADMIN) renames its interface: the host end is still there.
+    let out = in_ns(&m.netns, &["ip", "link", "set", "eth0", "down"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = in_ns(&m.netns, &["ip", "link", "set", "eth0", "name", "other0"]);
+    assert!(out.status.success(), "{out:?}");
+    m.ensure(&net).expect("repair");
+    let out = Command::new(busybox())
+        .args(["ping", "-6", "-c", "1", "-W", "2", &m.addr.to_string()])
+        .output()
+        .expect("ping");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 mod flycast;
 mod isolation;
