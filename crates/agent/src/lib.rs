@@ -169,6 +169,18 @@ impl<D: Driver> Agent<D> {
         let _ = tx.try_send(());
     }
 
+    /// Whether no worker holds a machine's or a network's lock now. Once the agent has
+    /// stopped (its `run` ended or was dropped, which aborts its workers), `true` means
+    /// nothing of it changes the host any more: a worker part-way through a synchronous step
+    /// (a machine's network, made by `ip` runs) holds its lock until the step returns and
+    /// the abort ends it. For harnesses that clean a host up after an agent.
+    pub fn is_idle(&self) -> bool {
+        let machines: Vec<_> = lock(&self.machine_locks).values().cloned().collect();
+        let networks: Vec<_> = lock(&self.network_locks).values().cloned().collect();
+        machines.iter().all(|l| l.try_lock().is_ok())
+            && networks.iter().all(|l| l.try_lock().is_ok())
+    }
+
     /// The lock of a machine's host state (see `machine_locks`).
     pub(crate) fn machine_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         lock(&self.machine_locks)

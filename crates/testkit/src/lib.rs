@@ -479,6 +479,27 @@ impl Drop for TestCluster {
         }
         if let Some(t) = self.agent_task.take() {
             t.abort();
+            // On a multi-threaded runtime the agent's workers run on while this thread
+            // cleans up: a machine's network being made (synchronous `ip` runs, which an
+            // abort does not stop) would be left behind, made after the cleanup looked. So
+            // the agent ends, then its last step. (On a current-thread runtime nothing runs
+            // while this thread is here, and nothing could end.)
+            let multi = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if multi {
+                let agent = self
+                    .host
+                    .0
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while !(t.is_finished() && agent.as_ref().is_none_or(|a| a.is_idle()))
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+            }
         }
         // A create the agent had under way (on a blocking thread, which an abort does not
         // stop) finishes before anything is looked at, and none starts after: a container
