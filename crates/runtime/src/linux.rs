@@ -200,6 +200,11 @@ impl LinuxDriver {
         }
     }
 
+    /// Whether the container's init has ended (its exit recorded, or no longer alive).
+    fn ended(&self, id: &ContainerId) -> Result<bool> {
+        Ok(self.layout.final_status(id).exists() || self.live_process(id)?.is_none())
+    }
+
     /// The container's init, if it is still alive (not a zombie, same start time).
     fn live_process(&self, id: &ContainerId) -> Result<Option<ProcessRecord>> {
         let rec: Option<ProcessRecord> =
@@ -592,8 +597,7 @@ impl Driver for LinuxDriver {
             self.cgroups.set_frozen(&rel, false)?;
             // Thawed: whether its init still lives is read now, off the resume's path (a
             // fatal signal kills frozen tasks on v2). A dead one is for the caller to start.
-            let dead = self.layout.final_status(id).exists() || self.live_process(id)?.is_none();
-            return Ok(!dead);
+            return Ok(!self.ended(id)?);
         }
         Ok(false)
     }
@@ -608,7 +612,7 @@ impl Driver for LinuxDriver {
 
     fn state(&self, id: &ContainerId) -> Result<ContainerState> {
         self.exists(id)?;
-        if self.layout.final_status(id).exists() || self.live_process(id)?.is_none() {
+        if self.ended(id)? {
             return Ok(ContainerState::Stopped);
         }
         if !self.layout.started(id).exists() {
