@@ -381,9 +381,10 @@ pub fn replay_src(instance: &str, region: &str, t_us: u128, state: Option<&str>)
     if let Some(st) = state {
         s.push_str(";state=");
         let bytes = st.as_bytes();
+        // Where the trailing spaces begin.
+        let end = bytes.len() - bytes.iter().rev().take_while(|&&c| c == b' ').count();
         for (i, &b) in bytes.iter().enumerate() {
-            let trailing_space = b == b' ' && bytes[i..].iter().all(|&c| c == b' ');
-            if (0x20..=0x7e).contains(&b) && b != b';' && !trailing_space {
+            if (0x20..=0x7e).contains(&b) && b != b';' && i < end {
                 s.push(char::from(b));
             } else {
                 let _ = write!(s, "%{b:02X}");
