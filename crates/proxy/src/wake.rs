@@ -129,6 +129,10 @@ const PROBE_FINE: Duration = Duration::from_micros(200);
 const PROBE_FINE_FOR: Duration = Duration::from_millis(2);
 const PROBE_MAX: Duration = Duration::from_millis(50);
 
+/// A connection to a suspended machine issued before its start is recorded.
+type EarlyConnect =
+    std::pin::Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>>;
+
 async fn bring_up(
     store: &dyn Store,
     catalog: &CatalogHandle,
@@ -149,14 +153,15 @@ async fn bring_up(
     let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
     // For the same reason its connection is opened first: the connect is issued now (one
     // poll) and the handshake completes while the start is recorded.
-    let mut early = None;
-    let mut early_done = None;
+    let mut early: Option<EarlyConnect> = None;
     if suspended {
         let mut connecting = Box::pin(tokio::net::TcpStream::connect(target));
-        match std::future::poll_fn(|cx| Poll::Ready(connecting.as_mut().poll(cx))).await {
-            Poll::Ready(r) => early_done = r.ok(),
-            Poll::Pending => early = Some(connecting),
-        }
+        early = Some(
+            match std::future::poll_fn(|cx| Poll::Ready(connecting.as_mut().poll(cx))).await {
+                Poll::Ready(r) => Box::pin(std::future::ready(r)),
+                Poll::Pending => connecting,
+            },
+        );
     }
     // A machine still stopping (autostop, the API) is started once it is down; the caller's
     // timeout bounds the wait.
@@ -167,7 +172,6 @@ async fn bring_up(
                 // Not a resume after all (the catalog was behind): the early connection
                 // reached an instance on its way down, not the one that will start.
                 early = None;
-                early_done = None;
                 if tokio::time::timeout(Duration::from_millis(200), rx.changed())
                     .await
                     .is_ok_and(|r| r.is_err())
@@ -184,9 +188,6 @@ async fn bring_up(
     // Started in the catalog...
     if !suspended {
         wait_started(catalog, &mut rx, id).await?;
-    }
-    if let Some(probe) = early_done {
-        return Ok(probe);
     }
     if let Some(connecting) = early
         && let Ok(probe) = connecting.await
@@ -305,6 +306,15 @@ pub(crate) mod tests {
         (port, n)
     }
 
+    /// Waits (at most 2 s) until `accepted` counts `n` connections.
+    async fn until_accepted(accepted: &std::sync::atomic::AtomicUsize, n: usize, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while accepted.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     #[tokio::test]
     async fn the_connection_that_found_the_port_serves_the_request() {
         for keep in [true, false] {
@@ -337,11 +347,7 @@ pub(crate) mod tests {
             let target = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, port, 0, 0));
             let pooled = pool.take_conn(target);
             assert_eq!(pooled.is_some(), keep);
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-                assert!(Instant::now() < deadline, "the probe never connected");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            until_accepted(&accepted, 1, "the probe never connected").await;
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         }
     }
@@ -379,14 +385,12 @@ pub(crate) mod tests {
             .expect("woken");
         let m = store.find_machine(id).expect("read").expect("machine");
         assert_eq!(m.state, State::Starting);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while accepted.load(std::sync::atomic::Ordering::SeqCst) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "the early connection was taken for the new start"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_accepted(
+            &accepted,
+            2,
+            "the early connection was taken for the new start",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -458,10 +462,6 @@ pub(crate) mod tests {
             )
             .await
             .expect("a fresh wake");
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-            assert!(Instant::now() < deadline, "the fresh wake never probed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        until_accepted(&accepted, 1, "the fresh wake never probed").await;
     }
 }
