@@ -49,6 +49,19 @@ fn in_ns(ns: &str, cmd: &[&str]) -> std::process::Output {
         .expect("ip netns exec")
 }
 
+/// Asserts that the host reaches `addr` with one ping.
+fn host_pings(addr: Ipv6Addr, what: &str) {
+    let out = Command::new(busybox())
+        .args(["ping", "-6", "-c", "1", "-W", "2", &addr.to_string()])
+        .output()
+        .expect("ping");
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 fn busybox() -> &'static str {
     assert!(
         std::path::Path::new("/bin/busybox").exists(),
@@ -103,15 +116,7 @@ fn machines_on_one_network_reach_each_other_and_the_host() {
         "b → host: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let out = Command::new(bb)
-        .args(["ping", "-6", "-c", "1", "-W", "2", &a.addr.to_string()])
-        .output()
-        .expect("ping");
-    assert!(
-        out.status.success(),
-        "host → a: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    host_pings(a.addr, "host → a");
     // The namespace has only lo and eth0: nothing of the host.
     let links = in_ns(&a.netns, &["ip", "-o", "link"]);
     let names: Vec<String> = String::from_utf8_lossy(&links.stdout)
@@ -152,15 +157,7 @@ fn a_half_made_machine_is_repaired() {
         .expect("ip");
     assert!(out.status.success());
     m.ensure(&net).expect("repair");
-    let out = Command::new(busybox())
-        .args(["ping", "-6", "-c", "1", "-W", "2", &m.addr.to_string()])
-        .output()
-        .expect("ping");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    host_pings(m.addr, "the repaired machine");
 }
 
 #[test]
@@ -178,15 +175,7 @@ fn a_machine_whose_eth0_is_gone_gets_its_link_again() {
     let out = in_ns(&m.netns, &["ip", "link", "set", "eth0", "name", "other0"]);
     assert!(out.status.success(), "{out:?}");
     m.ensure(&net).expect("repair");
-    let out = Command::new(busybox())
-        .args(["ping", "-6", "-c", "1", "-W", "2", &m.addr.to_string()])
-        .output()
-        .expect("ping");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    host_pings(m.addr, "the repaired machine");
 }
 
 mod flycast;
