@@ -30,7 +30,7 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
         // Group by (region, the autostop service's internal port): one decision per group.
         let mut groups: BTreeMap<(String, i64), Vec<&Arc<MachineEntry>>> = BTreeMap::new();
         for m in &app.machines {
-            if let Some(s) = m.services.iter().find(|s| autostop(s).is_enabled()) {
+            if let Some(s) = m.all_services().find(|s| autostop(s).is_enabled()) {
                 groups
                     .entry((m.region.clone(), s.internal_port))
                     .or_default()
@@ -53,8 +53,7 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
                 continue;
             }
             let svc = |m: &MachineEntry| {
-                m.services
-                    .iter()
+                m.all_services()
                     .find(|s| s.internal_port == internal)
                     .cloned()
                     .unwrap_or_default()

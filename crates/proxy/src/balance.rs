@@ -619,6 +619,7 @@ mod tests {
                 }),
                 ..MachineService::default()
             }],
+            udp_services: Vec::new(),
             primary_region: None,
             stop_config: None,
             suspendable: true,

@@ -32,8 +32,11 @@ pub struct MachineEntry {
     pub addr: Ipv6Addr,
     /// Cordoned machines get no traffic.
     pub cordoned: bool,
-    /// Its services.
+    /// Its TCP services (everything but `protocol = "udp"`): what every TCP listener,
+    /// balancing on a TCP port, health checks and Flycast read.
     pub services: Vec<MachineService>,
+    /// Its UDP services ([`crate::udp`]).
+    pub udp_services: Vec<MachineService>,
     /// `PRIMARY_REGION` from its env (for `min_machines_running`).
     pub primary_region: Option<String>,
     /// Its stop signal and timeout (autostop uses them).
@@ -49,6 +52,12 @@ pub struct MachineEntry {
 
 impl MachineEntry {
     fn from_record(m: &MachineRecord) -> Option<Self> {
+        let (udp_services, services) = m
+            .config
+            .services
+            .iter()
+            .cloned()
+            .partition(|s| s.protocol.eq_ignore_ascii_case("udp"));
         Some(Self {
             id: m.id.clone(),
             app: m.app.clone(),
@@ -56,7 +65,8 @@ impl MachineEntry {
             state: m.state,
             addr: m.private_ip.parse().ok()?,
             cordoned: m.cordoned,
-            services: m.config.services.clone(),
+            services,
+            udp_services,
             primary_region: m.config.env.get("PRIMARY_REGION").cloned(),
             stop_config: m.config.stop_config.clone(),
             suspendable: m.config.suspendable(),
@@ -65,9 +75,14 @@ impl MachineEntry {
         })
     }
 
-    /// The service answering public port `port`, if any.
+    /// The TCP service answering public port `port`, if any.
     pub fn service_for(&self, port: u16) -> Option<&MachineService> {
         self.services.iter().find(|s| serves(s, port))
+    }
+
+    /// Every service, TCP then UDP (autostop reads both).
+    pub fn all_services(&self) -> impl Iterator<Item = &MachineService> {
+        self.services.iter().chain(&self.udp_services)
     }
 }
 
@@ -301,6 +316,44 @@ impl Catalog {
             .collect();
         apps.sort_by(|a, b| a.name.cmp(&b.name));
         apps.first().copied()
+    }
+
+    /// Public ports the apps' UDP services declare.
+    pub fn udp_ports(&self) -> std::collections::BTreeSet<u16> {
+        self.machines
+            .values()
+            .flat_map(|m| m.udp_services.iter().flat_map(|s| &s.ports))
+            .flat_map(port_range)
+            .collect()
+    }
+
+    /// The app owning UDP port `port` (the first by name if several claim it), seen through
+    /// its UDP services: each of its machines that declares the port, with its UDP services
+    /// as its `services`, so that balancing, limits and autostart read them unchanged.
+    pub fn udp_app(&self, port: u16) -> Option<AppEntry> {
+        let udp = |m: &MachineEntry| m.udp_services.iter().any(|s| serves(s, port));
+        let app = self
+            .apps
+            .values()
+            .filter(|a| a.machines.iter().any(|m| udp(m)))
+            .min_by(|a, b| a.name.cmp(&b.name))?;
+        Some(AppEntry {
+            name: app.name.clone(),
+            org: app.org.clone(),
+            network: app.network.clone(),
+            machines: app
+                .machines
+                .iter()
+                .filter(|m| udp(m))
+                .map(|m| {
+                    Arc::new(MachineEntry {
+                        services: m.udp_services.clone(),
+                        udp_services: Vec::new(),
+                        ..MachineEntry::clone(m)
+                    })
+                })
+                .collect(),
+        })
     }
 
     fn rebuild_app(&mut self, name: &str, store: &dyn Store) -> Result<(), StoreError> {
@@ -573,6 +626,49 @@ mod tests {
         assert_eq!(ports.get(&6000), Some(&PortKind::Raw));
     }
 
+    #[test]
+    fn udp_ports_stand_apart_from_tcp_ones_and_are_seen_through_their_own_services() {
+        let udp: MachineService = serde_json::from_value(serde_json::json!({
+            "protocol": "udp", "internal_port": 5353, "ports": [{"port": 53}]
+        }))
+        .expect("service");
+        let mut m = MachineEntry::clone(&entry(
+            "m",
+            "b",
+            serde_json::json!([{"port": 80, "handlers": ["http"]}]),
+        ));
+        m.udp_services = vec![udp];
+        let m = Arc::new(m);
+        // App "a" sorts first and declares 53 too, but for TCP.
+        let n = entry("n", "a", serde_json::json!([{"port": 53}]));
+        let mut c = Catalog::default();
+        for (app, machine) in [("b", &m), ("a", &n)] {
+            c.machines.insert(machine.id.clone(), Arc::clone(machine));
+            c.apps.insert(
+                app.into(),
+                Arc::new(AppEntry {
+                    name: app.into(),
+                    org: "personal".into(),
+                    network: "default".into(),
+                    machines: vec![Arc::clone(machine)],
+                }),
+            );
+        }
+        assert_eq!(c.udp_ports().into_iter().collect::<Vec<_>>(), vec![53]);
+        assert_eq!(c.ports().get(&53), Some(&PortKind::Raw));
+        assert_eq!(c.raw_app(53).map(|a| a.name.as_str()), Some("a"));
+        let view = c.udp_app(53).expect("the udp app");
+        assert_eq!(view.name, "b");
+        assert_eq!(view.machines.len(), 1);
+        assert_eq!(
+            view.machines[0].service_for(53).map(|s| s.internal_port),
+            Some(5353)
+        );
+        assert!(c.udp_app(80).is_none());
+        // Autostop reads both kinds.
+        assert_eq!(m.all_services().count(), 2);
+    }
+
     fn entry(id: &str, app: &str, ports: serde_json::Value) -> Arc<MachineEntry> {
         let svc: MachineService = serde_json::from_value(serde_json::json!({
             "protocol": "tcp", "internal_port": 8080, "ports": ports
@@ -586,6 +682,7 @@ mod tests {
             addr: Ipv6Addr::LOCALHOST,
             cordoned: false,
             services: vec![svc],
+            udp_services: Vec::new(),
             primary_region: None,
             stop_config: None,
             suspendable: true,
