@@ -244,7 +244,7 @@ fn write_files(dir: &Path, m: &MachineRecord) -> Result<Vec<BindMount>, AgentErr
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc).map_err(|e| host_err("creating", &etc, e))?;
     let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\tfly-local-6pn\n{ip}\t{id}\n",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\tfly-local-6pn\n{ip}\tfly-global-services\n{ip}\t{id}\n",
         ip = m.private_ip,
         id = m.id
     );

@@ -88,6 +88,9 @@ struct Args {
     /// How long a machine must be idle before autostop stops it (Go duration, e.g. 30s).
     #[arg(long, default_value = "30s")]
     autostop_interval: String,
+    /// A UDP flow (one client address) silent both ways this long ends (Go duration).
+    #[arg(long, default_value = "30s")]
+    udp_idle_timeout: String,
     /// Distance between two regions for routing, A:B=N (e.g. ams:fra=10); repeatable.
     #[arg(long, value_delimiter = ',')]
     region_distance: Vec<String>,
@@ -226,6 +229,7 @@ fn proxy_config(
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
         distances,
         autostop_interval: interval,
+        udp_idle_timeout: duration("udp-idle-timeout", &args.udp_idle_timeout)?,
         tls: tls_config(args, sealer)?,
         proxy_protocol_from: args
             .proxy_protocol_from

@@ -27,8 +27,10 @@
 //! Machines reach apps' Flycast addresses (§4.3) through the same paths: private listeners on
 //! each address and service port, routing by destination address ([`flycast`]).
 //!
-//! Not yet: the `pg_tls` handler, DNS-01 (wildcard ACME certificates), OCSP stapling, replay
-//! caching, UDP.
+//! UDP services are relayed per client flow to one machine each ([`udp`]).
+//!
+//! Not yet: the `pg_tls` handler, DNS-01 (wildcard ACME certificates), OCSP stapling, UDP on
+//! Flycast addresses.
 
 pub mod acme;
 pub mod autostop;
@@ -46,6 +48,7 @@ pub mod replay;
 pub mod replay_cache;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 pub mod upstream;
 pub mod wake;
 pub mod workers;
@@ -115,6 +118,12 @@ pub struct ProxyConfig {
     /// Threads serving the public ports, each with its own runtime, sharing each port's socket
     /// ([`workers`]); 0: the caller's runtime. Default: one per core.
     pub workers: usize,
+    /// A UDP flow silent both ways this long ends (and its machine may be stopped an
+    /// autostop interval later) ([`udp`]).
+    pub udp_idle_timeout: Duration,
+    /// UDP flows (client addresses) one public port relays at once; datagrams of new
+    /// clients past it are dropped.
+    pub udp_max_flows: usize,
 }
 
 impl Default for ProxyConfig {
@@ -140,6 +149,8 @@ impl Default for ProxyConfig {
             platform_log: None,
             proxy_protocol_from: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            udp_idle_timeout: Duration::from_secs(30),
+            udp_max_flows: 4096,
         }
     }
 }
@@ -163,6 +174,7 @@ pub struct Proxy {
     /// Its metrics.
     pub metrics: ProxyMetrics,
     listening: Mutex<HashMap<u16, SocketAddr>>,
+    udp_listening: Mutex<HashMap<u16, SocketAddr>>,
     /// Public ports whose apps declare `headers_read_timeout`, and the time their clients
     /// get for a head (kept by [`run`] from the catalog; the others get the config's).
     head_timeouts: std::sync::RwLock<HashMap<u16, Duration>>,
@@ -270,6 +282,7 @@ impl Proxy {
             health: Arc::default(),
             metrics,
             listening: Mutex::new(HashMap::new()),
+            udp_listening: Mutex::new(HashMap::new()),
             head_timeouts: std::sync::RwLock::new(HashMap::new()),
             flycast_listening: Mutex::new(Vec::new()),
             connections: Arc::new(AtomicUsize::new(0)),
@@ -291,6 +304,18 @@ impl Proxy {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Where each public UDP service port is bound now ([`udp`]).
+    pub fn udp_listening(&self) -> HashMap<u16, SocketAddr> {
+        self.udp_listening
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_udp_listening(&self, now: HashMap<u16, SocketAddr>) {
+        *self.udp_listening.lock().unwrap_or_else(|p| p.into_inner()) = now;
     }
 
     /// The Flycast addresses and ports listened on now, sorted.
@@ -712,6 +737,7 @@ pub async fn run(
     *proxy.balance.lock().unwrap_or_else(|p| p.into_inner()) = Some(workers.balance());
     let mut listeners: HashMap<u16, (Arc<KindCell>, workers::Listening)> = HashMap::new();
     let mut flycast_listeners = flycast::Listeners::default();
+    let mut udp_listeners: HashMap<u16, udp::Listener> = HashMap::new();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -719,6 +745,7 @@ pub async fn run(
     let mut started = std::collections::HashSet::new();
     loop {
         sync_listeners(&proxy, &workers, &mut listeners);
+        udp::sync(&proxy, &mut udp_listeners);
         flycast::sync(&proxy, &mut flycast_listeners);
         going_away(&proxy, &mut started);
         proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);
@@ -744,6 +771,9 @@ pub async fn run(
         h.abort();
     }
     flycast_listeners.close_all(&proxy);
+    // Closing a UDP port ends its flows.
+    udp_listeners.clear();
+    proxy.set_udp_listening(HashMap::new());
     proxy
         .listening
         .lock()

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hangar_metrics::{Families, Gauge, Histogram, Registry};
+use hangar_metrics::{Counter, Families, Gauge, Histogram, Registry};
 
 const LATENCY: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -208,6 +208,61 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// The counters of one UDP flow of `app` ([`crate::udp`]): looked up once per flow;
+    /// the flow counts in `hangar_proxy_udp_flows` until the handle drops.
+    pub fn udp_flow(&self, app: &str) -> UdpFlow {
+        let labels = |direction| {
+            [
+                ("app", app),
+                ("region", self.region.as_str()),
+                ("direction", direction),
+            ]
+        };
+        let datagrams = |d| {
+            self.registry.counter(
+                "hangar_proxy_udp_datagrams_total",
+                "UDP datagrams relayed, in (client to machine) and out",
+                &labels(d),
+            )
+        };
+        let bytes = |d| {
+            self.registry.counter(
+                "hangar_proxy_udp_bytes_total",
+                "UDP payload bytes relayed, in (client to machine) and out",
+                &labels(d),
+            )
+        };
+        let flows = self.registry.gauge(
+            "hangar_proxy_udp_flows",
+            "UDP flows (client addresses) being relayed to a machine",
+            &[("app", app), ("region", self.region.as_str())],
+        );
+        flows.add(1.0);
+        UdpFlow {
+            datagrams_in: datagrams("in"),
+            datagrams_out: datagrams("out"),
+            bytes_in: bytes("in"),
+            bytes_out: bytes("out"),
+            flows,
+        }
+    }
+
+    /// Counts a UDP datagram dropped on public port `port`, by reason (`too_many_flows`,
+    /// `flow_queue_full`, `queue_full`, `no_capacity`, `no_machine`, `refused`).
+    pub fn udp_dropped(&self, port: u16, reason: &str) {
+        self.registry
+            .counter(
+                "hangar_proxy_udp_dropped_total",
+                "UDP datagrams dropped, by public port and reason",
+                &[
+                    ("region", self.region.as_str()),
+                    ("port", port.to_string().as_str()),
+                    ("reason", reason),
+                ],
+            )
+            .inc();
+    }
+
     /// Counts a client connection closed for abuse (`type`, e.g. `h2_reset_flood`).
     pub fn rate_limited(&self, kind: &str) {
         self.registry
@@ -272,5 +327,35 @@ impl ProxyMetrics {
     /// Renders every metric (plus per-machine concurrency, given by the caller).
     pub fn render_into(&self, out: &mut Families) {
         self.registry.collect(out);
+    }
+}
+
+/// One UDP flow's counters ([`ProxyMetrics::udp_flow`]).
+#[derive(Debug)]
+pub struct UdpFlow {
+    datagrams_in: Arc<Counter>,
+    datagrams_out: Arc<Counter>,
+    bytes_in: Arc<Counter>,
+    bytes_out: Arc<Counter>,
+    flows: Arc<Gauge>,
+}
+
+impl UdpFlow {
+    /// A datagram of `len` bytes went to the machine.
+    pub fn datagram_in(&self, len: usize) {
+        self.datagrams_in.inc();
+        self.bytes_in.add(len as u64);
+    }
+
+    /// A datagram of `len` bytes came back from it.
+    pub fn datagram_out(&self, len: usize) {
+        self.datagrams_out.inc();
+        self.bytes_out.add(len as u64);
+    }
+}
+
+impl Drop for UdpFlow {
+    fn drop(&mut self) {
+        self.flows.add(-1.0);
     }
 }

@@ -65,7 +65,34 @@ impl Wakes {
         store: &Arc<dyn Store>,
         catalog: &Arc<CatalogHandle>,
         id: &str,
-        (addr, port): (Ipv6Addr, u16),
+        target: (Ipv6Addr, u16),
+        timeout: Duration,
+        keep: Option<&Arc<crate::pool::Pool>>,
+    ) -> Result<Duration, WakeError> {
+        self.wake_for(store, catalog, id, Some(target), timeout, keep)
+            .await
+    }
+
+    /// Starts machine `id` (if no one is already) for a UDP flow and waits until it is
+    /// started (a suspended one: until its start is recorded, since its sockets hold what
+    /// arrives while it thaws), or `timeout` passes. A UDP port can not be probed without
+    /// sending the app a datagram: [`crate::udp`] resends what the machine refused instead.
+    pub async fn wake_udp(
+        &self,
+        store: &Arc<dyn Store>,
+        catalog: &Arc<CatalogHandle>,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Duration, WakeError> {
+        self.wake_for(store, catalog, id, None, timeout, None).await
+    }
+
+    async fn wake_for(
+        &self,
+        store: &Arc<dyn Store>,
+        catalog: &Arc<CatalogHandle>,
+        id: &str,
+        target: Option<(Ipv6Addr, u16)>,
         timeout: Duration,
         keep: Option<&Arc<crate::pool::Pool>>,
     ) -> Result<Duration, WakeError> {
@@ -85,12 +112,14 @@ impl Wakes {
                     tokio::spawn(async move {
                         let r = tokio::time::timeout(
                             timeout,
-                            bring_up(store.as_ref(), &catalog, &id, addr, port),
+                            bring_up(store.as_ref(), &catalog, &id, target),
                         )
                         .await
                         .unwrap_or(Err(WakeError::Timeout));
                         let r = r.map(|probe| {
-                            if let Some(pool) = keep {
+                            if let (Some(pool), Some(probe), Some((addr, port))) =
+                                (keep, probe, target)
+                            {
                                 let _ = probe.set_nodelay(true);
                                 let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
                                 pool.local()
@@ -133,13 +162,14 @@ const PROBE_MAX: Duration = Duration::from_millis(50);
 type EarlyConnect =
     std::pin::Pin<Box<dyn Future<Output = std::io::Result<tokio::net::TcpStream>> + Send>>;
 
+/// Starts the machine and waits for it: with a `probe` address, until that port accepts (the
+/// connection that found it is returned); without, until it is started.
 async fn bring_up(
     store: &dyn Store,
     catalog: &CatalogHandle,
     id: &str,
-    addr: Ipv6Addr,
-    port: u16,
-) -> Result<tokio::net::TcpStream, WakeError> {
+    probe: Option<(Ipv6Addr, u16)>,
+) -> Result<Option<tokio::net::TcpStream>, WakeError> {
     let mut rx = catalog.subscribe();
     // A suspended machine's sockets exist while it is frozen: the kernel accepts connections
     // for it, and its app answers them once thawed. So the request need not wait for the
@@ -150,11 +180,11 @@ async fn bring_up(
         .machines
         .get(id)
         .is_some_and(|m| m.state == State::Suspended);
-    let target = SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0));
+    let target = probe.map(|(addr, port)| SocketAddr::V6(SocketAddrV6::new(addr, port, 0, 0)));
     // For the same reason its connection is opened first: the connect is issued now (one
     // poll) and the handshake completes while the start is recorded.
     let mut early: Option<EarlyConnect> = None;
-    if suspended {
+    if suspended && let Some(target) = target {
         let mut connecting = Box::pin(tokio::net::TcpStream::connect(target));
         early = Some(
             match std::future::poll_fn(|cx| Poll::Ready(connecting.as_mut().poll(cx))).await {
@@ -189,17 +219,20 @@ async fn bring_up(
     if !suspended {
         wait_started(catalog, &mut rx, id).await?;
     }
+    let Some(target) = target else {
+        return Ok(None);
+    };
     if let Some(connecting) = early
         && let Ok(probe) = connecting.await
     {
-        return Ok(probe);
+        return Ok(Some(probe));
     }
     // ...and its port accepting (the app may take a moment to listen).
     let probing = Instant::now();
     let mut delay = Duration::from_millis(1);
     loop {
         if let Ok(probe) = tokio::net::TcpStream::connect(target).await {
-            return Ok(probe);
+            return Ok(Some(probe));
         }
         if probing.elapsed() < PROBE_FINE_FOR {
             // Finer than tokio's timer, which rounds up to the next millisecond: an app that

@@ -14,6 +14,7 @@ mod registry;
 mod secrets;
 mod supervision;
 mod tls;
+mod udp;
 mod volumes;
 mod wireguard;
 
