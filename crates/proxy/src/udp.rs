@@ -48,12 +48,13 @@ pub const FLOW_QUEUE: usize = 64;
 pub const RESENDS: u32 = 16;
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
-/// How long resend `n` (from 0) waits: 5, 10, 20, 40 and 80 ms (with the first send, the
-/// six refusals the kernel sends at once), then 550 ms each (it sends one per half second
-/// after that, less for wider routes), so every resend still refused is refused aloud.
+/// How long resend `n` (from 0) waits: 1, 2, 4, 8 and 16 ms (with the first send, the six
+/// refusals the kernel sends at once: most apps bind within milliseconds of their start),
+/// then 550 ms each (the kernel sends one refusal per half second after that, less for wider
+/// routes), so every resend still refused is refused aloud.
 fn resend_wait(n: u32) -> Duration {
     if n < 5 {
-        Duration::from_millis(5 << n)
+        Duration::from_millis(1 << n)
     } else {
         Duration::from_millis(550)
     }
