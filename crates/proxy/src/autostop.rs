@@ -14,7 +14,7 @@ use hangar_api_types::Autostop;
 use hangar_domain::State;
 
 use crate::Proxy;
-use crate::balance::limits;
+use crate::balance::service_limits;
 use crate::catalog::{MachineEntry, autostop};
 use crate::http::{idle, set_draining};
 
@@ -73,13 +73,8 @@ pub fn pass(proxy: &Arc<Proxy>) -> Vec<(Arc<MachineEntry>, bool)> {
             let over_soft = running
                 .iter()
                 .filter(|m| {
-                    let port = svc(m)
-                        .ports
-                        .iter()
-                        // A range's first port stands for it (limits are per service).
-                        .find_map(|p| p.port.or(p.start_port).and_then(|p| u16::try_from(p).ok()))
-                        .unwrap_or(0);
-                    let (soft, _) = limits(m, port);
+                    // The limits of the service that makes the group (TCP or UDP).
+                    let (soft, _) = service_limits(Some(&svc(m)));
                     proxy.loads.get(&m.id).in_flight() >= soft
                 })
                 .count();

@@ -327,7 +327,12 @@ impl Loads {
 
 /// Soft and hard limits of a machine's service on a port.
 pub fn limits(m: &MachineEntry, port: u16) -> (usize, usize) {
-    let c = m.service_for(port).and_then(|s| s.concurrency.as_ref());
+    service_limits(m.service_for(port))
+}
+
+/// Soft and hard limits of a service (the defaults without one).
+pub fn service_limits(s: Option<&hangar_api_types::MachineService>) -> (usize, usize) {
+    let c = s.and_then(|s| s.concurrency.as_ref());
     let hard = c
         .and_then(|c| c.hard_limit)
         .and_then(|v| usize::try_from(v).ok())
@@ -620,6 +625,7 @@ mod tests {
                 ..MachineService::default()
             }],
             udp_services: Vec::new(),
+            config_services: Vec::new(),
             primary_region: None,
             stop_config: None,
             suspendable: true,

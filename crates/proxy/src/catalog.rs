@@ -37,6 +37,9 @@ pub struct MachineEntry {
     pub services: Vec<MachineService>,
     /// Its UDP services ([`crate::udp`]).
     pub udp_services: Vec<MachineService>,
+    /// Every service, TCP and UDP, in the config's order: health checks (named by their
+    /// position) and autostop read them.
+    pub config_services: Vec<MachineService>,
     /// `PRIMARY_REGION` from its env (for `min_machines_running`).
     pub primary_region: Option<String>,
     /// Its stop signal and timeout (autostop uses them).
@@ -67,6 +70,7 @@ impl MachineEntry {
             cordoned: m.cordoned,
             services,
             udp_services,
+            config_services: m.config.services.clone(),
             primary_region: m.config.env.get("PRIMARY_REGION").cloned(),
             stop_config: m.config.stop_config.clone(),
             suspendable: m.config.suspendable(),
@@ -80,9 +84,9 @@ impl MachineEntry {
         self.services.iter().find(|s| serves(s, port))
     }
 
-    /// Every service, TCP then UDP (autostop reads both).
+    /// Every service, TCP and UDP, in the config's order.
     pub fn all_services(&self) -> impl Iterator<Item = &MachineService> {
-        self.services.iter().chain(&self.udp_services)
+        self.config_services.iter()
     }
 }
 
@@ -349,6 +353,7 @@ impl Catalog {
                     Arc::new(MachineEntry {
                         services: m.udp_services.clone(),
                         udp_services: Vec::new(),
+                        config_services: Vec::new(),
                         ..MachineEntry::clone(m)
                     })
                 })
@@ -637,7 +642,8 @@ mod tests {
             "b",
             serde_json::json!([{"port": 80, "handlers": ["http"]}]),
         ));
-        m.udp_services = vec![udp];
+        m.udp_services = vec![udp.clone()];
+        m.config_services.insert(0, udp);
         let m = Arc::new(m);
         // App "a" sorts first and declares 53 too, but for TCP.
         let n = entry("n", "a", serde_json::json!([{"port": 53}]));
@@ -665,8 +671,32 @@ mod tests {
             Some(5353)
         );
         assert!(c.udp_app(80).is_none());
-        // Autostop reads both kinds.
-        assert_eq!(m.all_services().count(), 2);
+        // Health checks and autostop read both kinds, in the config's order.
+        let order: Vec<&str> = m.all_services().map(|s| s.protocol.as_str()).collect();
+        assert_eq!(order, ["udp", "tcp"]);
+    }
+
+    #[test]
+    fn checks_of_udp_services_run_and_keep_their_names() {
+        let svc = |proto: &str, port: i64| -> MachineService {
+            serde_json::from_value(serde_json::json!({
+                "protocol": proto, "internal_port": port, "ports": [{"port": port}],
+                "checks": [{"type": "tcp", "port": port}]
+            }))
+            .expect("service")
+        };
+        let mut m = MachineEntry::clone(&entry("m", "a", serde_json::json!([])));
+        m.config_services = vec![svc("udp", 53), svc("tcp", 8080)];
+        m.services = vec![svc("tcp", 8080)];
+        m.udp_services = vec![svc("udp", 53)];
+        let names: Vec<String> = crate::health::specs(&m)
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["servicecheck-00-tcp-53", "servicecheck-01-tcp-8080"]
+        );
     }
 
     fn entry(id: &str, app: &str, ports: serde_json::Value) -> Arc<MachineEntry> {
@@ -681,8 +711,9 @@ mod tests {
             state: State::Started,
             addr: Ipv6Addr::LOCALHOST,
             cordoned: false,
-            services: vec![svc],
+            services: vec![svc.clone()],
             udp_services: Vec::new(),
+            config_services: vec![svc],
             primary_region: None,
             stop_config: None,
             suspendable: true,

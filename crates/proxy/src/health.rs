@@ -114,7 +114,9 @@ fn spec(
 pub fn specs(m: &MachineEntry) -> Vec<CheckSpec> {
     let mut out = Vec::new();
     let mut n = 0;
-    for s in &m.services {
+    // Every service's, UDP ones too (their checks are TCP or HTTP to the internal port), in
+    // the config's order: the names count them.
+    for s in m.all_services() {
         for c in &s.checks {
             let kind = c.r#type.as_deref().unwrap_or("tcp");
             let name = format!("servicecheck-{n:02}-{kind}-{}", s.internal_port);
