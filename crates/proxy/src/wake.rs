@@ -97,18 +97,26 @@ impl Wakes {
         keep: Option<&Arc<crate::pool::Pool>>,
     ) -> Result<Duration, WakeError> {
         let started = Instant::now();
+        // A wake for UDP (no port to probe) is not one a TCP caller may join: it would be
+        // told the machine is up before its app listens. Both start the machine (the second
+        // finds it starting); each waits its own way.
+        let key = match target {
+            Some(_) => id.to_string(),
+            None => format!("{id} udp"),
+        };
         let mut rx = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(id) {
+            match map.get(&key) {
                 Some(rx) => rx.clone(),
                 None => {
                     let (tx, rx) = watch::channel(None);
-                    map.insert(id.to_string(), rx.clone());
+                    map.insert(key.clone(), rx.clone());
                     let store = store.clone();
                     let catalog = catalog.clone();
                     let id = id.to_string();
                     let keep = keep.cloned();
                     let inflight = Arc::clone(&self.inflight);
+                    let key = key.clone();
                     tokio::spawn(async move {
                         let r = tokio::time::timeout(
                             timeout,
@@ -130,7 +138,7 @@ impl Wakes {
                         inflight
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id);
+                            .remove(&key);
                     });
                     rx
                 }
@@ -383,6 +391,53 @@ pub(crate) mod tests {
             until_accepted(&accepted, 1, "the probe never connected").await;
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
         }
+    }
+
+    #[tokio::test]
+    async fn a_tcp_wake_does_not_join_a_udp_one() {
+        // A UDP wake is done once the machine is started; a TCP one waits for its port. Had
+        // the TCP caller joined the UDP wake, it would be told the machine is up while
+        // nothing listens on its port.
+        let id = "0123456789abc7";
+        let store = store_with_machine(id, State::Stopped);
+        let catalog = CatalogHandle::new();
+        catalog.load(store.as_ref()).expect("load");
+        let closed = std::net::TcpListener::bind("[::1]:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let wakes = Arc::new(Wakes::default());
+        let udp = {
+            let (w, s, c) = (Arc::clone(&wakes), Arc::clone(&store), Arc::clone(&catalog));
+            tokio::spawn(async move { w.wake_udp(&s, &c, id, Duration::from_secs(5)).await })
+        };
+        let tcp = {
+            let (w, s, c) = (Arc::clone(&wakes), Arc::clone(&store), Arc::clone(&catalog));
+            tokio::spawn(async move {
+                w.wake(
+                    &s,
+                    &c,
+                    id,
+                    (Ipv6Addr::LOCALHOST, closed),
+                    Duration::from_millis(1500),
+                    None,
+                )
+                .await
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while wakes.in_progress() < 2 {
+            assert!(Instant::now() < deadline, "two wakes never ran");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Started, as the agent would record it.
+        let mut m = store.find_machine(id).expect("read").expect("machine");
+        m.state = State::Started;
+        store.update_machine(&m, m.revision).expect("started");
+        catalog.load(store.as_ref()).expect("load");
+        assert!(udp.await.expect("task").is_ok());
+        assert_eq!(tcp.await.expect("task"), Err(WakeError::Timeout));
     }
 
     #[tokio::test]
