@@ -738,6 +738,7 @@ pub async fn run(
     let mut listeners: HashMap<u16, (Arc<KindCell>, workers::Listening)> = HashMap::new();
     let mut flycast_listeners = flycast::Listeners::default();
     let mut udp_listeners: HashMap<u16, udp::Listener> = HashMap::new();
+    let mut udp_failed: HashMap<u16, String> = HashMap::new();
     let mut changes = proxy.catalog.subscribe();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -745,7 +746,7 @@ pub async fn run(
     let mut started = std::collections::HashSet::new();
     loop {
         sync_listeners(&proxy, &workers, &mut listeners);
-        udp::sync(&proxy, &mut udp_listeners);
+        udp::sync(&proxy, &mut udp_listeners, &mut udp_failed);
         flycast::sync(&proxy, &mut flycast_listeners);
         going_away(&proxy, &mut started);
         proxy.health.sync(&proxy.catalog.snapshot(), &proxy.store);

@@ -247,8 +247,11 @@ impl ProxyMetrics {
         }
     }
 
-    /// Counts a UDP datagram dropped on public port `port`, by reason (`too_many_flows`,
-    /// `flow_queue_full`, `queue_full`, `no_capacity`, `no_machine`, `refused`).
+    /// Counts a UDP datagram dropped on public port `port`, by reason ([`crate::udp`]):
+    /// `too_many_flows`, `flow_queue_full`, `port_queue_full` (no room to wait), `no_app`,
+    /// `no_machine`, `queue_full`, `no_capacity` (its flow could not be routed),
+    /// `refused` (the machine's port was closed), `flow_ended` (still queued when its flow
+    /// ended), `send_error`, `client_send_full` (an answer the public socket could not take).
     pub fn udp_dropped(&self, port: u16, reason: &str) {
         self.registry
             .counter(

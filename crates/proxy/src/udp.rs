@@ -1,53 +1,70 @@
-//! UDP services (`protocol = "udp"`, no handlers): one app per public port, as for raw TCP.
+//! UDP services (`protocol = "udp"`): one app per public port, as for raw TCP.
 //!
 //! Each client address is a *flow*. Its first datagram routes it like a TCP connection
-//! (balancing, limits, the per-app queue; a stopped or suspended machine is woken); then its
-//! datagrams go to that machine's internal port from a socket connected there, and what the
-//! machine sends back goes to the client from the public port. The app sees the datagrams
-//! come from the host's address on its network (the bridge), not from the client: UDP has
-//! no PROXY header. Apps written for the reference bind `fly-global-services:<port>`; a
-//! machine's `/etc/hosts` names its 6PN address so.
+//! (nearest region, least loaded, cordoned and failing machines skipped; a stopped or
+//! suspended machine is woken); then its datagrams go to that machine's internal port from a
+//! socket connected there, and what the machine sends back goes to the client from the public
+//! port. The app sees the datagrams come from the host's address on its network (the bridge),
+//! not from the client: UDP has no PROXY header. Apps written for the reference bind
+//! `fly-global-services:<port>`; a machine's `/etc/hosts` names its 6PN address so.
 //!
-//! A flow is a connection to its machine: it holds a slot of the machine's concurrency
-//! while it lives and marks the machine active whenever a datagram moves, so autostop
-//! leaves the machine alone until the flow has been silent (both ways) for the flow idle
-//! timeout ([`crate::ProxyConfig::udp_idle_timeout`]) and then for the autostop interval.
-//! A flow ends at that timeout, when its machine goes away, or when its port closes.
+//! A flow takes no slot of its machine's concurrency: source addresses cost nothing to
+//! forge, and a flood of them must not take the capacity of the app's TCP and HTTP clients.
+//! It marks the machine active whenever a datagram moves, so autostop stops the machine an
+//! autostop interval after the last one. A flow ends when it has been silent both ways for
+//! the flow idle timeout ([`crate::ProxyConfig::udp_idle_timeout`]), when its machine goes
+//! away, when the machine refused [`MAX_REFUSALS`] datagrams in a row (its app is gone: the
+//! client's next datagram is routed again), or when its port closes.
 //!
 //! A woken machine's app may not have bound its port yet, and UDP has no handshake to wait
-//! for: the datagrams a woken flow sent are kept (at most [`FLOW_QUEUE`]) until the machine
-//! answers, and sent again, backing off, each time the machine's kernel refuses them (ICMP
-//! port unreachable), at most [`RESENDS`] times. Only a refusal causes a resend, so an app
-//! that never answers gets each datagram once. The machine's kernel rate-limits those
-//! refusals (six at once, then one per half second by default): the resends are spaced so
-//! that each can be refused, over about six seconds; a refusal the kernel does not send
-//! ends the resending, and the client's own retry is then what gets through.
+//! for. A flow that waited for a wake keeps the datagrams it sends (at most
+//! [`UNCONFIRMED_MAX`]) until they are delivered: until the machine answers, or until
+//! [`SETTLE`] passes after a send with no refusal (ICMP port unreachable, back within a
+//! millisecond on the host). Each refusal sends them all again after a wait, at most
+//! [`RESENDS`] times. The machine's kernel rate-limits refusals (six at once, then one per
+//! half second by default): the waits are spaced so that each resend can still be refused; a
+//! refusal it does not send counts as a delivery. A datagram may arrive twice when the app
+//! binds while a resend is under way (UDP allows duplicates); one that was delivered is not
+//! sent again after it settled.
 //!
-//! Bounded: flows per port ([`crate::ProxyConfig::udp_max_flows`]; the datagrams of new
-//! clients past it are dropped) and datagrams waiting per flow ([`FLOW_QUEUE`], while it is
-//! routed or its machine woken, or when the machine is slower than its client); every drop
-//! is counted by reason (`hangar_proxy_udp_dropped_total`).
+//! Bounded: flows per port ([`crate::ProxyConfig::udp_max_flows`]), datagrams waiting per
+//! flow ([`FLOW_QUEUE`]) and their bytes per port ([`PORT_QUEUE_BYTES`]); one receive buffer
+//! per port and per thread, none per flow. Every datagram dropped is counted by reason
+//! (`hangar_proxy_udp_dropped_total`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::Proxy;
-use crate::balance::{Pick, Prefs, Slot};
+use crate::balance::{Load, Pick, Prefs};
 
 /// Datagrams that may wait for one flow.
 pub const FLOW_QUEUE: usize = 64;
+/// Bytes of datagrams that may wait for the flows of one port.
+pub const PORT_QUEUE_BYTES: usize = 16 << 20;
+/// Datagrams a woken flow keeps for resending.
+pub const UNCONFIRMED_MAX: usize = 8;
 /// How often a woken flow's refused datagrams are sent again, at most.
 pub const RESENDS: u32 = 16;
+/// A send not refused within this is taken as delivered.
+pub const SETTLE: Duration = Duration::from_millis(20);
+/// Refusals in a row (not resending) that end a flow.
+pub const MAX_REFUSALS: u32 = 3;
 /// The largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+
 /// How long resend `n` (from 0) waits: 1, 2, 4, 8 and 16 ms (with the first send, the six
 /// refusals the kernel sends at once: most apps bind within milliseconds of their start),
 /// then 550 ms each (the kernel sends one refusal per half second after that, less for wider
@@ -58,6 +75,11 @@ fn resend_wait(n: u32) -> Duration {
     } else {
         Duration::from_millis(550)
     }
+}
+
+thread_local! {
+    /// Where a flow reads its machine's answer: one buffer per thread, not one per flow.
+    static ANSWER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
 }
 
 /// One public UDP port being served. Dropping it closes the port and ends its flows.
@@ -91,10 +113,16 @@ pub fn listen(proxy: &Arc<Proxy>, port: u16, addr: SocketAddr) -> io::Result<Lis
     Ok(Listener { local, task })
 }
 
-/// Opens and closes UDP listeners to match the ports the apps' UDP services declare.
-pub fn sync(proxy: &Arc<Proxy>, listeners: &mut HashMap<u16, Listener>) {
+/// Opens and closes UDP listeners to match the ports the apps' UDP services declare. A port
+/// that can not be bound is said once, and tried again on every pass.
+pub fn sync(
+    proxy: &Arc<Proxy>,
+    listeners: &mut HashMap<u16, Listener>,
+    failed: &mut HashMap<u16, String>,
+) {
     let wanted = proxy.catalog.snapshot().udp_ports();
     listeners.retain(|port, l| wanted.contains(port) && !l.is_finished());
+    failed.retain(|port, _| wanted.contains(port));
     for port in wanted {
         if listeners.contains_key(&port) {
             continue;
@@ -103,18 +131,58 @@ pub fn sync(proxy: &Arc<Proxy>, listeners: &mut HashMap<u16, Listener>) {
         let addr = SocketAddr::new(proxy.config.bind, listen_port);
         match listen(proxy, port, addr) {
             Ok(l) => {
+                failed.remove(&port);
                 listeners.insert(port, l);
             }
-            Err(e) => eprintln!("hangar-proxy: can not listen on udp {addr} for port {port}: {e}"),
+            Err(e) => {
+                let e = e.to_string();
+                if failed.get(&port) != Some(&e) {
+                    eprintln!("hangar-proxy: can not listen on udp {addr} for port {port}: {e}");
+                    failed.insert(port, e);
+                }
+            }
         }
     }
     proxy.set_udp_listening(listeners.iter().map(|(p, l)| (*p, l.local)).collect());
+}
+
+/// What a port's receive loop and its flows share.
+struct Port {
+    port: u16,
+    /// Bytes of datagrams waiting in the flows' queues.
+    queued: AtomicUsize,
+    /// When a flow of this port last wrote a routing failure to the app's log (ms since
+    /// the Unix epoch): at most one a second, whatever a flood of new clients does.
+    logged_ms: AtomicU64,
+}
+
+impl Port {
+    /// Takes a datagram out of a flow's queue.
+    fn took(&self, d: &Bytes) {
+        self.queued.fetch_sub(d.len(), Ordering::AcqRel);
+    }
+
+    /// Whether a routing failure may be logged now.
+    fn may_log(&self) -> bool {
+        let now = crate::balance::now_ms();
+        let last = self.logged_ms.load(Ordering::Acquire);
+        now.saturating_sub(last) >= 1000
+            && self
+                .logged_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+    }
 }
 
 /// Reads the public socket and hands each datagram to its client's flow.
 async fn receive(proxy: Arc<Proxy>, port: u16, socket: Arc<UdpSocket>) {
     // Dropped with this task: every flow of the port sees it and ends.
     let (_stop, stop) = watch::channel(());
+    let shared = Arc::new(Port {
+        port,
+        queued: AtomicUsize::new(0),
+        logged_ms: AtomicU64::new(0),
+    });
     let max_flows = proxy.config.udp_max_flows;
     let mut flows: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -129,22 +197,35 @@ async fn receive(proxy: Arc<Proxy>, port: u16, socket: Arc<UdpSocket>) {
                 continue;
             }
         };
+        if shared.queued.load(Ordering::Acquire) + n > PORT_QUEUE_BYTES {
+            proxy.metrics.udp_dropped(port, "port_queue_full");
+            continue;
+        }
         let mut data = Bytes::copy_from_slice(&buf[..n]);
         if let Some(tx) = flows.get(&client) {
+            // Counted before it is queued: the flow may take it out at once.
+            shared.queued.fetch_add(n, Ordering::AcqRel);
             match tx.try_send(data) {
                 Ok(()) => continue,
                 Err(mpsc::error::TrySendError::Full(_)) => {
+                    shared.queued.fetch_sub(n, Ordering::AcqRel);
                     proxy.metrics.udp_dropped(port, "flow_queue_full");
                     continue;
                 }
                 // That flow ended: this datagram starts the next one.
                 Err(mpsc::error::TrySendError::Closed(d)) => {
+                    shared.queued.fetch_sub(n, Ordering::AcqRel);
                     data = d;
                     flows.remove(&client);
                 }
             }
         }
-        if flows.len() >= max_flows || swept.elapsed() >= Duration::from_secs(1) {
+        // Ended flows are forgotten once a second, or when the table is full (then at most
+        // every 100 ms: a flood of new addresses must not make each datagram a full scan).
+        let since = swept.elapsed();
+        if since >= Duration::from_secs(1)
+            || (flows.len() >= max_flows && since >= Duration::from_millis(100))
+        {
             flows.retain(|_, tx| !tx.is_closed());
             swept = Instant::now();
         }
@@ -153,11 +234,12 @@ async fn receive(proxy: Arc<Proxy>, port: u16, socket: Arc<UdpSocket>) {
             continue;
         }
         let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+        shared.queued.fetch_add(n, Ordering::AcqRel);
         let _ = tx.try_send(data);
         flows.insert(client, tx);
         tokio::spawn(flow(
             Arc::clone(&proxy),
-            port,
+            Arc::clone(&shared),
             Arc::clone(&socket),
             client,
             rx,
@@ -169,103 +251,101 @@ async fn receive(proxy: Arc<Proxy>, port: u16, socket: Arc<UdpSocket>) {
 /// Where a flow goes.
 struct Routed {
     app: String,
-    slot: Slot,
+    load: Arc<Load>,
     upstream: UdpSocket,
     /// Its machine was woken for it.
     woke: bool,
 }
 
-/// Chooses the flow's machine (waking one if need be) and connects a socket to it.
-async fn route(proxy: &Arc<Proxy>, port: u16) -> Option<Routed> {
+/// Chooses the flow's machine (waking one if need be) and connects a socket to it; `Err`
+/// names the reason its datagrams are dropped.
+async fn route(proxy: &Arc<Proxy>, port: &Port) -> Result<Routed, &'static str> {
     let cfg = &proxy.config;
     let mut prefs = Prefs::default();
     let mut queued = None::<Instant>;
     let mut woke = false;
     for _attempt in 0..64 {
-        let app = proxy.catalog.view().udp_app(port)?;
-        let machine =
-            match crate::balance::pick(&app, port, &prefs, &proxy.loads, &proxy.regions, &|m, p| {
-                proxy.healthy(m, p)
-            }) {
-                Pick::Route(m) => Arc::clone(m),
-                Pick::Wake(m) => {
-                    let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
-                        proxy.metrics.udp_dropped(port, "queue_full");
-                        return None;
-                    };
-                    let _waking = proxy.loads.get(&m.id).wait_for_wake();
-                    match proxy
-                        .wakes
-                        .wake_udp(&proxy.store, &proxy.catalog, &m.id, cfg.wake_timeout)
-                        .await
-                    {
-                        // To the machine just woken (a suspended one is still `suspended` in
-                        // the catalog: a new pick would wake it again).
-                        Ok(d) => {
-                            proxy.metrics.cold_start(&app.name, d);
-                            woke = true;
-                            Arc::clone(m)
-                        }
-                        Err(e) => {
-                            proxy.log_error(
-                                &app.name,
-                                Some(&m.id),
-                                e.code(),
-                                &format!("{e:?}"),
-                                None,
-                            );
-                            prefs.exclude.push(m.id.clone());
-                            continue;
-                        }
-                    }
-                }
-                Pick::Full => {
-                    let since = *queued.get_or_insert_with(Instant::now);
-                    if since.elapsed() > cfg.queue_timeout {
-                        proxy.metrics.udp_dropped(port, "no_capacity");
-                        return None;
-                    }
-                    let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
-                        proxy.metrics.udp_dropped(port, "queue_full");
-                        return None;
-                    };
-                    let _ =
-                        tokio::time::timeout(Duration::from_millis(100), proxy.loads.any_freed())
-                            .await;
-                    continue;
-                }
-                Pick::None => {
-                    proxy.log_error(&app.name, None, "PR01", "no machine for a UDP flow", None);
-                    proxy.metrics.udp_dropped(port, "no_machine");
-                    return None;
-                }
-            };
-        let internal = machine
-            .service_for(port)
-            .and_then(|s| u16::try_from(s.internal_port).ok())?;
-        // As for TCP: the slot is taken within the hard limit in one step, else pick again.
-        let (_, hard) = crate::balance::limits(&machine, port);
-        let Some(slot) = proxy.loads.try_acquire(&machine.id, hard) else {
-            tokio::task::yield_now().await;
-            continue;
+        let Some(app) = proxy.catalog.view().udp_app(port.port) else {
+            return Err("no_app");
         };
-        let target = SocketAddr::new(machine.addr.into(), internal);
-        let upstream = match connect(target).await {
-            Ok(s) => s,
-            Err(e) => {
-                proxy.log_error(&app.name, Some(&machine.id), "PC06", &e.to_string(), None);
-                prefs.exclude.push(machine.id.clone());
+        let machine = match crate::balance::pick(
+            &app,
+            port.port,
+            &prefs,
+            &proxy.loads,
+            &proxy.regions,
+            &|m, p| proxy.healthy(m, p),
+        ) {
+            Pick::Route(m) => Arc::clone(m),
+            Pick::Wake(m) => {
+                let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
+                    return Err("queue_full");
+                };
+                let _waking = proxy.loads.get(&m.id).wait_for_wake();
+                match proxy
+                    .wakes
+                    .wake_udp(&proxy.store, &proxy.catalog, &m.id, cfg.wake_timeout)
+                    .await
+                {
+                    // To the machine just woken (a suspended one is still `suspended` in
+                    // the catalog: a new pick would wake it again).
+                    Ok(d) => {
+                        proxy.metrics.cold_start(&app.name, d);
+                        woke = true;
+                        Arc::clone(m)
+                    }
+                    Err(e) => {
+                        proxy.log_error(&app.name, Some(&m.id), e.code(), &format!("{e:?}"), None);
+                        prefs.exclude.push(m.id.clone());
+                        continue;
+                    }
+                }
+            }
+            // Every machine is at its hard limit with TCP and HTTP work.
+            Pick::Full => {
+                let since = *queued.get_or_insert_with(Instant::now);
+                if since.elapsed() > cfg.queue_timeout {
+                    return Err("no_capacity");
+                }
+                let Some(_w) = proxy.metrics.wait_slot(&app.name, cfg.max_queue_per_app) else {
+                    return Err("queue_full");
+                };
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), proxy.loads.any_freed()).await;
                 continue;
             }
+            Pick::None => {
+                if port.may_log() {
+                    proxy.log_error(&app.name, None, "PR01", "no machine for a UDP flow", None);
+                }
+                return Err("no_machine");
+            }
         };
-        return Some(Routed {
-            app: app.name,
-            slot,
-            upstream,
-            woke,
-        });
+        let Some(internal) = machine
+            .service_for(port.port)
+            .and_then(|s| u16::try_from(s.internal_port).ok())
+        else {
+            return Err("no_machine");
+        };
+        let target = SocketAddr::new(machine.addr.into(), internal);
+        match connect(target).await {
+            Ok(upstream) => {
+                return Ok(Routed {
+                    app: app.name,
+                    load: proxy.loads.get(&machine.id),
+                    upstream,
+                    woke,
+                });
+            }
+            Err(e) => {
+                if port.may_log() {
+                    proxy.log_error(&app.name, Some(&machine.id), "PC06", &e.to_string(), None);
+                }
+                prefs.exclude.push(machine.id.clone());
+            }
+        }
     }
-    None
+    Err("no_machine")
 }
 
 /// A socket connected to `target`: it receives only what the machine sends, and the
@@ -280,132 +360,271 @@ async fn connect(target: SocketAddr) -> io::Result<UdpSocket> {
     Ok(s)
 }
 
-/// What a woken flow sent before its machine first answered, to send again while the
-/// machine refuses it.
+/// Sleeps until `at` (never, for `None`).
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a woken flow sent that is not known to be delivered yet.
 struct Unconfirmed {
     sent: Vec<Bytes>,
     resends: u32,
+    /// When the next resend goes, after a refusal.
+    resend_at: Option<Instant>,
+    /// When what was sent last counts as delivered, if no refusal comes first.
+    settle_at: Option<Instant>,
 }
 
-impl Unconfirmed {
-    /// Sends everything again after the next backoff, if any resend is left; false when
-    /// none is.
-    async fn resend(&mut self, upstream: &UdpSocket) -> bool {
-        if self.resends >= RESENDS {
-            return false;
-        }
-        tokio::time::sleep(resend_wait(self.resends)).await;
-        self.resends += 1;
-        for d in &self.sent {
-            if let Err(e) = upstream.send(d).await
-                && e.kind() == io::ErrorKind::ConnectionRefused
-            {
-                // Refused again while sending: the next round sends everything again.
-                break;
-            }
-        }
-        true
-    }
-}
-
-/// The machine refused a datagram. A woken flow still within its resends sends what it sent
-/// again (true: the flow is not idle while it does); otherwise the refused datagram is
-/// counted as dropped, and the flow resends nothing any more.
-async fn refused(
-    unconfirmed: &mut Option<Unconfirmed>,
-    upstream: &UdpSocket,
-    proxy: &Proxy,
-    port: u16,
-) -> bool {
-    if let Some(u) = unconfirmed
-        && u.resend(upstream).await
-    {
-        return true;
-    }
-    *unconfirmed = None;
-    proxy.metrics.udp_dropped(port, "refused");
-    false
-}
-
-/// Serves one client's flow until it is idle, its machine goes away or its port closes.
+/// Serves one client's flow, then drops what is left in its queue (counted).
 async fn flow(
     proxy: Arc<Proxy>,
-    port: u16,
+    port: Arc<Port>,
     public: Arc<UdpSocket>,
     client: SocketAddr,
     mut rx: mpsc::Receiver<Bytes>,
-    mut stop: watch::Receiver<()>,
+    stop: watch::Receiver<()>,
 ) {
+    let why = relay(&proxy, &port, &public, client, &mut rx, stop).await;
+    rx.close();
+    while let Ok(d) = rx.try_recv() {
+        port.took(&d);
+        proxy.metrics.udp_dropped(port.port, why);
+    }
+}
+
+/// Relays until the flow ends; returns the reason for what is still queued then.
+async fn relay(
+    proxy: &Arc<Proxy>,
+    port: &Port,
+    public: &UdpSocket,
+    client: SocketAddr,
+    rx: &mut mpsc::Receiver<Bytes>,
+    mut stop: watch::Receiver<()>,
+) -> &'static str {
     let routed = tokio::select! {
-        r = route(&proxy, port) => r,
-        _ = stop.changed() => None,
+        r = route(proxy, port) => r,
+        _ = stop.changed() => Err("flow_ended"),
     };
-    let Some(Routed {
+    let Routed {
         app,
-        slot,
+        load,
         upstream,
         woke,
-    }) = routed
-    else {
-        return;
+    } = match routed {
+        Ok(r) => r,
+        Err(why) => return why,
     };
     let metrics = proxy.metrics.udp_flow(&app);
-    let load = Arc::clone(slot.load());
     let mut away = load.away();
+    if load.is_going_away() {
+        return "flow_ended";
+    }
     let idle = proxy.config.udp_idle_timeout;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     let mut unconfirmed = woke.then(|| Unconfirmed {
         sent: Vec::new(),
         resends: 0,
+        resend_at: None,
+        settle_at: None,
     });
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    // Refusals in a row with nothing to resend.
+    let mut refusals = 0;
     loop {
-        tokio::select! {
+        let resend_at = unconfirmed.as_ref().and_then(|u| u.resend_at);
+        let settle_at = unconfirmed.as_ref().and_then(|u| u.settle_at);
+        let refused = tokio::select! {
             d = rx.recv() => {
-                let Some(d) = d else { break };
+                let Some(d) = d else { return "flow_ended" };
+                port.took(&d);
                 load.touch();
-                deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                deadline.as_mut().reset(Instant::now() + idle);
                 metrics.datagram_in(d.len());
-                if let Some(u) = &mut unconfirmed
-                    && u.sent.len() < FLOW_QUEUE
-                {
-                    u.sent.push(d.clone());
+                if let Some(u) = &mut unconfirmed {
+                    if u.sent.len() < UNCONFIRMED_MAX {
+                        u.sent.push(d.clone());
+                    }
+                    if u.resend_at.is_none() {
+                        u.settle_at = Some(Instant::now() + SETTLE);
+                    }
                 }
                 match upstream.send(&d).await {
-                    Ok(_) => {}
-                    // An earlier datagram was refused, and this one was not sent.
+                    Ok(_) => false,
+                    // An earlier datagram was refused, and this one was not sent: resent
+                    // with the others, or now.
                     Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                        if refused(&mut unconfirmed, &upstream, &proxy, port).await {
-                            deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                        } else {
+                        if unconfirmed.is_none() {
                             let _ = upstream.send(&d).await;
                         }
+                        true
                     }
-                    Err(_) => break,
+                    Err(_) => {
+                        proxy.metrics.udp_dropped(port.port, "send_error");
+                        return "send_error";
+                    }
                 }
             }
-            r = upstream.recv(&mut buf) => match r {
-                Ok(n) => {
-                    unconfirmed = None;
-                    load.touch();
-                    deadline.as_mut().reset(tokio::time::Instant::now() + idle);
-                    metrics.datagram_out(n);
-                    let _ = public.send_to(&buf[..n], client).await;
+            // A refusal shows as an error, not as something to read.
+            r = upstream.ready(Interest::READABLE | Interest::ERROR) => {
+                if r.is_err() {
+                    return "send_error";
                 }
-                // Nothing is bound to the machine's port (yet, for a machine just woken).
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    if refused(&mut unconfirmed, &upstream, &proxy, port).await {
-                        deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                match answer(&upstream, public, client) {
+                    Ok(Some((n, passed))) => {
+                        unconfirmed = None;
+                        refusals = 0;
+                        load.touch();
+                        deadline.as_mut().reset(Instant::now() + idle);
+                        if passed {
+                            metrics.datagram_out(n);
+                        } else {
+                            proxy.metrics.udp_dropped(port.port, "client_send_full");
+                        }
+                        false
+                    }
+                    Ok(None) => false,
+                    // Nothing is bound to the machine's port (yet, for a machine just woken).
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => true,
+                    Err(_) => {
+                        proxy.metrics.udp_dropped(port.port, "send_error");
+                        return "send_error";
                     }
                 }
-                Err(_) => break,
-            },
-            () = &mut deadline => break,
-            r = away.changed() => if r.is_err() || load.is_going_away() { break },
-            _ = stop.changed() => break,
+            }
+            () = sleep_until(resend_at) => {
+                if let Some(u) = &mut unconfirmed {
+                    u.resend_at = None;
+                    u.resends += 1;
+                    for d in &u.sent {
+                        if upstream.send(d).await.is_err() {
+                            // Refused again while sending: the next refusal sends it all.
+                            break;
+                        }
+                    }
+                    u.settle_at = Some(Instant::now() + SETTLE);
+                    // Resending is not being idle.
+                    deadline.as_mut().reset(Instant::now() + idle);
+                }
+                false
+            }
+            () = sleep_until(settle_at) => {
+                // Not refused: delivered.
+                unconfirmed = None;
+                false
+            }
+            () = &mut deadline => return "flow_ended",
+            r = away.changed() => {
+                if r.is_err() || load.is_going_away() {
+                    return "flow_ended";
+                }
+                false
+            }
+            _ = stop.changed() => return "flow_ended",
+        };
+        if !refused {
+            continue;
+        }
+        match &mut unconfirmed {
+            Some(u) if u.resends < RESENDS => {
+                u.settle_at = None;
+                if u.resend_at.is_none() {
+                    u.resend_at = Some(Instant::now() + resend_wait(u.resends));
+                }
+            }
+            _ => {
+                unconfirmed = None;
+                proxy.metrics.udp_dropped(port.port, "refused");
+                refusals += 1;
+                if refusals >= MAX_REFUSALS {
+                    return "flow_ended";
+                }
+            }
         }
     }
-    // The slot goes with the flow (and marks the machine active one last time).
-    drop(slot);
+}
+
+/// Reads one answer of the machine, if one is there, into this thread's buffer and sends it
+/// to the client: its length and whether it went (an answer the public socket can not take
+/// now is dropped, never waited for); `None` when there was nothing to read after all.
+fn answer(
+    upstream: &UdpSocket,
+    public: &UdpSocket,
+    client: SocketAddr,
+) -> io::Result<Option<(usize, bool)>> {
+    ANSWER.with(|b| {
+        let mut buf = b.borrow_mut();
+        // The read is the socket's own (tokio's `try_recv` looks at the readable readiness
+        // alone), tried for each readiness in turn (`try_io` takes one): each is cleared when
+        // there is nothing after all, neither a datagram nor an error.
+        let mut read = || std::io::Read::read(&mut &*socket2::SockRef::from(upstream), &mut buf);
+        let r = match upstream.try_io(Interest::READABLE, &mut read) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                upstream.try_io(Interest::ERROR, &mut read)
+            }
+            r => r,
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match public.try_send_to(&buf[..n], client) {
+            Ok(_) => Ok(Some((n, true))),
+            // The public socket's buffer is full: as a router would, drop it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Some((n, false))),
+            Err(e) => Err(e),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn wait_answer(
+        up: &UdpSocket,
+        public: &UdpSocket,
+        client: SocketAddr,
+    ) -> io::Result<Option<(usize, bool)>> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                up.ready(Interest::READABLE | Interest::ERROR).await?;
+                match answer(up, public, client) {
+                    Ok(None) => continue,
+                    r => return r,
+                }
+            }
+        })
+        .await
+        .expect("in time")
+    }
+
+    #[tokio::test]
+    async fn answers_are_relayed_and_refusals_seen() {
+        let machine = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let public = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let up = connect(machine.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        up.send(b"ping").await.expect("send");
+        let mut buf = [0u8; 16];
+        let (n, from) = machine.recv_from(&mut buf).await.expect("recv");
+        machine.send_to(&buf[..n], from).await.expect("answer");
+        let r = wait_answer(&up, &public, client.local_addr().expect("addr")).await;
+        assert_eq!(r.expect("answer"), Some((4, true)));
+        let (n, _) = client.recv_from(&mut buf).await.expect("relayed");
+        assert_eq!(&buf[..n], b"ping");
+        // Nothing bound there any more: the refusal comes back as an error.
+        drop(machine);
+        up.send(b"again").await.expect("send");
+        let r = wait_answer(&up, &public, client.local_addr().expect("addr")).await;
+        assert_eq!(
+            r.map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionRefused)
+        );
+    }
 }

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, UdpSocket};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hangar_proxy::{Proxy, ProxyConfig};
@@ -39,9 +39,10 @@ fn udp_machine(port: u16, extra: Value) -> Value {
 }
 
 /// An echo server on `[::]:5353` in machine `id`'s network namespace, answering `echo:` and
-/// the datagram, until dropped.
+/// the datagram, until dropped; it keeps what it received.
 struct Echo {
     stop: Arc<AtomicBool>,
+    received: Arc<Mutex<Vec<String>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -60,10 +61,15 @@ impl Echo {
             .expect("timeout");
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::clone(&stop);
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&received);
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !done.load(Ordering::Acquire) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    log.lock()
+                        .expect("log")
+                        .push(String::from_utf8_lossy(&buf[..n]).into_owned());
                     let mut answer = b"echo:".to_vec();
                     answer.extend_from_slice(&buf[..n]);
                     let _ = socket.send_to(&answer, from);
@@ -72,8 +78,19 @@ impl Echo {
         });
         Self {
             stop,
+            received,
             thread: Some(thread),
         }
+    }
+
+    /// How many times it received `msg`.
+    fn count(&self, msg: &str) -> usize {
+        self.received
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|m| *m == msg)
+            .count()
     }
 }
 
@@ -175,8 +192,9 @@ async fn udp_flows_reach_their_machine_within_the_flow_limit() {
     assert_eq!(ask(&a, to, "a1", long).as_deref(), Some("echo:a1"));
     assert_eq!(ask(&b, to, "b1", long).as_deref(), Some("echo:b1"));
     assert_eq!(ask(&a, to, "a2", long).as_deref(), Some("echo:a2"));
-    // Each flow is a connection to the machine while it lives.
-    assert_eq!(proxy.loads.get(&id).in_flight(), 2);
+    // Flows take none of the machine's concurrency (forged addresses would take it from the
+    // app's TCP and HTTP clients).
+    assert_eq!(proxy.loads.get(&id).in_flight(), 0);
     // A third client is over the limit of two flows: dropped, and counted.
     assert_eq!(ask(&third, to, "c1", Duration::from_millis(500)), None);
     let text = proxy.render_metrics();
@@ -259,11 +277,26 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
         }
     };
     assert_eq!(got.as_deref(), Some("echo:wake"));
+    // Resent while refused, delivered once.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(echo.count("wake"), 1);
     let text = proxy.render_metrics();
     assert!(
         text.contains("hangar_proxy_cold_start_seconds_count{app=\"px-udpw\""),
         "{text}"
     );
+
+    // A client that keeps sending keeps the machine up past the autostop interval and the
+    // flow idle timeout.
+    for i in 0..12 {
+        let msg = format!("keep{i}");
+        assert_eq!(
+            ask(&s, to, &msg, Duration::from_secs(5)),
+            Some(format!("echo:{msg}"))
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(state(&c, "px-udpw", &id).await, "started");
 
     // Silent flows end after a second, and the idle machine is stopped about a second later.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -274,7 +307,6 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(proxy.loads.get(&id).in_flight(), 0);
     assert_eq!(
         metric(
             &proxy.render_metrics(),
