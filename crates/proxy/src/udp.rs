@@ -251,6 +251,7 @@ async fn receive(proxy: Arc<Proxy>, port: u16, socket: Arc<UdpSocket>) {
 /// Where a flow goes.
 struct Routed {
     app: String,
+    machine: String,
     load: Arc<Load>,
     upstream: UdpSocket,
     /// Its machine was woken for it.
@@ -332,6 +333,7 @@ async fn route(proxy: &Arc<Proxy>, port: &Port) -> Result<Routed, &'static str> 
             Ok(upstream) => {
                 return Ok(Routed {
                     app: app.name,
+                    machine: machine.id.clone(),
                     load: proxy.loads.get(&machine.id),
                     upstream,
                     woke,
@@ -410,6 +412,7 @@ async fn relay(
     };
     let Routed {
         app,
+        machine,
         load,
         upstream,
         woke,
@@ -417,11 +420,20 @@ async fn relay(
         Ok(r) => r,
         Err(why) => return why,
     };
-    let metrics = proxy.metrics.udp_flow(&app);
     let mut away = load.away();
-    if load.is_going_away() {
+    // A machine that left `started` since it was picked (before `away` was watched) would
+    // hold the flow while its client keeps sending. One this flow woke is on its way up,
+    // whatever the catalog says yet (a suspended one is still `suspended` there).
+    let started = proxy
+        .catalog
+        .snapshot()
+        .machines
+        .get(&machine)
+        .is_some_and(|m| m.state == hangar_domain::State::Started);
+    if !(woke || started) {
         return "flow_ended";
     }
+    let metrics = proxy.metrics.udp_flow(&app);
     let idle = proxy.config.udp_idle_timeout;
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);

@@ -16,8 +16,8 @@ use hangar_proxy::{Proxy, ProxyConfig};
 use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
+use super::app;
 use super::proxy::{listening, machine};
-use super::{app, wait};
 
 /// A machine config with one UDP service: public `port` to internal port 5353.
 fn udp_machine(port: u16, extra: Value) -> Value {
@@ -239,11 +239,6 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
         ),
     )
     .await;
-    let r = c
-        .post(&format!("/v1/apps/px-udpw/machines/{id}/stop"), &json!({}))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    wait(&c, "px-udpw", &id, "stopped", "").await;
     let proxy = cluster.start_proxy(ProxyConfig {
         port_map: HashMap::from([(15355, 0)]),
         autostop_interval: Duration::from_secs(1),
@@ -251,6 +246,16 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
         ..ProxyConfig::default()
     });
     let to = udp_listening(&proxy, 15355).await;
+    // Idle from the start: autostop stops it, and the proxy sees it go away (a flow must
+    // not take that for its own machine going away once it woke it again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(&c, "px-udpw", &id).await != "stopped" {
+        assert!(
+            Instant::now() < deadline,
+            "the idle machine was not stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // The first datagram wakes the machine; its server binds only a second after the
     // machine is started, so the proxy's first sends are refused and must be sent again,
