@@ -27,18 +27,8 @@ ensure_rust
 INIT="$ROOT/target/init/x86_64-unknown-linux-gnu/release/hangar-init"
 HANGARD="$CARGO_TARGET_DIR/release/hangard"
 HANGAR="$CARGO_TARGET_DIR/release/hangar"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  step "building release hangard and hangar"
-  cargo build --release -p hangar-daemon -p hangar-cli
-  step "building the static hangar-init"
-  RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
-    LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-    cargo build --release -p hangar-runtime --bin hangar-init \
-    --target x86_64-unknown-linux-gnu --target-dir target/init
-fi
-for b in "$HANGARD" "$HANGAR" "$INIT"; do
-  [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
-done
+build_release hangar-daemon hangar-cli
+need_binaries "$HANGARD" "$HANGAR" "$INIT"
 
 bench_setup deploy
 

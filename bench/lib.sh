@@ -10,8 +10,43 @@
 #                          HPID, PORT, MPORT and exports HANGAR_PORT, HANGAR_PID, HANGAR_TOKEN
 #   PEER_PIDS              other processes the run started (nginx…), stopped by the cleanup
 #   free_port              a free TCP port on 127.0.0.1
+#   build_release PKG...   unless SKIP_BUILD=1: the release build of PKG... and the static
+#                          hangar-init every machine runs (target/init)
+#   build_static_tool DIR WHAT   unless SKIP_BUILD=1: bench/DIR (its own workspace), static,
+#                          in target/bench
+#   need_binaries PATH...  exits 2 naming the first that is missing
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+build_release() { # build_release PKG...
+  [ "${SKIP_BUILD:-0}" = 1 ] && return 0
+  local args=() p
+  for p in "$@"; do args+=(-p "$p"); done
+  step "building release $*"
+  cargo build --release "${args[@]}"
+  step "building the static hangar-init"
+  RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
+    LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+    cargo build --release -p hangar-runtime --bin hangar-init \
+    --target x86_64-unknown-linux-gnu --target-dir target/init
+}
+
+build_static_tool() { # build_static_tool DIR WHAT
+  [ "${SKIP_BUILD:-0}" = 1 ] && return 0
+  local root
+  root="$(pwd)"
+  step "building bench/$1 ($2, static)"
+  (cd "bench/$1" && RUSTFLAGS="-C target-feature=+crt-static" \
+    CARGO_TARGET_DIR="$root/target/bench" cargo build --release --locked \
+    --target x86_64-unknown-linux-gnu)
+}
+
+need_binaries() { # need_binaries PATH...
+  local b
+  for b in "$@"; do
+    [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
+  done
+}
 
 cg_dirs() { for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do [ -d "$h$PARENT" ] && echo "$h$PARENT"; done | sort -u; }
 nft_tables() { nft list tables 2>/dev/null | awk -v t="$NFT" '$3 == t { print $2 " " $3 }'; }

@@ -32,21 +32,13 @@ ensure_rust
 INIT="$ROOT/target/init/x86_64-unknown-linux-gnu/release/hangar-init"
 HANGARD="$CARGO_TARGET_DIR/release/hangard"
 BENCH_RT="$ROOT/target/bench/release/hangar-bench-runtime"
+build_release hangar-daemon
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  step "building release hangard"
-  cargo build --release -p hangar-daemon
-  step "building the static hangar-init"
-  RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
-    LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-    cargo build --release -p hangar-runtime --bin hangar-init \
-    --target x86_64-unknown-linux-gnu --target-dir target/init
   step "building bench/runtime (libcontainer and LinuxDriver figures)"
   [ -f bench/runtime/Cargo.lock ] || cp Cargo.lock bench/runtime/Cargo.lock
   (cd bench/runtime && CARGO_TARGET_DIR="$ROOT/target/bench" cargo build --release)
 fi
-for b in "$HANGARD" "$INIT" "$BENCH_RT"; do
-  [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
-done
+need_binaries "$HANGARD" "$INIT" "$BENCH_RT"
 
 bench_setup machines
 export IDS_FILE="$IDS" CGROUP_PARENT="$PARENT/hangard" HANGAR_DATA="$DATA"

@@ -34,22 +34,9 @@ INIT="${INIT:-$ROOT/target/init/x86_64-unknown-linux-gnu/release/hangar-init}"
 HANGARD="${HANGARD:-$CARGO_TARGET_DIR/release/hangard}"
 HANGAR="${HANGAR:-$CARGO_TARGET_DIR/release/hangar}"
 export RR="${RR:-$ROOT/target/bench/x86_64-unknown-linux-gnu/release/hangar-bench-rr}"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  step "building release hangard and hangar"
-  cargo build --release -p hangar-daemon -p hangar-cli
-  step "building the static hangar-init"
-  RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
-    LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-    cargo build --release -p hangar-runtime --bin hangar-init \
-    --target x86_64-unknown-linux-gnu --target-dir target/init
-  step "building bench/rr (round trips, static)"
-  (cd bench/rr && RUSTFLAGS="-C target-feature=+crt-static" \
-    CARGO_TARGET_DIR="$ROOT/target/bench" cargo build --release --locked \
-    --target x86_64-unknown-linux-gnu)
-fi
-for b in "$HANGARD" "$HANGAR" "$INIT" "$RR"; do
-  [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
-done
+build_release hangar-daemon hangar-cli
+build_static_tool rr "round trips"
+need_binaries "$HANGARD" "$HANGAR" "$INIT" "$RR"
 
 bench_setup network
 UPID=""

@@ -51,22 +51,9 @@ if ! "$OHA" --version 2>/dev/null | grep -q "$OHA_VERSION"; then
   step "installing oha $OHA_VERSION (target/bench-tools)"
   cargo install --locked oha --version "$OHA_VERSION" --root "$ROOT/target/bench-tools"
 fi
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  step "building release hangard and hangar"
-  cargo build --release -p hangar-daemon -p hangar-cli
-  step "building the static hangar-init"
-  RUSTFLAGS="-C target-feature=+crt-static" LIBSECCOMP_LINK_TYPE=static \
-    LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
-    cargo build --release -p hangar-runtime --bin hangar-init \
-    --target x86_64-unknown-linux-gnu --target-dir target/init
-  step "building bench/httpd (the backend, static)"
-  (cd bench/httpd && RUSTFLAGS="-C target-feature=+crt-static" \
-    CARGO_TARGET_DIR="$ROOT/target/bench" cargo build --release --locked \
-    --target x86_64-unknown-linux-gnu)
-fi
-for b in "$HANGARD" "$HANGAR" "$INIT" "$HTTPD" "$OHA"; do
-  [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
-done
+build_release hangar-daemon hangar-cli
+build_static_tool httpd "the backend"
+need_binaries "$HANGARD" "$HANGAR" "$INIT" "$HTTPD" "$OHA"
 
 bench_setup proxy
 NPID="" XPID=""

@@ -24,14 +24,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from machines import Api, log, pct  # noqa: E402
+from machines import log, pct  # noqa: E402
+from network import api  # noqa: E402
 
 UDP_PORT = 5353
-
-
-def api():
-    env = os.environ
-    return Api("127.0.0.1", int(env["HANGAR_PORT"]), env["HANGAR_TOKEN"])
 
 
 def setup(out):
