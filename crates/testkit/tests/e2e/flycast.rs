@@ -20,7 +20,7 @@ use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
 use super::proxy::web;
-use super::wait;
+use super::{state, wait};
 
 #[derive(Debug, Clone)]
 struct M {
@@ -169,13 +169,6 @@ async fn gone(cluster: &TestCluster, proxy: &Arc<Proxy>, addr: Ipv6Addr) {
         assert!(Instant::now() < deadline, "{addr} still served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn state(c: &Client, app: &str, id: &str) -> String {
-    c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

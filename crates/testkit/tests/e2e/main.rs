@@ -45,6 +45,37 @@ pub(crate) async fn wait(c: &Client, app: &str, id: &str, state: &str, extra: &s
     assert_eq!(r.status, 200, "waiting for {state}: {}", r.text);
 }
 
+/// Machine `id`'s state as the API shows it now.
+pub(crate) async fn state(c: &Client, app: &str, id: &str) -> String {
+    c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Polls (every `every`) until machine `id` is in `want`, failing after `within`.
+pub(crate) async fn until_state(
+    c: &Client,
+    app: &str,
+    id: &str,
+    want: &str,
+    within: Duration,
+    every: Duration,
+) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let now = state(c, app, id).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "machine {id} is {now}, not {want}, after {within:?}"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 pub(crate) async fn http_get(addr: &str, port: u16) -> Result<String, String> {
     let target = format!("[{addr}]:{port}");
     let mut s = tokio::time::timeout(

@@ -11,7 +11,7 @@ use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{app, wait};
+use super::{app, state, wait};
 
 /// An "upgrade" server for `nc -e sh -c`: reads the request head, answers 101, then echoes.
 const UPGRADE: &str = "while read -r l; do [ \"$l\" = \"$(printf '\\r')\" ] && break; done; printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n'; exec cat";
@@ -185,13 +185,6 @@ async fn switching_protocols(s: &mut tokio::net::TcpStream) -> String {
         head.push(byte[0]);
     }
     String::from_utf8_lossy(&head).into_owned()
-}
-
-async fn state(c: &Client, app: &str, id: &str) -> String {
-    c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

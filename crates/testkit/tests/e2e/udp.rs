@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hangar_proxy::{Proxy, ProxyConfig};
-use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
+use hangar_testkit::{TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 
-use super::app;
 use super::proxy::{listening, machine};
+use super::{app, state, until_state};
 
 /// A machine config with one UDP service: public `port` to internal port 5353.
 fn udp_machine(port: u16, extra: Value) -> Value {
@@ -146,13 +146,6 @@ fn metric(text: &str, prefix: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-async fn state(c: &Client, app: &str, id: &str) -> String {
-    c.get(&format!("/v1/apps/{app}/machines/{id}")).await.json()["state"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_flows_reach_their_machine_within_the_flow_limit() {
     let mut cluster = TestCluster::start().await.expect("cluster");
@@ -248,25 +241,30 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
     let to = udp_listening(&proxy, 15355).await;
     // Idle from the start: autostop stops it, and the proxy sees it go away (a flow must
     // not take that for its own machine going away once it woke it again).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state(&c, "px-udpw", &id).await != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "the idle machine was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_state(
+        &c,
+        "px-udpw",
+        &id,
+        "stopped",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    )
+    .await;
 
     // The first datagram wakes the machine; its server binds only a second after the
     // machine is started, so the proxy's first sends are refused and must be sent again,
     // past the six refusals the machine's kernel sends at once.
     let s = client();
     s.send_to(b"wake", to).expect("send");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while state(&c, "px-udpw", &id).await != "started" {
-        assert!(Instant::now() < deadline, "the machine was never woken");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    until_state(
+        &c,
+        "px-udpw",
+        &id,
+        "started",
+        Duration::from_secs(30),
+        Duration::from_millis(5),
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let echo = Echo::start(&id);
     let mut buf = [0u8; 64];
@@ -304,14 +302,15 @@ async fn udp_wakes_a_stopped_machine_and_idle_flows_let_it_stop() {
     assert_eq!(state(&c, "px-udpw", &id).await, "started");
 
     // Silent flows end after a second, and the idle machine is stopped about a second later.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while state(&c, "px-udpw", &id).await != "stopped" {
-        assert!(
-            Instant::now() < deadline,
-            "the idle machine was not stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_state(
+        &c,
+        "px-udpw",
+        &id,
+        "stopped",
+        Duration::from_secs(20),
+        Duration::from_millis(50),
+    )
+    .await;
     assert_eq!(
         metric(
             &proxy.render_metrics(),
