@@ -548,12 +548,16 @@ impl Driver for LinuxDriver {
         };
         // The kernel drops a signal sent to a pid namespace's init that has no handler for
         // it. Right after start, hangar-init may not have installed its handlers yet: wait
-        // (bounded) until it catches the signal, so a stop sent at once is not lost.
+        // (bounded) until it catches the signal, so a stop sent at once is not lost. It
+        // installs them first thing, within milliseconds; but the exec of its 46 MB binary
+        // took over half a second on a loaded CI host (the bound was 500 ms, and an early
+        // SIGINT was lost), so the bound is generous: only an init that never installs them
+        // waits it out.
         if signal != Signal::KILL
             && state == ContainerState::Running
             && let Some(pid) = self.live_process(id)?.map(|r| r.pid)
         {
-            let deadline = Instant::now() + Duration::from_millis(500);
+            let deadline = Instant::now() + Duration::from_secs(5);
             while !catches(pid, signal.0) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
