@@ -10,6 +10,7 @@
 #                          HPID, PORT, MPORT and exports HANGAR_PORT, HANGAR_PID, HANGAR_TOKEN
 #   PEER_PIDS              other processes the run started (nginx…), stopped by the cleanup
 #   free_port              a free TCP port on 127.0.0.1
+#   free_udp_port          a free UDP port on 127.0.0.1
 #   build_release PKG...   unless SKIP_BUILD=1: the release build of PKG... and the static
 #                          hangar-init every machine runs (target/init)
 #   build_static_tool DIR WHAT   unless SKIP_BUILD=1: bench/DIR (its own workspace), static,
@@ -17,6 +18,7 @@
 #   need_binaries PATH...  exits 2 naming the first that is missing
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 build_release() { # build_release PKG...
   [ "${SKIP_BUILD:-0}" = 1 ] && return 0

@@ -43,7 +43,6 @@ UPID=""
 export IDS_FILE="$IDS" HANGAR_DATA="$DATA" WORK
 export IMAGE_TAR="$WORK/image.tar"
 
-free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 step "the image: busybox, iperf3 and bench/rr packed with hangar image pack"
