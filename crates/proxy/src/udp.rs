@@ -49,6 +49,7 @@ use tokio::time::Instant;
 
 use crate::Proxy;
 use crate::balance::{Load, Pick, Prefs};
+use crate::tcp::sleep_until;
 
 /// Datagrams that may wait for one flow.
 pub const FLOW_QUEUE: usize = 64;
@@ -360,14 +361,6 @@ async fn connect(target: SocketAddr) -> io::Result<UdpSocket> {
     let s = UdpSocket::bind(any).await?;
     s.connect(target).await?;
     Ok(s)
-}
-
-/// Sleeps until `at` (never, for `None`).
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// What a woken flow sent that is not known to be delivered yet.
