@@ -11,9 +11,10 @@ ensure_nextest
 # Real parts the tests use: namespaces and bridges (iproute2), a static busybox to build test
 # images offline, libseccomp for the container runtime, skopeo and Debian's registry for pulls,
 # pebble (a test ACME CA) for certificate issuance, dig (bind9-dnsutils) for the DNS tests,
-# wg and wg-quick (wireguard-tools; no kernel module needed) for the WireGuard tests.
+# wg and wg-quick (wireguard-tools; no kernel module needed) for the WireGuard tests, a
+# PostgreSQL server and psql for the proxy's `pg_tls` tests.
 apt_install iproute2 nftables busybox-static pkg-config libseccomp-dev skopeo docker-registry pebble \
-  bind9-dnsutils
+  bind9-dnsutils postgresql
 # wireguard-tools without what it recommends (a kernel module through dkms): userspace is enough.
 if ! dpkg -s wireguard-tools >/dev/null 2>&1; then
   step "apt-get install --no-install-recommends wireguard-tools"

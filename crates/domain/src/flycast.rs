@@ -4,7 +4,10 @@
 //! Every TCP port an app's services declare (single ports and ranges up to 1024 ports), with
 //! the proxy's handlers for internal traffic: `http` (no `force_https`), or raw TCP (with
 //! `proxy_proto` when declared). Ports whose handlers include `tls` are not served on Flycast
-//! (there is no certificate for `<app>.flycast`); UDP services neither.
+//! (there is no certificate for `<app>.flycast`); UDP services neither. A `pg_tls` port is
+//! raw TCP here: inside the private network PostgreSQL clients connect without TLS at the
+//! proxy (the reference's attach strings say `sslmode=disable`), and one that asks for TLS
+//! gets the server's own answer.
 
 use std::collections::BTreeMap;
 
@@ -93,6 +96,7 @@ mod tests {
                     port(80, &["http"]),
                     port(443, &["tls", "http"]),
                     port(5000, &["proxy_proto"]),
+                    port(5432, &["pg_tls"]),
                     range(6000, 6002),
                     range(1, 65535),
                     port(70000, &[]),
@@ -108,6 +112,7 @@ mod tests {
             [
                 (80, FlycastPort::Http),
                 (5000, FlycastPort::Http),
+                (5432, FlycastPort::Raw),
                 (6000, FlycastPort::Raw),
                 (6001, FlycastPort::Raw),
                 (6002, FlycastPort::Raw),

@@ -138,6 +138,8 @@ pub enum PortKind {
     Http,
     /// `tls` alone: TLS terminated, the plaintext passed to the app of the SNI as raw TCP.
     Tls,
+    /// `pg_tls`: PostgreSQL's TLS negotiation, then as `Tls` ([`crate::pg_tls`]).
+    PgTls,
     /// No handler: raw TCP, one app per port.
     Raw,
 }
@@ -214,6 +216,8 @@ impl Catalog {
                         } else {
                             PortKind::Http
                         }
+                    } else if mp.handlers.iter().any(|h| h == "pg_tls") {
+                        PortKind::PgTls
                     } else if tls {
                         PortKind::Tls
                     } else {
@@ -619,6 +623,7 @@ mod tests {
                 {"port": 80, "handlers": ["http"]},
                 {"port": 443, "handlers": ["tls", "http"]},
                 {"port": 5432, "handlers": ["tls"]},
+                {"port": 5433, "handlers": ["pg_tls"]},
                 {"port": 6000}
             ]),
         );
@@ -628,6 +633,7 @@ mod tests {
         assert_eq!(ports.get(&80), Some(&PortKind::Http));
         assert_eq!(ports.get(&443), Some(&PortKind::TlsHttp));
         assert_eq!(ports.get(&5432), Some(&PortKind::Tls));
+        assert_eq!(ports.get(&5433), Some(&PortKind::PgTls));
         assert_eq!(ports.get(&6000), Some(&PortKind::Raw));
     }
 

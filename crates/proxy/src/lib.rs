@@ -29,7 +29,7 @@
 //!
 //! UDP services are relayed per client flow to one machine each ([`udp`]).
 //!
-//! Not yet: the `pg_tls` handler, DNS-01 (wildcard ACME certificates), OCSP stapling, UDP on
+//! Not yet: DNS-01 (wildcard ACME certificates), OCSP stapling, UDP on
 //! Flycast addresses.
 
 pub mod acme;
@@ -42,6 +42,7 @@ pub mod h1;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod pg_tls;
 pub mod pool;
 pub mod proxy_proto;
 pub mod replay;
@@ -618,8 +619,11 @@ impl Proxy {
                     let conn = http::Conn::new(peer, port, false, None, &proxy.config.region);
                     h1::serve(proxy, stream, conn).await;
                 }
-                PortKind::TlsHttp => tls::serve(proxy, stream, peer, local, port, true).await,
-                PortKind::Tls => tls::serve(proxy, stream, peer, local, port, false).await,
+                PortKind::TlsHttp => {
+                    tls::serve(proxy, stream, peer, local, port, tls::Then::Http).await
+                }
+                PortKind::Tls => tls::serve(proxy, stream, peer, local, port, tls::Then::Tcp).await,
+                PortKind::PgTls => pg_tls::serve(proxy, stream, peer, local, port).await,
                 PortKind::Raw => {
                     let addrs = local.map(|local| (peer, local));
                     tcp::serve(proxy, stream, port, None, addrs).await
@@ -890,7 +894,8 @@ impl KindCell {
             PortKind::TlsHttp => 0,
             PortKind::Http => 1,
             PortKind::Tls => 2,
-            PortKind::Raw => 3,
+            PortKind::PgTls => 3,
+            PortKind::Raw => 4,
         };
         self.0.store(n, Ordering::Relaxed);
     }
@@ -900,6 +905,7 @@ impl KindCell {
             0 => PortKind::TlsHttp,
             1 => PortKind::Http,
             2 => PortKind::Tls,
+            3 => PortKind::PgTls,
             _ => PortKind::Raw,
         }
     }

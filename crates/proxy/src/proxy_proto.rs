@@ -249,6 +249,15 @@ impl<S> Prefixed<S> {
         }
     }
 
+    /// Puts `bytes`, just read from it, back: they are read again first.
+    pub fn unread(&mut self, bytes: &[u8]) {
+        let mut prefix = Vec::with_capacity(bytes.len() + self.prefix.len() - self.pos);
+        prefix.extend_from_slice(bytes);
+        prefix.extend_from_slice(&self.prefix[self.pos..]);
+        self.prefix = prefix;
+        self.pos = 0;
+    }
+
     /// The stream after the prefix.
     pub fn get_ref(&self) -> &S {
         &self.inner

@@ -1,9 +1,10 @@
 //! TLS termination: ports whose handlers are `tls` then `http` serve the `http` handler over
-//! TLS; ports whose only handler is `tls` pass the plaintext to the machine as raw TCP.
+//! TLS; ports whose only handler is `tls` pass the plaintext to the machine as raw TCP, and
+//! so do `pg_tls` ports once PostgreSQL's negotiation is done ([`crate::pg_tls`]).
 //!
 //! rustls (ring), TLS 1.2 and 1.3 only (a port's `tls_options.versions` may narrow that),
 //! ALPN from `tls_options.alpn` (`h2`, `http/1.1` on `http` ports by default; none on `tls`
-//! ports). The ClientHello is read first, then a configuration is picked for its SNI:
+//! ports; `postgresql` on `pg_tls` ports). The ClientHello is read first, then a configuration is picked for its SNI:
 //!
 //! 1. `<app>.<domain>` of an existing app: a certificate for that name issued on the spot by
 //!    the host CA (kept in `ca_dir`; trust its `ca.pem` to verify them), cached, re-issued
@@ -547,14 +548,30 @@ fn versions(o: &TlsOptions) -> Vec<&'static SupportedProtocolVersion> {
     out
 }
 
-fn alpn(o: &TlsOptions, http: bool) -> Vec<Vec<u8>> {
+/// What a TLS port serves once the handshake is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// The `http` handler (`tls` + `http`).
+    Http,
+    /// Raw TCP to the app of the SNI (`tls` alone).
+    Tcp,
+    /// PostgreSQL (`pg_tls`): raw TCP, with ALPN `postgresql`. `direct`: the client began
+    /// with TLS rather than an `SSLRequest`, and then (as PostgreSQL 17 demands, against
+    /// cross-protocol attacks) it must have agreed on ALPN `postgresql`.
+    Postgres { direct: bool },
+}
+
+/// ALPN `postgresql` (PostgreSQL 17's registered protocol name).
+pub const POSTGRES_ALPN: &[u8] = b"postgresql";
+
+fn alpn(o: &TlsOptions, then: Then) -> Vec<Vec<u8>> {
     if !o.alpn.is_empty() {
         return o.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     }
-    if http {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
-    } else {
-        Vec::new()
+    match then {
+        Then::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        Then::Tcp => Vec::new(),
+        Then::Postgres { .. } => vec![POSTGRES_ALPN.to_vec()],
     }
 }
 
@@ -574,7 +591,7 @@ async fn handshake(
     proxy: &Arc<Proxy>,
     stream: Client,
     port: u16,
-    http: bool,
+    then: Then,
     seen: &mut String,
 ) -> Result<Accepted, Fail> {
     let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
@@ -604,10 +621,17 @@ async fn handshake(
         .config(
             &choice.cert,
             &versions(&choice.options),
-            alpn(&choice.options, http),
+            alpn(&choice.options, then),
         )
         .map_err(|e| Fail::Handshake(std::io::Error::other(e)))?;
     let stream = start.into_stream(cfg).await.map_err(Fail::Handshake)?;
+    if then == (Then::Postgres { direct: true })
+        && stream.get_ref().1.alpn_protocol() != Some(POSTGRES_ALPN)
+    {
+        return Err(Fail::Handshake(std::io::Error::other(
+            "direct TLS to a pg_tls port without ALPN postgresql",
+        )));
+    }
     let version = match stream.get_ref().1.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -621,21 +645,21 @@ async fn handshake(
 }
 
 /// Serves one client connection to a TLS port: the handshake, then the `http` handler
-/// (`http`) or raw TCP to the chosen app's machine.
+/// or raw TCP to the chosen app's machine, as `then` says.
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
     stream: Client,
     peer: SocketAddr,
     local: Option<SocketAddr>,
     port: u16,
-    http: bool,
+    then: Then,
 ) {
     let started = Instant::now();
     let addrs = local.map(|local| (peer, local));
     let mut seen = "unknown".to_string();
     let outcome = tokio::time::timeout(
         proxy.config.tls.handshake_timeout,
-        handshake(&proxy, stream, port, http, &mut seen),
+        handshake(&proxy, stream, port, then, &mut seen),
     )
     .await;
     let (code, _why) = match outcome {
@@ -646,7 +670,7 @@ pub(crate) async fn serve(
             version,
         })) => {
             proxy.metrics.tls_handshake(version, started.elapsed());
-            if http {
+            if then == Then::Http {
                 let conn = crate::http::Conn::new(peer, port, true, None, &proxy.config.region);
                 crate::h1::serve(proxy, *stream, conn).await;
             } else {
@@ -678,11 +702,22 @@ mod tests {
         let v = versions(&o);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].version, rustls::ProtocolVersion::TLSv1_3);
-        assert_eq!(alpn(&o, true), vec![b"http/1.1".to_vec()]);
+        assert_eq!(alpn(&o, Then::Http), vec![b"http/1.1".to_vec()]);
         let d = TlsOptions::default();
         assert_eq!(versions(&d).len(), 2);
-        assert_eq!(alpn(&d, true), vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-        assert!(alpn(&d, false).is_empty());
+        assert_eq!(
+            alpn(&d, Then::Http),
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(alpn(&d, Then::Tcp).is_empty());
+        assert_eq!(
+            alpn(&d, Then::Postgres { direct: true }),
+            vec![b"postgresql".to_vec()]
+        );
+        assert_eq!(
+            alpn(&o, Then::Postgres { direct: false }),
+            alpn(&o, Then::Http)
+        );
         let junk = TlsOptions {
             versions: vec!["TLSv1.0".into(), "SSLv3".into()],
             ..TlsOptions::default()

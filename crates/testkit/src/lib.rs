@@ -9,6 +9,7 @@
 pub mod http;
 pub mod load;
 pub mod pebble;
+pub mod postgres;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -9,6 +9,7 @@ mod host;
 mod logs;
 mod metrics;
 mod network;
+mod pg_tls;
 mod proxy;
 mod registry;
 mod secrets;
