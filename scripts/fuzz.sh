@@ -65,8 +65,8 @@ step "cargo fuzz run api_request (${api_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run api_request --target-dir "$CARGO_TARGET_DIR/fuzz" -- \
   -max_total_time="$api_secs" -rss_limit_mb=2048 -max_len=65536 "$work/api" "$work/api-seeds"
 
-# Proxy parsers: byte 0 (mod 7) picks Host (0), the fly-replay header (1) or its JSON form (2),
-# ... or a client's request head (6).
+# Proxy parsers: byte 0 (mod 9) picks Host (0), the fly-replay header (1) or its JSON form (2),
+# ..., a client's request head (6), a pg_tls opening (7) or an ACME DNS query (8).
 printf '\000web.localhost:8080' >"$work/proxy-seeds/host"
 printf '\001region="iad,ord";state=abc;elsewhere=true;timeout=800ms;fallback=prefer_self' \
   >"$work/proxy-seeds/replay"
@@ -81,6 +81,10 @@ printf '\006GET /a?b HTTP/1.1\r\nhost: web.localhost\r\nconnection: close\r\n\r\
   >"$work/proxy-seeds/h1"
 printf '\006POST /b HTTP/1.1\r\nhost: web.localhost\r\ncontent-length: 3\r\n\r\nabc' \
   >"$work/proxy-seeds/h1-body"
+# Byte 7: a pg_tls client's SSLRequest; byte 8: a TXT query to the ACME DNS zone (UDP).
+printf '\007\000\000\000\010\004\322\026\057' >"$work/proxy-seeds/pg-ssl"
+printf '\010\022\064\001\000\000\001\000\000\000\000\000\000\001x\004acme\006hangar\004test\000\000\020\000\001' \
+  >"$work/proxy-seeds/acme-dns"
 
 step "cargo fuzz run proxy_parsers (${proxy_secs}s)"
 RUSTC_BOOTSTRAP=1 cargo fuzz run proxy_parsers --target-dir "$CARGO_TARGET_DIR/fuzz" -- \

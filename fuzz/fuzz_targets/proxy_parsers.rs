@@ -2,8 +2,11 @@
 //! JSON form (written by apps), the routing request headers, the PROXY protocol header (sent
 //! by a load balancer in front), machines' response heads and chunked bodies (read by the
 //! HTTP/1.1 client, `hangar_proxy::upstream`), and clients' request heads (the HTTP/1.1 fast
-//! path, `hangar_proxy::h1`), and `fly-replay` caching instructions
-//! (`hangar_proxy::replay_cache`). None may panic; what they accept must be well-formed.
+//! path, `hangar_proxy::h1`), `fly-replay` caching instructions
+//! (`hangar_proxy::replay_cache`), a `pg_tls` client's first message
+//! (`hangar_proxy::pg_tls`) and queries to the ACME DNS zone's server
+//! (`hangar_proxy::acme_dns`, on a public port 53). None may panic; what they accept must be
+//! well-formed.
 #![no_main]
 
 use hangar_proxy::http::app_from_host;
@@ -30,7 +33,24 @@ fuzz_target!(|data: &[u8]| {
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    match which % 7 {
+    match which % 9 {
+        7 => {
+            if let Ok(head) = <[u8; 8]>::try_from(rest.get(..8).unwrap_or_default()) {
+                let _ = hangar_proxy::pg_tls::classify(&head);
+            }
+        }
+        8 => {
+            // A DNS query (UDP unless the top bit says TCP): any answer decodes and fits.
+            let tcp = which & 0x80 != 0;
+            let challenges = hangar_proxy::acme::Challenges::default();
+            challenges.put_dns01("x.acme.hangar.test", "value");
+            if let Some((bytes, _)) =
+                hangar_proxy::acme_dns::answer(rest, "acme.hangar.test", &challenges, tcp)
+            {
+                assert!(tcp || bytes.len() <= 1232);
+                assert!(hangar_dns::hickory_proto::op::Message::from_vec(&bytes).is_ok());
+            }
+        }
         0 => {
             if let Ok(s) = std::str::from_utf8(rest)
                 && let Some(app) = app_from_host(s, "localhost")

@@ -50,7 +50,7 @@ pub struct CertificateSummary {
     /// DNS provider of the name (unknown to Hangar: absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_provider: Option<String>,
-    /// DNS-01 validation set up (Hangar does not do DNS-01: false).
+    /// The name was validated with DNS-01.
     #[serde(default)]
     pub acme_dns_configured: bool,
     /// The name was validated with TLS-ALPN-01.
@@ -159,7 +159,7 @@ pub struct IssuedCertificate {
 /// How the name was validated.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CertificateValidation {
-    /// DNS-01 (never, in Hangar).
+    /// DNS-01.
     #[serde(default)]
     pub dns_configured: bool,
     /// TLS-ALPN-01.
@@ -185,7 +185,8 @@ pub struct DnsRequirements {
     /// CNAME target: `<app>.<domain>`.
     #[serde(default)]
     pub cname: String,
-    /// The `_acme-challenge` CNAME for DNS-01.
+    /// The `_acme-challenge` CNAME for DNS-01 (its target is empty where the host serves no
+    /// ACME DNS zone).
     #[serde(default)]
     pub acme_challenge: AcmeChallengeRequirement,
     /// The `_fly-ownership` TXT record.

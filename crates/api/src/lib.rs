@@ -49,6 +49,10 @@ pub struct ApiConfig {
     /// Whether the proxy issues certificates over ACME (otherwise ACME requests are kept and
     /// reported as waiting for it).
     pub acme_enabled: bool,
+    /// The zone answering DNS-01 challenges (`hangard --acme-dns-zone`): custom hostnames'
+    /// `_acme-challenge` CNAME targets are in it. `None`: no DNS-01 (and no wildcard
+    /// certificates over ACME).
+    pub acme_dns_zone: Option<String>,
     /// The WireGuard gateway peers use (`None`: WireGuard is off; creating a peer is 501).
     pub wireguard: Option<WireguardGateway>,
     /// The host's public addresses (where the proxy answers), recorded by `v6` and
@@ -78,6 +82,7 @@ impl Default for ApiConfig {
             rate_limit: None,
             domain: "localhost".into(),
             acme_enabled: false,
+            acme_dns_zone: None,
             wireguard: None,
             public_ips: Vec::new(),
         }

@@ -144,9 +144,21 @@ struct Args {
     /// PEM file of extra CA certificates trusted when talking to the ACME directory.
     #[arg(long)]
     acme_ca_file: Option<PathBuf>,
-    /// ACME challenge types in order of preference (tls-alpn-01, http-01).
+    /// ACME challenge types in order of preference (tls-alpn-01, http-01, dns-01; dns-01 is
+    /// added last when --acme-dns-zone is given, and is the only one for wildcard names).
     #[arg(long, value_delimiter = ',', default_value = "tls-alpn-01,http-01")]
     acme_challenges: Vec<String>,
+    /// A DNS zone delegated (NS) to this host, for DNS-01: hangard answers it, and each
+    /// custom hostname's `_acme-challenge` name is a CNAME into it (the certificates API
+    /// shows the target). Needed for wildcard certificates.
+    #[arg(long)]
+    acme_dns_zone: Option<String>,
+    /// Where the ACME DNS zone is served (UDP and TCP): the address its NS record names,
+    /// port 53, e.g. `203.0.113.7:53`. Needed with --acme-dns-zone; not a wildcard address
+    /// while the private DNS answers on this host's 127.0.0.1:53 (--dns-listen), which it
+    /// would collide with.
+    #[arg(long)]
+    acme_dns_listen: Option<std::net::SocketAddr>,
     /// cgroup under which every machine's cgroup is made.
     #[arg(long, default_value = "hangar")]
     cgroup_parent: String,
@@ -160,11 +172,25 @@ fn duration(flag: &str, v: &str) -> anyhow::Result<std::time::Duration> {
         .with_context(|| format!("--{flag} {v}: expected a duration such as 30s"))
 }
 
+/// `--acme-dns-zone`, checked: a valid DNS name, lowercase, no trailing dot.
+fn acme_dns_zone(args: &Args) -> anyhow::Result<Option<String>> {
+    let Some(z) = &args.acme_dns_zone else {
+        return Ok(None);
+    };
+    let zone = hangar_domain::tls::parse_hostname(z.trim_end_matches('.'))
+        .map_err(|e| anyhow::anyhow!("--acme-dns-zone {z}: {e}"))?;
+    anyhow::ensure!(
+        !hangar_domain::tls::is_wildcard(&zone),
+        "--acme-dns-zone {z}: a zone, not a wildcard"
+    );
+    Ok(Some(zone))
+}
+
 fn tls_config(
     args: &Args,
     sealer: Arc<hangar_store::Sealer>,
 ) -> anyhow::Result<hangar_proxy::tls::TlsConfig> {
-    use hangar_proxy::acme::{AcmeConfig, Challenge};
+    use hangar_proxy::acme::{AcmeConfig, AcmeDns, Challenge};
     let acme = match &args.acme_directory {
         None => None,
         Some(directory) => Some(AcmeConfig {
@@ -187,10 +213,24 @@ fn tls_config(
                 .iter()
                 .map(|c| {
                     Challenge::parse(c).with_context(|| {
-                        format!("--acme-challenges {c}: expected tls-alpn-01 or http-01")
+                        format!("--acme-challenges {c}: expected tls-alpn-01, http-01 or dns-01")
                     })
                 })
-                .collect::<anyhow::Result<_>>()?,
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map(|mut c| {
+                    if args.acme_dns_zone.is_some() && !c.contains(&Challenge::Dns01) {
+                        c.push(Challenge::Dns01);
+                    }
+                    c
+                })?,
+            dns: match (acme_dns_zone(args)?, args.acme_dns_listen) {
+                (Some(zone), Some(listen)) => Some(AcmeDns { zone, listen }),
+                (Some(_), None) => anyhow::bail!(
+                    "--acme-dns-zone needs --acme-dns-listen (the address its NS record names, \
+                     port 53)"
+                ),
+                (None, _) => None,
+            },
             ..AcmeConfig::default()
         }),
     };
@@ -430,6 +470,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
         acme_enabled: args.acme_directory.is_some() && !args.no_proxy,
+        acme_dns_zone: acme_dns_zone(&args)?,
         public_ips: public_ips(&args),
     };
     // Private keys of certificates and ACME accounts are stored sealed with this key.

@@ -110,6 +110,24 @@ pub fn wildcard_for(host: &str) -> Option<String> {
     rest.contains('.').then(|| format!("*.{rest}"))
 }
 
+/// Where a custom hostname's `_acme-challenge` record must point (a CNAME) for DNS-01: a name
+/// in the operator's ACME DNS zone (`hangard --acme-dns-zone`), which hangard answers. The
+/// same for `host` and `*.host` (their challenges share `_acme-challenge.host`), and stable:
+/// the label is FNV-1a (64 bits, hex) of the lowercase base name, so a record once set
+/// keeps working.
+pub fn acme_dns_target(host: &str, zone: &str) -> String {
+    let base = host.trim_start_matches("*.").trim_end_matches('.');
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in base.bytes() {
+        h ^= u64::from(b.to_ascii_lowercase());
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!(
+        "{h:016x}.{}",
+        zone.trim_end_matches('.').to_ascii_lowercase()
+    )
+}
+
 /// What Hangar reads from a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -301,6 +319,19 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dns01_target_is_stable_and_shared_by_a_name_and_its_wildcard() {
+        let t = acme_dns_target("Example.COM", "acme.hangar.example.net.");
+        assert_eq!(
+            t,
+            acme_dns_target("*.example.com", "acme.hangar.example.net")
+        );
+        assert!(t.ends_with(".acme.hangar.example.net"), "{t}");
+        // FNV-1a 64 of "example.com": a change here breaks the CNAMEs users have set.
+        assert_eq!(t, "576846634e2714c6.acme.hangar.example.net");
+        assert_ne!(t, acme_dns_target("example.org", "acme.hangar.example.net"));
+    }
 
     #[test]
     fn hostnames() {

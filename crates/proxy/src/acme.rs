@@ -5,8 +5,11 @@
 //! certificate, or one expiring within `renew_before`, and whose `acme_next_attempt_at` has
 //! come, gets an order (a few at once). Challenges are answered by this proxy: TLS-ALPN-01
 //! by the TLS listeners ([`crate::tls`], ALPN `acme-tls/1`), HTTP-01 by the `http` handler
-//! (`/.well-known/acme-challenge/<token>`). The preferred challenge types are tried in
-//! turn, one per attempt. A success stores the chain and the sealed key (a `certificate`
+//! (`/.well-known/acme-challenge/<token>`), DNS-01 by the ACME DNS zone's own server
+//! ([`crate::acme_dns`]): the hostname's `_acme-challenge` record is a CNAME the user set to
+//! [`hangar_domain::tls::acme_dns_target`] in that zone. The preferred challenge types are
+//! tried in turn, one per attempt; a wildcard name (`*.example.com`) can only be validated
+//! by DNS-01, so it gets DNS-01 alone (and fails with the reason when no zone is set). A success stores the chain and the sealed key (a `certificate`
 //! change: served within milliseconds); a failure records the error, counts the attempt and
 //! sets the next one with exponential backoff (`retry_base` doubling up to `retry_max`);
 //! after `max_attempts` in a row the hostname is `failed` and retried daily, or at once by
@@ -38,6 +41,9 @@ pub enum Challenge {
     Http01,
     /// `tls-alpn-01`: a certificate over TLS with ALPN `acme-tls/1` on port 443.
     TlsAlpn01,
+    /// `dns-01`: a TXT record at `_acme-challenge.<name>`, through the user's CNAME to the
+    /// ACME DNS zone.
+    Dns01,
 }
 
 impl Challenge {
@@ -46,6 +52,7 @@ impl Challenge {
         match self {
             Challenge::Http01 => "http-01",
             Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Dns01 => "dns-01",
         }
     }
 
@@ -54,6 +61,7 @@ impl Challenge {
         match s.trim() {
             "http-01" => Some(Challenge::Http01),
             "tls-alpn-01" => Some(Challenge::TlsAlpn01),
+            "dns-01" => Some(Challenge::Dns01),
             _ => None,
         }
     }
@@ -84,6 +92,18 @@ pub struct AcmeConfig {
     pub order_timeout: Duration,
     /// Orders at once.
     pub max_concurrent: usize,
+    /// The zone whose server this proxy is, for DNS-01 (none: no DNS-01).
+    pub dns: Option<AcmeDns>,
+}
+
+/// The ACME DNS zone: the operator delegates it (NS) to this host, and users point their
+/// `_acme-challenge` names into it (CNAME).
+#[derive(Debug, Clone)]
+pub struct AcmeDns {
+    /// The zone (`acme.hangar.example.net`).
+    pub zone: String,
+    /// Where its server listens (UDP and TCP; `[::]:53` in production, port 0 in tests).
+    pub listen: std::net::SocketAddr,
 }
 
 impl Default for AcmeConfig {
@@ -100,6 +120,7 @@ impl Default for AcmeConfig {
             poll_interval: Duration::from_secs(1),
             order_timeout: Duration::from_secs(180),
             max_concurrent: 4,
+            dns: None,
         }
     }
 }
@@ -111,6 +132,11 @@ pub struct Challenges {
     http: Mutex<HashMap<String, (String, String)>>,
     /// hostname → TLS-ALPN-01 certificate
     alpn: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// DNS-01 record name (in the ACME DNS zone, lowercase) → TXT values, one per
+    /// challenge out (a name and its wildcard can be validated at once)
+    dns: Mutex<HashMap<String, Vec<String>>>,
+    /// Where the ACME DNS zone's server listens, once it does.
+    dns_addr: Mutex<Option<std::net::SocketAddr>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +156,41 @@ impl Challenges {
     pub(crate) fn alpn(&self, host: &str) -> Option<Arc<CertifiedKey>> {
         lock(&self.alpn).get(host).cloned()
     }
+
+    /// The DNS-01 TXT values out for `name` (lowercase, no trailing dot).
+    pub fn dns01(&self, name: &str) -> Vec<String> {
+        lock(&self.dns).get(name).cloned().unwrap_or_default()
+    }
+
+    /// Where the ACME DNS zone's server listens (UDP and TCP), once it does.
+    pub fn dns_addr(&self) -> Option<std::net::SocketAddr> {
+        *lock(&self.dns_addr)
+    }
+
+    pub(crate) fn set_dns_addr(&self, addr: Option<std::net::SocketAddr>) {
+        *lock(&self.dns_addr) = addr;
+    }
+
+    /// Puts DNS-01 TXT `value` out at `name`.
+    pub fn put_dns01(&self, name: &str, value: &str) {
+        lock(&self.dns)
+            .entry(name.to_string())
+            .or_default()
+            .push(value.to_string());
+    }
+
+    /// Withdraws one DNS-01 TXT `value` from `name`.
+    pub(crate) fn take_dns01(&self, name: &str, value: &str) {
+        let mut dns = lock(&self.dns);
+        if let Some(values) = dns.get_mut(name) {
+            if let Some(i) = values.iter().position(|v| v == value) {
+                values.remove(i);
+            }
+            if values.is_empty() {
+                dns.remove(name);
+            }
+        }
+    }
 }
 
 /// A challenge response, withdrawn when dropped.
@@ -137,6 +198,8 @@ struct Installed<'a> {
     challenges: &'a Challenges,
     token: Option<String>,
     host: Option<String>,
+    /// (record name, TXT value)
+    txt: Option<(String, String)>,
 }
 
 impl Drop for Installed<'_> {
@@ -147,7 +210,16 @@ impl Drop for Installed<'_> {
         if let Some(h) = &self.host {
             lock(&self.challenges.alpn).remove(h);
         }
+        if let Some((name, value)) = &self.txt {
+            self.challenges.take_dns01(name, value);
+        }
     }
+}
+
+/// The TXT value of a DNS-01 challenge (RFC 8555 §8.4): base64url of the SHA-256 of the key
+/// authorization.
+pub fn dns01_value(key_authorization: &str) -> String {
+    b64(ring::digest::digest(&ring::digest::SHA256, key_authorization.as_bytes()).as_ref())
 }
 
 /// What went wrong talking ACME.
@@ -533,6 +605,12 @@ impl Session {
         challenges: &Challenges,
         cfg: &AcmeConfig,
     ) -> Result<Issued, AcmeError> {
+        if prefer == [Challenge::Dns01] && cfg.dns.is_none() {
+            return Err(err(format!(
+                "{host} can only be validated by DNS-01, which needs an ACME DNS zone \
+                 (hangard --acme-dns-zone)"
+            )));
+        }
         let deadline = tokio::time::Instant::now() + cfg.order_timeout;
         let r = self
             .post(
@@ -602,6 +680,7 @@ impl Session {
                         challenges,
                         token: Some(token),
                         host: None,
+                        txt: None,
                     }
                 }
                 Challenge::TlsAlpn01 => {
@@ -611,6 +690,21 @@ impl Session {
                         challenges,
                         token: None,
                         host: Some(host.to_string()),
+                        txt: None,
+                    }
+                }
+                Challenge::Dns01 => {
+                    let zone = cfg.dns.as_ref().ok_or_else(|| {
+                        err("DNS-01 needs an ACME DNS zone (hangard --acme-dns-zone)")
+                    })?;
+                    let name = hangar_domain::tls::acme_dns_target(host, &zone.zone);
+                    let value = dns01_value(&ka);
+                    challenges.put_dns01(&name, &value);
+                    Installed {
+                        challenges,
+                        token: None,
+                        host: None,
+                        txt: Some((name, value)),
                     }
                 }
             };
@@ -802,7 +896,11 @@ async fn order_one(proxy: Arc<Proxy>, cfg: AcmeConfig, sessions: SessionCell, ho
         return;
     };
     let renewal = rec.acme.is_some();
-    let prefer: Vec<Challenge> = {
+    let prefer: Vec<Challenge> = if hangar_domain::tls::is_wildcard(&hostname) {
+        // Only DNS-01 validates a wildcard (RFC 8555 §7.1.3); without a zone the order fails
+        // with the reason.
+        vec![Challenge::Dns01]
+    } else {
         let n = cfg.challenges.len().max(1);
         let start = rec.acme_attempts as usize % n;
         cfg.challenges[start..]
@@ -904,6 +1002,34 @@ pub(crate) async fn run(
         eprintln!("hangar-proxy: acme is off: no key to seal certificate keys with");
         return;
     }
+    let (stop_dns, dns_stopped) = tokio::sync::oneshot::channel::<()>();
+    let dns = match &cfg.dns {
+        None => None,
+        Some(d) => match crate::acme_dns::bind(d.listen).await {
+            Ok((udp, tcp)) => {
+                proxy.challenges.set_dns_addr(udp.local_addr().ok());
+                let p = proxy.clone();
+                Some(tokio::spawn(crate::acme_dns::serve(
+                    udp,
+                    tcp,
+                    d.zone.clone(),
+                    proxy.challenges.clone(),
+                    move |rcode| p.metrics.acme_dns_query(rcode),
+                    async {
+                        let _ = dns_stopped.await;
+                    },
+                )))
+            }
+            Err(e) => {
+                // DNS-01 orders then fail, each with the CA's reason.
+                eprintln!(
+                    "hangar-proxy: acme: the DNS zone {} can not listen on {}: {e}",
+                    d.zone, d.listen
+                );
+                None
+            }
+        },
+    };
     let sessions: SessionCell = Arc::default();
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut changes = proxy.catalog.subscribe();
@@ -948,6 +1074,11 @@ pub(crate) async fn run(
         }
     }
     tasks.abort_all();
+    let _ = stop_dns.send(());
+    if let Some(d) = dns {
+        let _ = d.await;
+    }
+    proxy.challenges.set_dns_addr(None);
 }
 
 #[cfg(test)]
@@ -1015,6 +1146,18 @@ mod tests {
         // POST-as-GET: an empty payload.
         let get = k.sign(&protected, None).expect("sign");
         assert_eq!(get["payload"], "");
+    }
+
+    #[test]
+    fn the_dns01_value_is_the_base64url_sha256_of_the_key_authorization() {
+        // Computed apart (Python's hashlib and base64).
+        assert_eq!(
+            dns01_value(
+                "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA.\
+                 9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+            ),
+            "lCM7cZyQXcVHK2nnW3jjAhNT3Fvm18UN-kWZZknKoYM"
+        );
     }
 
     #[test]

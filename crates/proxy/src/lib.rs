@@ -33,6 +33,7 @@
 //! Flycast addresses.
 
 pub mod acme;
+pub mod acme_dns;
 pub mod autostop;
 pub mod balance;
 pub mod catalog;

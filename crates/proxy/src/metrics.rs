@@ -327,6 +327,26 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// Counts a query answered by the ACME DNS zone's server, by response code.
+    pub fn acme_dns_query(&self, rcode: hickory_proto::op::ResponseCode) {
+        let code = match rcode {
+            hickory_proto::op::ResponseCode::NoError => "NOERROR",
+            hickory_proto::op::ResponseCode::FormErr => "FORMERR",
+            hickory_proto::op::ResponseCode::ServFail => "SERVFAIL",
+            hickory_proto::op::ResponseCode::NXDomain => "NXDOMAIN",
+            hickory_proto::op::ResponseCode::NotImp => "NOTIMP",
+            hickory_proto::op::ResponseCode::Refused => "REFUSED",
+            _ => "other",
+        };
+        self.registry
+            .counter(
+                "hangar_acme_dns_queries_total",
+                "Queries answered by the ACME DNS zone's server (DNS-01), by response code",
+                &[("region", self.region.as_str()), ("rcode", code)],
+            )
+            .inc();
+    }
+
     /// Renders every metric (plus per-machine concurrency, given by the caller).
     pub fn render_into(&self, out: &mut Families) {
         self.registry.collect(out);

@@ -30,6 +30,9 @@ pub use http::{Client, Resp};
 pub const TEST_IMAGE: &str = "hangar-test/busybox:latest";
 /// The admin token of every test cluster.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The ACME DNS zone (DNS-01) of every test cluster's API; a proxy answering it is started
+/// with the same zone (`hangar_proxy::acme::AcmeDns`).
+pub const ACME_DNS_ZONE: &str = "acme.hangar.test";
 
 /// A running in-process Hangar host.
 pub struct TestCluster {
@@ -270,6 +273,7 @@ impl TestCluster {
                 regions: vec!["local".into(), "ams".into(), "fra".into()],
                 // Proxies started by tests may run ACME (against pebble).
                 acme_enabled: true,
+                acme_dns_zone: Some(ACME_DNS_ZONE.into()),
                 wireguard: gateway.as_ref().map(|g| hangar_api::WireguardGateway {
                     endpoint: g.listen_addr().to_string(),
                     public_key: g.public_key().to_base64(),

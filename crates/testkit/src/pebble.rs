@@ -2,13 +2,18 @@
 //! of our own answering `127.0.0.1` for the test's hostnames (pebble's validation authority
 //! resolves through it with `-dnsserver`).
 //!
+//! For DNS-01 it also plays the customer's DNS and a recursive resolver: a name given to
+//! [`Pebble::delegate_acme_challenge`] is a CNAME to a name in the proxy's ACME DNS zone, and
+//! a TXT query for it is answered with the CNAME and the TXT records the zone's server (the
+//! proxy's, over UDP) gives for the target.
+//!
 //! Two steps, because pebble must know the proxy's ports and the proxy must know pebble's
 //! directory: [`PebblePlan::new`] picks pebble's ports, starts the DNS server and makes
 //! pebble's own HTTPS certificate (trust [`PebblePlan::trust_pem`] to talk to it); once the
 //! proxy listens, [`PebblePlan::start`] runs pebble with `httpPort`/`tlsPort` pointing at the
 //! proxy's HTTP and TLS listeners. Dropping [`Pebble`] kills it and removes its files.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,9 +31,13 @@ pub struct PebblePlan {
     management: SocketAddr,
     dns: SocketAddr,
     names: Arc<Mutex<HashSet<String>>>,
+    delegations: Delegations,
     dns_task: AbortOnDrop,
     dir: TempDir,
 }
+
+/// `_acme-challenge.<name>` → (CNAME target, the target zone's server).
+type Delegations = Arc<Mutex<HashMap<String, (String, SocketAddr)>>>;
 
 /// A task stopped when dropped.
 #[derive(Debug)]
@@ -49,6 +58,7 @@ pub struct Pebble {
     pub trust_pem: String,
     management: SocketAddr,
     names: Arc<Mutex<HashSet<String>>>,
+    delegations: Delegations,
     child: tokio::process::Child,
     _dns_task: AbortOnDrop,
     dir: TempDir,
@@ -61,16 +71,83 @@ fn free_port() -> Result<u16, String> {
 
 /// Answers A queries for `names` with 127.0.0.1 (AAAA and others: no records; other names:
 /// NXDOMAIN). Enough for pebble's resolver (Go's).
-async fn dns_server(sock: tokio::net::UdpSocket, names: Arc<Mutex<HashSet<String>>>) {
+async fn dns_server(
+    sock: tokio::net::UdpSocket,
+    names: Arc<Mutex<HashSet<String>>>,
+    delegations: Delegations,
+) {
+    let sock = Arc::new(sock);
     let mut buf = [0u8; 1500];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf).await else {
             continue;
         };
-        if let Some(reply) = dns_reply(&buf[..n], &names) {
+        let query = buf[..n].to_vec();
+        if let Some((target, server)) = delegated(&query, &delegations) {
+            let sock = sock.clone();
+            tokio::spawn(async move {
+                if let Some(reply) = follow_cname(&query, &target, server).await {
+                    let _ = sock.send_to(&reply, from).await;
+                }
+            });
+        } else if let Some(reply) = dns_reply(&query, &names) {
             let _ = sock.send_to(&reply, from).await;
         }
     }
+}
+
+/// The delegation of a TXT query's name, if it has one.
+fn delegated(query: &[u8], delegations: &Delegations) -> Option<(String, SocketAddr)> {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
+    let m = Message::from_vec(query).ok()?;
+    let q = m.queries.first()?;
+    if q.query_type() != RecordType::TXT {
+        return None;
+    }
+    let name = q.name().to_ascii().to_ascii_lowercase();
+    delegations
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name.trim_end_matches('.'))
+        .cloned()
+}
+
+/// What a recursive resolver answers for a TXT query of a name that is a CNAME to
+/// `target`: the CNAME, then the TXT records (and the response code) `server` gives for
+/// `target`.
+async fn follow_cname(query: &[u8], target: &str, server: SocketAddr) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, OpCode, Query};
+    use hickory_proto::rr::rdata::CNAME;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+    let asked = Message::from_vec(query).ok()?;
+    let q = asked.queries.first()?.clone();
+    let target_name = Name::from_ascii(format!("{target}.")).ok()?;
+    let mut upstream = Message::query();
+    upstream.metadata.id = asked.metadata.id ^ 0x5a5a;
+    upstream.add_query(Query::query(target_name.clone(), RecordType::TXT));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.ok()?;
+    sock.send_to(&upstream.to_vec().ok()?, server).await.ok()?;
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(Duration::from_secs(2), sock.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let got = Message::from_vec(&buf[..n]).ok()?;
+    let mut reply = Message::response(asked.metadata.id, OpCode::Query);
+    reply.metadata.recursion_desired = asked.metadata.recursion_desired;
+    reply.metadata.recursion_available = true;
+    reply.metadata.response_code = got.metadata.response_code;
+    reply.add_query(q.clone());
+    reply.add_answer(Record::from_rdata(
+        q.name().clone(),
+        60,
+        RData::CNAME(CNAME(target_name)),
+    ));
+    for r in got.answers {
+        reply.add_answer(r);
+    }
+    reply.to_vec().ok()
 }
 
 fn dns_reply(q: &[u8], names: &Mutex<HashSet<String>>) -> Option<Vec<u8>> {
@@ -128,7 +205,12 @@ impl PebblePlan {
             .await
             .map_err(|e| e.to_string())?;
         let dns = sock.local_addr().map_err(|e| e.to_string())?;
-        let dns_task = AbortOnDrop(tokio::spawn(dns_server(sock, names.clone())));
+        let delegations = Delegations::default();
+        let dns_task = AbortOnDrop(tokio::spawn(dns_server(
+            sock,
+            names.clone(),
+            delegations.clone(),
+        )));
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let management = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         // pebble's HTTPS certificate, from a CA of the test's own.
@@ -159,6 +241,7 @@ impl PebblePlan {
             management,
             dns,
             names,
+            delegations,
             dns_task,
             dir,
         })
@@ -199,6 +282,7 @@ impl PebblePlan {
             trust_pem: self.trust_pem,
             management: self.management,
             names: self.names,
+            delegations: self.delegations,
             child,
             _dns_task: self.dns_task,
             dir: self.dir,
@@ -233,6 +317,18 @@ impl Pebble {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_ascii_lowercase());
+    }
+
+    /// Makes `_acme-challenge.<name>` a CNAME to `target`, a name of the zone `server`
+    /// answers (the proxy's ACME DNS zone), as the user of a custom hostname would.
+    pub fn delegate_acme_challenge(&self, name: &str, target: &str, server: SocketAddr) {
+        self.delegations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                format!("_acme-challenge.{}", name.to_ascii_lowercase()),
+                (target.to_ascii_lowercase(), server),
+            );
     }
 
     /// The root of the certificates pebble issues (random at every start), PEM.

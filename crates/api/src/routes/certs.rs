@@ -106,9 +106,26 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
             timestamp: rfc3339(now),
         });
     }
+    let host = r.hostname.trim_start_matches("*.");
+    let dns_target = s
+        .config
+        .acme_dns_zone
+        .as_deref()
+        .map(|zone| hangar_domain::tls::acme_dns_target(host, zone));
     if r.acme_requested
         && let Some(e) = &r.acme_error
     {
+        let remediation = match &dns_target {
+            _ if !hangar_domain::tls::is_wildcard(&r.hostname) => format!(
+                "point {} at this host (CNAME {}.{}, or A/AAAA), make ports 80 and 443 reach it, then POST …/certificates/{}/check",
+                r.hostname, app.name, s.config.domain, r.hostname
+            ),
+            Some(t) => format!(
+                "a wildcard is validated by DNS-01 only: set CNAME _acme-challenge.{host} {t}, then POST …/certificates/{}/check",
+                r.hostname
+            ),
+            None => "a wildcard is validated by DNS-01 only, which this host does not serve (hangard --acme-dns-zone); import a certificate instead (POST …/certificates/custom)".to_string(),
+        };
         validation_errors.push(ValidationError {
             code: e
                 .split_once(' ')
@@ -116,10 +133,7 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
                 .filter(|c| c.starts_with("urn:"))
                 .map(str::to_string),
             message: e.clone(),
-            remediation: Some(format!(
-                "point {} at this host (CNAME {}.{}, or A/AAAA), make ports 80 and 443 reach it, then POST …/certificates/{}/check",
-                r.hostname, app.name, s.config.domain, r.hostname
-            )),
+            remediation: Some(remediation),
             timestamp: rfc3339(r.acme_error_at.unwrap_or(r.updated_at)),
         });
     }
@@ -127,7 +141,6 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
         (r.acme_requested && r.acme_attempts > 0 && r.acme_next_attempt_at > now)
             .then(|| rfc3339(r.acme_next_attempt_at));
     let challenge = r.acme_challenge.as_deref();
-    let host = r.hostname.trim_start_matches("*.");
     CertificateDetailResponse {
         hostname: r.hostname.clone(),
         configured: valid(&r.custom, now) || valid(&r.acme, now),
@@ -137,7 +150,7 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
         rate_limited_until,
         certificates,
         validation: CertificateValidation {
-            dns_configured: false,
+            dns_configured: challenge == Some("dns-01"),
             alpn_configured: challenge == Some("tls-alpn-01"),
             http_configured: challenge == Some("http-01"),
             ownership_txt_configured: false,
@@ -148,7 +161,7 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
             cname: format!("{}.{}", app.name, s.config.domain),
             acme_challenge: AcmeChallengeRequirement {
                 name: format!("_acme-challenge.{host}"),
-                target: String::new(),
+                target: dns_target.unwrap_or_default(),
             },
             ownership: OwnershipRequirement {
                 name: format!("_fly-ownership.{host}"),
@@ -167,7 +180,7 @@ fn summary(r: &CertificateRecord) -> CertificateSummary {
         hostname: r.hostname.clone(),
         status: status(r, now).into(),
         dns_provider: None,
-        acme_dns_configured: false,
+        acme_dns_configured: r.acme_challenge.as_deref() == Some("dns-01"),
         acme_alpn_configured: r.acme_challenge.as_deref() == Some("tls-alpn-01"),
         acme_http_configured: r.acme_challenge.as_deref() == Some("http-01"),
         ownership_txt_configured: false,
@@ -277,9 +290,9 @@ pub(crate) async fn create_acme(
 ) -> Result<(StatusCode, Json<CertificateDetailResponse>), ApiError> {
     let app = visible_app(&s, &c, &app)?;
     let h = requested_hostname(&s, &req.hostname)?;
-    if is_wildcard(&h) {
+    if is_wildcard(&h) && s.config.acme_dns_zone.is_none() {
         return Err(ApiError::bad_request(format!(
-            "{h}: wildcard certificates need DNS-01, which Hangar does not do; import one with POST …/certificates/custom"
+            "{h}: wildcard certificates need DNS-01, which needs an ACME DNS zone on this host (hangard --acme-dns-zone); or import one with POST …/certificates/custom"
         )));
     }
     let request = |r: &mut CertificateRecord| {

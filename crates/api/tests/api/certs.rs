@@ -30,6 +30,59 @@ fn self_signed(names: &[&str], expired: bool) -> (String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_acme_dns_zone_wildcards_are_taken_and_get_their_cname_target() {
+    let s = server_sealed(
+        "certs-dns01",
+        ApiConfig {
+            domain: "hangar.test".into(),
+            acme_enabled: true,
+            acme_dns_zone: Some("acme.hangar.test".into()),
+            ..ApiConfig::default()
+        },
+        None,
+        None,
+    )
+    .await;
+    let c = Client::new(s.addr, Some(ACME));
+    create_app(&c, "site").await;
+    let target = hangar_domain::tls::acme_dns_target("example.com", "acme.hangar.test");
+    for host in ["*.example.com", "example.com"] {
+        let r = c
+            .post(
+                "/v1/apps/site/certificates/acme",
+                &json!({"hostname": host}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let need = &r.json()["dns_requirements"]["acme_challenge"];
+        // A name and its wildcard share the record, so they share the target.
+        assert_eq!(need["name"], "_acme-challenge.example.com");
+        assert_eq!(need["target"], target.as_str());
+    }
+    // A failed wildcard order says which record to set.
+    let mut rec = s
+        .store
+        .get_certificate("*.example.com")
+        .expect("get")
+        .expect("exists");
+    let rev = rec.revision;
+    rec.acme_error = Some("urn:ietf:params:acme:error:unauthorized no TXT record".into());
+    rec.acme_attempts = 1;
+    s.store.update_certificate(&rec, rev).expect("update");
+    let d = c
+        .get("/v1/apps/site/certificates/*.example.com")
+        .await
+        .json();
+    let remediation = d["validation_errors"][0]["remediation"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        remediation.contains(&format!("CNAME _acme-challenge.example.com {target}")),
+        "{d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acme_requests_are_recorded_with_the_reference_shapes_and_scoped() {
     let s = server_sealed(
         "certs-acme",
@@ -65,6 +118,8 @@ async fn acme_requests_are_recorded_with_the_reference_shapes_and_scoped() {
         d["dns_requirements"]["acme_challenge"]["name"],
         "_acme-challenge.www.example.com"
     );
+    // No ACME DNS zone on this host: no DNS-01 target.
+    assert_eq!(d["dns_requirements"]["acme_challenge"]["target"], "");
     assert_eq!(d["validation"]["http_configured"], false);
     // This API has no ACME issuer behind it: the detail says so and how to fix it.
     assert_eq!(d["validation_errors"][0]["code"], "acme_disabled", "{d}");

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hangar_domain::tls::CertInfo;
-use hangar_proxy::acme::{AcmeConfig, Challenge};
+use hangar_proxy::acme::{AcmeConfig, AcmeDns, Challenge};
 use hangar_proxy::tls::TlsConfig;
 use hangar_proxy::{Proxy, ProxyConfig};
 use hangar_store::Store as _;
 use hangar_testkit::pebble::PebblePlan;
 use hangar_testkit::tls::{self, TlsClient};
-use hangar_testkit::{Client, TEST_IMAGE, TestCluster};
+use hangar_testkit::{ACME_DNS_ZONE, Client, TEST_IMAGE, TestCluster};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -734,4 +734,88 @@ async fn acme_tls_alpn01_with_pebble_backs_off_on_failure_and_check_retries() {
     let (status, body) = h2_get(s, host, "/cgi-bin/info").await;
     assert_eq!((status, machine_of(&body)), (200, m));
     assert!(body.contains("HTTP_X_FORWARDED_PROTO=https"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acme_dns01_with_pebble_issues_a_wildcard_through_the_users_cname() {
+    let wildcard = "*.acme-dns.test";
+    let plan = PebblePlan::new(&[]).await.expect("pebble plan");
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "acme-dns").await;
+    let m = machine(&c, "acme-dns", https_web(false, Value::Null)).await;
+    let mut config = acme_config(&plan, Challenge::TlsAlpn01);
+    if let Some(acme) = config.tls.acme.as_mut() {
+        acme.dns = Some(AcmeDns {
+            zone: ACME_DNS_ZONE.into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        });
+    }
+    let proxy = cluster.start_proxy(config);
+    let http = listening(&proxy, 80).await;
+    let https = listening(&proxy, 443).await;
+    let zone_server = wait_for(
+        "the ACME DNS zone's server",
+        Duration::from_secs(10),
+        || async { proxy.challenges.dns_addr().ok_or("not yet".to_string()) },
+    )
+    .await;
+    let pebble = plan.start(http.port(), https.port()).await.expect("pebble");
+    let root = pebble.root_pem().await.expect("pebble's root");
+    let log = || pebble.log();
+
+    // The API tells the user which CNAME to set.
+    let r = c
+        .post(
+            "/v1/apps/acme-dns/certificates/acme",
+            &json!({"hostname": wildcard}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let need = r.json()["dns_requirements"]["acme_challenge"].clone();
+    assert_eq!(need["name"], "_acme-challenge.acme-dns.test", "{need}");
+    let target = need["target"].as_str().expect("target").to_string();
+    assert!(target.ends_with(&format!(".{ACME_DNS_ZONE}")), "{target}");
+
+    // Before the CNAME is set the CA finds no TXT: failed, with the record to set.
+    let d = wait_status(&c, "acme-dns", wildcard, "failed", &log).await;
+    let errors = d["validation_errors"].to_string();
+    assert!(
+        errors.contains(&format!("CNAME _acme-challenge.acme-dns.test {target}")),
+        "{d}"
+    );
+    // Set (as the user would at their DNS provider), then `check`.
+    pebble.delegate_acme_challenge("acme-dns.test", &target, zone_server);
+    let r = c
+        .post(
+            &format!("/v1/apps/acme-dns/certificates/{wildcard}/check"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = wait_status(&c, "acme-dns", wildcard, "active", &log).await;
+    assert_eq!(d["validation"]["dns_configured"], true, "{d}");
+    let list = c.get("/v1/apps/acme-dns/certificates").await.json();
+    assert_eq!(
+        list["certificates"][0]["acme_dns_configured"], true,
+        "{list}"
+    );
+    // The challenge's record is withdrawn once the order is done.
+    assert!(proxy.challenges.dns01(&target).is_empty());
+    assert!(
+        metric(
+            &proxy,
+            "hangar_acme_dns_queries_total{region=\"local\",rcode=\"NOERROR\"}"
+        ) >= 1.0
+    );
+
+    // Any name under the wildcard: pebble's certificate, the app behind it.
+    for host in ["api.acme-dns.test", "www.acme-dns.test"] {
+        let mut s = tls::connect(https, &client(host, &[&root], &["http/1.1"]))
+            .await
+            .expect("verified against pebble's root");
+        assert!(leaf(&s).dns_names.contains(&wildcard.to_string()));
+        let r = tls::get(&mut s, host, "/cgi-bin/info").await.expect("get");
+        assert_eq!((r.status, machine_of(&r.body)), (200, m.clone()));
+    }
 }
