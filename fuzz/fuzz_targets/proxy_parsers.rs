@@ -3,8 +3,8 @@
 //! by a load balancer in front), machines' response heads and chunked bodies (read by the
 //! HTTP/1.1 client, `hangar_proxy::upstream`), and clients' request heads (the HTTP/1.1 fast
 //! path, `hangar_proxy::h1`), `fly-replay` caching instructions
-//! (`hangar_proxy::replay_cache`), a `pg_tls` client's first message
-//! (`hangar_proxy::pg_tls`) and queries to the ACME DNS zone's server
+//! (`hangar_proxy::replay_cache`), a `pg_tls` client's first message and a server's first
+//! messages (`hangar_proxy::pg_tls`) and queries to the ACME DNS zone's server
 //! (`hangar_proxy::acme_dns`, on a public port 53). None may panic; what they accept must be
 //! well-formed.
 #![no_main]
@@ -38,14 +38,24 @@ fuzz_target!(|data: &[u8]| {
             if let Ok(head) = <[u8; 8]>::try_from(rest.get(..8).unwrap_or_default()) {
                 let _ = hangar_proxy::pg_tls::classify(&head);
             }
+            // The same bytes as a (tenant-written) server's first messages, in pieces.
+            let mut sniffer = hangar_proxy::pg_tls::KeySniffer::default();
+            for piece in rest.chunks(usize::from(which >> 4).max(1)) {
+                if let Some(key) = sniffer.feed(piece) {
+                    assert!((8..=260).contains(&key.len()));
+                }
+            }
         }
         8 => {
             // A DNS query (UDP unless the top bit says TCP): any answer decodes and fits.
             let tcp = which & 0x80 != 0;
             let challenges = hangar_proxy::acme::Challenges::default();
             challenges.put_dns01("x.acme.hangar.test", "value");
-            if let Some((bytes, _)) =
-                hangar_proxy::acme_dns::answer(rest, "acme.hangar.test", &challenges, tcp)
+            let zone = hangar_proxy::acme_dns::Zone::new(
+                "acme.hangar.test",
+                std::net::SocketAddr::from(([192, 0, 2, 53], 53)),
+            );
+            if let Some((bytes, _)) = hangar_proxy::acme_dns::answer(rest, &zone, &challenges, tcp)
             {
                 assert!(tcp || bytes.len() <= 1232);
                 assert!(hangar_dns::hickory_proto::op::Message::from_vec(&bytes).is_ok());

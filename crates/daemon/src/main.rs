@@ -144,8 +144,9 @@ struct Args {
     /// PEM file of extra CA certificates trusted when talking to the ACME directory.
     #[arg(long)]
     acme_ca_file: Option<PathBuf>,
-    /// ACME challenge types in order of preference (tls-alpn-01, http-01, dns-01; dns-01 is
-    /// added last when --acme-dns-zone is given, and is the only one for wildcard names).
+    /// ACME challenge types in order of preference, taking turns across attempts
+    /// (tls-alpn-01, http-01, dns-01). Wildcard names use dns-01 whatever this says; list
+    /// dns-01 here (it needs --acme-dns-zone) for other names whose DNS can not point here.
     #[arg(long, value_delimiter = ',', default_value = "tls-alpn-01,http-01")]
     acme_challenges: Vec<String>,
     /// A DNS zone delegated (NS) to this host, for DNS-01: hangard answers it, and each
@@ -186,11 +187,27 @@ fn acme_dns_zone(args: &Args) -> anyhow::Result<Option<String>> {
     Ok(Some(zone))
 }
 
+/// The ACME DNS zone and where it is served, checked: the address is free now (a clash with
+/// the private DNS or a missing privilege is told at start, not at the first wildcard).
+fn acme_dns(args: &Args) -> anyhow::Result<Option<hangar_proxy::acme::AcmeDns>> {
+    let (zone, listen) = match (acme_dns_zone(args)?, args.acme_dns_listen) {
+        (Some(zone), Some(listen)) => (zone, listen),
+        (Some(_), None) => anyhow::bail!(
+            "--acme-dns-zone needs --acme-dns-listen (the address its NS record names, port 53)"
+        ),
+        (None, _) => return Ok(None),
+    };
+    std::net::UdpSocket::bind(listen)
+        .and_then(|_| std::net::TcpListener::bind(listen))
+        .with_context(|| format!("--acme-dns-listen {listen}"))?;
+    Ok(Some(hangar_proxy::acme::AcmeDns { zone, listen }))
+}
+
 fn tls_config(
     args: &Args,
     sealer: Arc<hangar_store::Sealer>,
 ) -> anyhow::Result<hangar_proxy::tls::TlsConfig> {
-    use hangar_proxy::acme::{AcmeConfig, AcmeDns, Challenge};
+    use hangar_proxy::acme::{AcmeConfig, Challenge};
     let acme = match &args.acme_directory {
         None => None,
         Some(directory) => Some(AcmeConfig {
@@ -217,20 +234,14 @@ fn tls_config(
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
-                .map(|mut c| {
-                    if args.acme_dns_zone.is_some() && !c.contains(&Challenge::Dns01) {
-                        c.push(Challenge::Dns01);
-                    }
-                    c
+                .and_then(|c| {
+                    anyhow::ensure!(
+                        !c.contains(&Challenge::Dns01) || args.acme_dns_zone.is_some(),
+                        "--acme-challenges dns-01 needs --acme-dns-zone"
+                    );
+                    Ok(c)
                 })?,
-            dns: match (acme_dns_zone(args)?, args.acme_dns_listen) {
-                (Some(zone), Some(listen)) => Some(AcmeDns { zone, listen }),
-                (Some(_), None) => anyhow::bail!(
-                    "--acme-dns-zone needs --acme-dns-listen (the address its NS record names, \
-                     port 53)"
-                ),
-                (None, _) => None,
-            },
+            dns: acme_dns(args)?,
             ..AcmeConfig::default()
         }),
     };
@@ -470,7 +481,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rate_limit: args.rate_limit.as_deref().map(parse_rate).transpose()?,
         domain: args.domain.trim_matches('.').to_ascii_lowercase(),
         acme_enabled: args.acme_directory.is_some() && !args.no_proxy,
-        acme_dns_zone: acme_dns_zone(&args)?,
+        // Shown to users only where this host's proxy answers the zone.
+        acme_dns_zone: if args.acme_directory.is_some() && !args.no_proxy {
+            acme_dns_zone(&args)?
+        } else {
+            None
+        },
         public_ips: public_ips(&args),
     };
     // Private keys of certificates and ACME accounts are stored sealed with this key.

@@ -112,18 +112,26 @@ pub fn wildcard_for(host: &str) -> Option<String> {
 
 /// Where a custom hostname's `_acme-challenge` record must point (a CNAME) for DNS-01: a name
 /// in the operator's ACME DNS zone (`hangard --acme-dns-zone`), which hangard answers. The
-/// same for `host` and `*.host` (their challenges share `_acme-challenge.host`), and stable:
-/// the label is FNV-1a (64 bits, hex) of the lowercase base name, so a record once set
-/// keeps working.
-pub fn acme_dns_target(host: &str, zone: &str) -> String {
+/// label is the first 96 bits (hex) of SHA-256 over the lowercase base name and the app that
+/// holds it:
+///
+/// - the same for `host` and `*.host` of one app (their challenges share
+///   `_acme-challenge.host`);
+/// - stable, so a record once set keeps working for renewals;
+/// - bound to the app: another tenant who adds `*.host` (or `host`) gets another target, so
+///   the CNAME one user set can not validate a certificate for someone else.
+pub fn acme_dns_target(host: &str, app: &str, zone: &str) -> String {
+    use sha2::{Digest as _, Sha256};
     let base = host.trim_start_matches("*.").trim_end_matches('.');
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in base.bytes() {
-        h ^= u64::from(b.to_ascii_lowercase());
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    let mut h = Sha256::new();
+    h.update(b"hangar-acme-dns\0");
+    h.update(base.to_ascii_lowercase().as_bytes());
+    h.update(b"\0");
+    h.update(app.as_bytes());
+    let d = h.finalize();
+    let label: String = d[..12].iter().map(|b| format!("{b:02x}")).collect();
     format!(
-        "{h:016x}.{}",
+        "{label}.{}",
         zone.trim_end_matches('.').to_ascii_lowercase()
     )
 }
@@ -321,16 +329,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_dns01_target_is_stable_and_shared_by_a_name_and_its_wildcard() {
-        let t = acme_dns_target("Example.COM", "acme.hangar.example.net.");
+    fn the_dns01_target_is_stable_per_app_and_shared_by_a_name_and_its_wildcard() {
+        let t = acme_dns_target("Example.COM", "web", "acme.hangar.example.net.");
         assert_eq!(
             t,
-            acme_dns_target("*.example.com", "acme.hangar.example.net")
+            acme_dns_target("*.example.com", "web", "acme.hangar.example.net")
         );
         assert!(t.ends_with(".acme.hangar.example.net"), "{t}");
-        // FNV-1a 64 of "example.com": a change here breaks the CNAMEs users have set.
-        assert_eq!(t, "576846634e2714c6.acme.hangar.example.net");
-        assert_ne!(t, acme_dns_target("example.org", "acme.hangar.example.net"));
+        // SHA-256("hangar-acme-dns\0example.com\0web"), first 12 bytes: a change here
+        // breaks the CNAMEs users have set.
+        assert_eq!(t, "87055a2f351d6a1e4ab0c4a4.acme.hangar.example.net");
+        assert_ne!(
+            t,
+            acme_dns_target("example.org", "web", "acme.hangar.example.net")
+        );
+        // Another app's wildcard of the same name does not share it.
+        assert_ne!(
+            t,
+            acme_dns_target("*.example.com", "evil", "acme.hangar.example.net")
+        );
     }
 
     #[test]

@@ -601,15 +601,24 @@ impl Session {
     async fn issue(
         &self,
         host: &str,
+        app: &str,
         prefer: &[Challenge],
         challenges: &Challenges,
         cfg: &AcmeConfig,
     ) -> Result<Issued, AcmeError> {
-        if prefer == [Challenge::Dns01] && cfg.dns.is_none() {
-            return Err(err(format!(
-                "{host} can only be validated by DNS-01, which needs an ACME DNS zone \
-                 (hangard --acme-dns-zone)"
-            )));
+        // The CA offers every type, so the first one is what this attempt uses. Found out
+        // before the CA is asked: a doomed order counts against its limits.
+        if prefer.first() == Some(&Challenge::Dns01) {
+            if cfg.dns.is_none() {
+                return Err(err(format!(
+                    "{host}: DNS-01 needs an ACME DNS zone (hangard --acme-dns-zone)"
+                )));
+            }
+            if challenges.dns_addr().is_none() {
+                return Err(err(format!(
+                    "{host}: the ACME DNS zone's server is not listening (see hangard's log)"
+                )));
+            }
         }
         let deadline = tokio::time::Instant::now() + cfg.order_timeout;
         let r = self
@@ -697,7 +706,7 @@ impl Session {
                     let zone = cfg.dns.as_ref().ok_or_else(|| {
                         err("DNS-01 needs an ACME DNS zone (hangard --acme-dns-zone)")
                     })?;
-                    let name = hangar_domain::tls::acme_dns_target(host, &zone.zone);
+                    let name = hangar_domain::tls::acme_dns_target(host, app, &zone.zone);
                     let value = dns01_value(&ka);
                     challenges.put_dns01(&name, &value);
                     Installed {
@@ -924,7 +933,10 @@ async fn order_one(proxy: Arc<Proxy>, cfg: AcmeConfig, sessions: SessionCell, ho
         }
     };
     let result = match session {
-        Ok(s) => s.issue(&hostname, &prefer, &proxy.challenges, &cfg).await,
+        Ok(s) => {
+            s.issue(&hostname, &rec.app, &prefer, &proxy.challenges, &cfg)
+                .await
+        }
         Err(e) => Err(e),
     };
     let kind = if renewal { "renew" } else { "issue" };
@@ -1009,10 +1021,11 @@ pub(crate) async fn run(
             Ok((udp, tcp)) => {
                 proxy.challenges.set_dns_addr(udp.local_addr().ok());
                 let p = proxy.clone();
+                let zone = crate::acme_dns::Zone::new(&d.zone, d.listen);
                 Some(tokio::spawn(crate::acme_dns::serve(
                     udp,
                     tcp,
-                    d.zone.clone(),
+                    zone,
                     proxy.challenges.clone(),
                     move |rcode| p.metrics.acme_dns_query(rcode),
                     async {

@@ -8,22 +8,24 @@
 //!
 //! - TXT at a name with challenges out: one record per value (TTL 0: a retried validation
 //!   must see the new value);
-//! - SOA and NS at the apex (this host is `ns.<zone>`);
+//! - SOA and NS at the apex: this host is `ns.<zone>`, whose A or AAAA is the address the
+//!   server listens on (delegate with `<zone> NS ns.<zone>` and that address as glue);
 //! - other types at an existing name: no data, the SOA in the authority section;
 //! - other names in the zone: NXDOMAIN with the SOA;
 //! - names outside the zone: REFUSED (it is no resolver); unreadable queries: FORMERR;
 //!   responses and other opcodes are never answered.
 //!
-//! UDP answers fit in 512 bytes or the client's EDNS size, else are truncated (TC); TCP
-//! connections are bounded (64 at once, 10 s each, one query at a time). Counted by
-//! `hangar_acme_dns_queries_total{rcode}`.
+//! UDP answers fit in 512 bytes or the client's EDNS size, else are truncated (TC); they are
+//! about the size of the query plus a few TXT values of 43 bytes, so the server is a poor
+//! amplifier. TCP connections are bounded: 64 at once, 5 s each, up to 16 queries each.
+//! Counted by `hangar_acme_dns_queries_total{rcode}`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{NS, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, NS, SOA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -31,18 +33,40 @@ use crate::acme::Challenges;
 
 /// TCP connections served at once.
 const MAX_TCP: usize = 64;
-/// A TCP connection's time for its query and answer.
-const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP connection's time for its queries and answers.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Queries answered on one TCP connection.
+const TCP_QUERIES: usize = 16;
 /// The largest UDP answer sent to an EDNS client.
 const MAX_UDP_PAYLOAD: u16 = 1232;
 /// TTL of the apex records.
 const APEX_TTL: u32 = 300;
 
+/// The zone a server answers.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    /// Lowercase, no trailing dot.
+    pub name: String,
+    /// The address of `ns.<zone>` (the server's own, when it listens on one).
+    pub ns_addr: Option<IpAddr>,
+}
+
+impl Zone {
+    /// `zone` (any case, maybe a trailing dot), served at `listen`.
+    pub fn new(zone: &str, listen: SocketAddr) -> Self {
+        let ip = listen.ip();
+        Self {
+            name: zone.trim_end_matches('.').to_ascii_lowercase(),
+            ns_addr: (!ip.is_unspecified()).then_some(ip),
+        }
+    }
+}
+
 /// The answer to one query, or `None` when none is due (a response, or too short to
-/// answer). `zone`: lowercase, no trailing dot.
+/// answer).
 pub fn answer(
     query: &[u8],
-    zone: &str,
+    zone: &Zone,
     challenges: &Challenges,
     tcp: bool,
 ) -> Option<(Vec<u8>, ResponseCode)> {
@@ -82,6 +106,7 @@ pub fn answer(
     }
     let name = q.name().to_ascii().to_ascii_lowercase();
     let name = name.trim_end_matches('.');
+    let (ns_addr, zone) = (zone.ns_addr, zone.name.as_str());
     let in_zone = name == zone || name.ends_with(&format!(".{zone}"));
     if !in_zone || q.query_class() != DNSClass::IN {
         resp.metadata.authoritative = false;
@@ -94,6 +119,22 @@ pub fn answer(
         match qtype {
             RecordType::SOA => resp.add_answer(soa),
             RecordType::NS => resp.add_answer(ns(zone)),
+            _ => resp.add_authority(soa),
+        };
+        return finish(resp, limit);
+    }
+    if name == format!("ns.{zone}") && ns_addr.is_some() {
+        match (qtype, ns_addr) {
+            (RecordType::A, Some(IpAddr::V4(a))) => resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                APEX_TTL,
+                RData::A(A(a)),
+            )),
+            (RecordType::AAAA, Some(IpAddr::V6(a))) => resp.add_answer(Record::from_rdata(
+                q.name().clone(),
+                APEX_TTL,
+                RData::AAAA(AAAA(a)),
+            )),
             _ => resp.add_authority(soa),
         };
         return finish(resp, limit);
@@ -177,12 +218,11 @@ pub(crate) async fn bind(
 pub(crate) async fn serve(
     udp: tokio::net::UdpSocket,
     tcp: tokio::net::TcpListener,
-    zone: String,
+    zone: Zone,
     challenges: Arc<Challenges>,
     count: impl Fn(ResponseCode) + Clone + Send + 'static,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
     let mut conns = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; 4096];
@@ -198,7 +238,11 @@ pub(crate) async fn serve(
                 }
             }
             r = tcp.accept() => {
-                let Ok((stream, _)) = r else { continue };
+                let Ok((stream, _)) = r else {
+                    // Out of descriptors, say: do not spin on it.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
                 // Over the bound, the connection is closed at once.
                 let Ok(permit) = slots.clone().try_acquire_owned() else { continue };
                 let (zone, challenges, count) = (zone.clone(), challenges.clone(), count.clone());
@@ -217,17 +261,20 @@ pub(crate) async fn serve(
     conns.abort_all();
 }
 
-/// One query, one answer (RFC 7766 allows more; the CAs' resolvers send one).
+/// Queries one after another on one connection (RFC 7766), up to [`TCP_QUERIES`].
 async fn serve_tcp(
     mut stream: tokio::net::TcpStream,
-    zone: &str,
+    zone: &Zone,
     challenges: &Challenges,
     count: impl Fn(ResponseCode),
 ) -> std::io::Result<()> {
-    let len = usize::from(stream.read_u16().await?);
-    let mut query = vec![0u8; len];
-    stream.read_exact(&mut query).await?;
-    if let Some((bytes, rcode)) = answer(&query, zone, challenges, true) {
+    for _ in 0..TCP_QUERIES {
+        let len = usize::from(stream.read_u16().await?);
+        let mut query = vec![0u8; len];
+        stream.read_exact(&mut query).await?;
+        let Some((bytes, rcode)) = answer(&query, zone, challenges, true) else {
+            return Ok(());
+        };
         count(rcode);
         let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
         stream.write_all(&len.to_be_bytes()).await?;
@@ -243,6 +290,10 @@ mod tests {
 
     const ZONE: &str = "acme.hangar.test";
 
+    fn zone() -> Zone {
+        Zone::new("ACME.hangar.test.", "192.0.2.53:53".parse().expect("addr"))
+    }
+
     fn query(name: &str, t: RecordType) -> Vec<u8> {
         let mut m = Message::query();
         m.metadata.id = 7;
@@ -251,14 +302,14 @@ mod tests {
     }
 
     fn ask(c: &Challenges, name: &str, t: RecordType) -> Message {
-        let (bytes, _) = answer(&query(name, t), ZONE, c, false).expect("an answer");
+        let (bytes, _) = answer(&query(name, t), &zone(), c, false).expect("an answer");
         Message::from_vec(&bytes).expect("decode")
     }
 
     #[test]
     fn txt_values_out_are_answered_and_nothing_else_exists() {
         let c = Challenges::default();
-        let target = hangar_domain::tls::acme_dns_target("*.example.com", ZONE);
+        let target = hangar_domain::tls::acme_dns_target("*.example.com", "web", ZONE);
         c.put_dns01(&target, "v1");
         c.put_dns01(&target, "v2");
         let m = ask(&c, &format!("{}.", target.to_uppercase()), RecordType::TXT);
@@ -286,6 +337,12 @@ mod tests {
         assert_eq!(m.answers[0].record_type(), RecordType::NS);
         let m = ask(&c, &format!("{ZONE}."), RecordType::SOA);
         assert_eq!(m.answers[0].record_type(), RecordType::SOA);
+        // The name server the NS names has the server's address.
+        let m = ask(&c, &format!("ns.{ZONE}."), RecordType::A);
+        assert_eq!(m.answers[0].data, RData::A(A([192, 0, 2, 53].into())));
+        let m = ask(&c, &format!("ns.{ZONE}."), RecordType::AAAA);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert!(m.answers.is_empty());
         let m = ask(&c, "example.com.", RecordType::TXT);
         assert_eq!(m.metadata.response_code, ResponseCode::Refused);
         assert!(!m.metadata.authoritative);
@@ -297,17 +354,17 @@ mod tests {
     #[test]
     fn garbage_responses_and_other_opcodes_are_handled() {
         let c = Challenges::default();
-        assert!(answer(&[0; 5], ZONE, &c, false).is_none());
+        assert!(answer(&[0; 5], &zone(), &c, false).is_none());
         let mut q = query(&format!("{ZONE}."), RecordType::SOA);
         q[2] |= 0x80;
-        assert!(answer(&q, ZONE, &c, false).is_none(), "a response");
+        assert!(answer(&q, &zone(), &c, false).is_none(), "a response");
         let mut q = query(&format!("{ZONE}."), RecordType::SOA);
         q[2] |= 2 << 3;
-        let (_, rcode) = answer(&q, ZONE, &c, false).expect("answer");
+        let (_, rcode) = answer(&q, &zone(), &c, false).expect("answer");
         assert_eq!(rcode, ResponseCode::NotImp);
         let mut junk = query(&format!("{ZONE}."), RecordType::SOA);
         junk.truncate(14);
-        let (_, rcode) = answer(&junk, ZONE, &c, false).expect("answer");
+        let (_, rcode) = answer(&junk, &zone(), &c, false).expect("answer");
         assert_eq!(rcode, ResponseCode::FormErr);
     }
 
@@ -336,7 +393,7 @@ mod tests {
         let server = tokio::spawn(serve(
             udp,
             tcp,
-            format!("{ZONE}."),
+            Zone::new(ZONE, addr),
             c.clone(),
             |_| {},
             async {
@@ -357,16 +414,19 @@ mod tests {
             .expect("recv");
         let m = Message::from_vec(&buf[..n]).expect("decode");
         assert_eq!(m.answers.len(), 1);
+        // Two queries on one TCP connection.
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let q = query(&format!("{name}."), RecordType::TXT);
-        s.write_all(&(q.len() as u16).to_be_bytes())
-            .await
-            .expect("len");
-        s.write_all(&q).await.expect("query");
-        let len = s.read_u16().await.expect("len");
-        let mut a = vec![0u8; usize::from(len)];
-        s.read_exact(&mut a).await.expect("answer");
-        assert_eq!(Message::from_vec(&a).expect("decode").answers.len(), 1);
+        for _ in 0..2 {
+            let q = query(&format!("{name}."), RecordType::TXT);
+            s.write_all(&(q.len() as u16).to_be_bytes())
+                .await
+                .expect("len");
+            s.write_all(&q).await.expect("query");
+            let len = s.read_u16().await.expect("len");
+            let mut a = vec![0u8; usize::from(len)];
+            s.read_exact(&mut a).await.expect("answer");
+            assert_eq!(Message::from_vec(&a).expect("decode").answers.len(), 1);
+        }
         let _ = tx.send(());
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

@@ -154,7 +154,7 @@ fn accept(
             }
             FlycastPort::Raw => {
                 let addrs = stream.local_addr().ok().map(|local| (peer, local));
-                crate::tcp::serve(proxy, stream, port, Some(app), addrs).await;
+                crate::tcp::serve(proxy, stream, port, Some(app), addrs, false).await;
             }
         }
     });

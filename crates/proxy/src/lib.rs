@@ -187,6 +187,8 @@ pub struct Proxy {
     pub(crate) tls: tls::TlsState,
     /// ACME challenge responses out now.
     pub challenges: Arc<acme::Challenges>,
+    /// PostgreSQL cancel keys of open `pg_tls` connections → their machine.
+    pub(crate) pg_keys: pg_tls::CancelKeys,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -291,6 +293,7 @@ impl Proxy {
             balance: Mutex::new(None),
             tls,
             challenges: Arc::default(),
+            pg_keys: pg_tls::CancelKeys::default(),
         })
     }
 
@@ -620,14 +623,18 @@ impl Proxy {
                     let conn = http::Conn::new(peer, port, false, None, &proxy.config.region);
                     h1::serve(proxy, stream, conn).await;
                 }
-                PortKind::TlsHttp => {
-                    tls::serve(proxy, stream, peer, local, port, tls::Then::Http).await
+                PortKind::TlsHttp | PortKind::Tls => {
+                    let then = match kind {
+                        PortKind::TlsHttp => tls::Then::Http,
+                        _ => tls::Then::Tcp,
+                    };
+                    let deadline = tokio::time::Instant::now() + proxy.config.tls.handshake_timeout;
+                    tls::serve(proxy, stream, peer, local, port, then, deadline).await
                 }
-                PortKind::Tls => tls::serve(proxy, stream, peer, local, port, tls::Then::Tcp).await,
                 PortKind::PgTls => pg_tls::serve(proxy, stream, peer, local, port).await,
                 PortKind::Raw => {
                     let addrs = local.map(|local| (peer, local));
-                    tcp::serve(proxy, stream, port, None, addrs).await
+                    tcp::serve(proxy, stream, port, None, addrs, false).await
                 }
             }
         });

@@ -327,6 +327,19 @@ impl ProxyMetrics {
             .inc();
     }
 
+    /// Counts a plaintext PostgreSQL cancel on a `pg_tls` port by outcome: `sent` to the
+    /// machine holding its key, `unknown` key (dropped), `failed` to reach the machine,
+    /// `incomplete` message.
+    pub fn pg_cancel(&self, result: &str) {
+        self.registry
+            .counter(
+                "hangar_proxy_pg_cancels_total",
+                "Plaintext PostgreSQL cancel requests on pg_tls ports, by outcome",
+                &[("region", self.region.as_str()), ("result", result)],
+            )
+            .inc();
+    }
+
     /// Counts a query answered by the ACME DNS zone's server, by response code.
     pub fn acme_dns_query(&self, rcode: hickory_proto::op::ResponseCode) {
         let code = match rcode {

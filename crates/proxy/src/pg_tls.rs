@@ -14,18 +14,28 @@
 //!   the client must agree on ALPN `postgresql`, as PostgreSQL's own server demands;
 //! - `GSSENCRequest`: answers `N` (no GSSAPI encryption here); libpq then sends an
 //!   `SSLRequest` or its startup on the same connection;
-//! - `CancelRequest`: passed to the port's app as it came (libpq before 17 sends its cancels
-//!   without TLS; a cancel carries no data but the backend's key);
-//! - a plaintext `StartupMessage` (`sslmode=disable`): refused with a PostgreSQL
-//!   `ErrorResponse` (FATAL, SQLSTATE 28000) saying TLS is required, which `psql` prints;
+//! - `CancelRequest` (libpq before 17 sends its cancels without TLS, on a new connection):
+//!   sent to the machine whose server gave out that key. The proxy reads each `pg_tls`
+//!   connection's `BackendKeyData` as it relays the server's first messages ([`KeyWatch`],
+//!   until `ReadyForQuery`), and keeps key → machine while the connection is open
+//!   ([`CancelKeys`], bounded); a cancel with a key it does not know is dropped, so a cancel
+//!   reaches neither another tenant's server nor a machine that does not run the query;
+//! - a plaintext `StartupMessage` (`sslmode=disable`): read to its end, then refused with a
+//!   PostgreSQL `ErrorResponse` (FATAL, SQLSTATE 28000) saying TLS is required, which `psql`
+//!   prints;
 //! - anything else: closed.
 //!
-//! Failures count as TLS handshake errors (`PT04`, `PT08` on timeout) of the port.
+//! The first message and the TLS handshake share one deadline, the TLS handshake timeout.
+//! Failures count as TLS handshake errors (`PT04`, `PT08` on timeout) of the port; cancels
+//! are counted by outcome (`hangar_proxy_pg_cancels_total{result}`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 
 use crate::Proxy;
 use crate::tls::{Client, Then};
@@ -38,6 +48,13 @@ pub const GSSENC_REQUEST: u32 = 80_877_104;
 pub const CANCEL_REQUEST: u32 = 80_877_102;
 /// The largest startup packet PostgreSQL's server accepts.
 const MAX_STARTUP: u32 = 10_000;
+/// The longest `CancelRequest`: protocol 3.2 (PostgreSQL 18) keys are up to 256 bytes.
+const MAX_CANCEL: u32 = 8 + 4 + 256;
+/// Cancel keys kept at once (one per open `pg_tls` connection; past this, new connections'
+/// cancels are not routed).
+const MAX_KEYS: usize = 65_536;
+/// Server bytes read for a `BackendKeyData` before giving up on one.
+const MAX_WATCHED: usize = 64 * 1024;
 
 /// A client's first message, from its first 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +65,7 @@ pub enum Opening {
     GssEncRequest,
     /// A TLS handshake record: TLS without an `SSLRequest`.
     DirectTls,
-    /// `CancelRequest` (16 bytes in all).
+    /// `CancelRequest` (16 bytes in all; up to 268 with protocol 3.2's longer keys).
     Cancel,
     /// A `StartupMessage` (protocol 2 or 3) in plaintext.
     Startup,
@@ -67,7 +84,7 @@ pub fn classify(head: &[u8; 8]) -> Opening {
     match (len, code) {
         (8, SSL_REQUEST) => Opening::SslRequest,
         (8, GSSENC_REQUEST) => Opening::GssEncRequest,
-        (16, CANCEL_REQUEST) => Opening::Cancel,
+        (16..=MAX_CANCEL, CANCEL_REQUEST) => Opening::Cancel,
         (9..=MAX_STARTUP, c) if matches!(c >> 16, 2 | 3) => Opening::Startup,
         _ => Opening::Invalid,
     }
@@ -116,37 +133,39 @@ pub(crate) async fn serve(
             Ok(Err(_)) => return,
             Err(_) => return refused(&proxy, "PT08"),
         }
-        let opening = classify(&head);
-        match opening {
+        let then = match classify(&head) {
             Opening::SslRequest => {
                 if stream.write_all(b"S").await.is_err() {
                     return;
                 }
-                let then = Then::Postgres { direct: false };
-                return crate::tls::serve(proxy, stream, peer, local, port, then).await;
+                Then::Postgres { direct: false }
             }
             Opening::DirectTls => {
                 stream.unread(&head);
-                let then = Then::Postgres { direct: true };
-                return crate::tls::serve(proxy, stream, peer, local, port, then).await;
+                Then::Postgres { direct: true }
             }
             Opening::GssEncRequest => {
                 if stream.write_all(b"N").await.is_err() {
                     return;
                 }
+                continue;
             }
-            Opening::Cancel => {
-                stream.unread(&head);
-                let addrs = local.map(|local| (peer, local));
-                return crate::tcp::serve(proxy, stream, port, None, addrs).await;
-            }
+            Opening::Cancel => return cancel(&proxy, stream, &head, deadline).await,
             Opening::Startup => {
+                // Read to its end first: closing on unread bytes resets the connection, and
+                // the client may never see the reason.
+                let rest = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) - 8;
+                let mut sink = tokio::io::sink();
+                let mut body = (&mut stream).take(u64::from(rest));
+                let _ =
+                    tokio::time::timeout_at(deadline, tokio::io::copy(&mut body, &mut sink)).await;
                 let _ = tokio::time::timeout_at(deadline, stream.write_all(&tls_required())).await;
                 let _ = tokio::time::timeout_at(deadline, stream.shutdown()).await;
                 return refused(&proxy, "PT04");
             }
             Opening::Invalid => return refused(&proxy, "PT04"),
-        }
+        };
+        return crate::tls::serve(proxy, stream, peer, local, port, then, deadline).await;
     }
     refused(&proxy, "PT04")
 }
@@ -154,6 +173,215 @@ pub(crate) async fn serve(
 fn refused(proxy: &Proxy, code: &str) {
     proxy.metrics.tls_handshake_error("unknown");
     proxy.metrics.error("", code);
+}
+
+/// Passes a plaintext `CancelRequest` (its first 8 bytes in `head`) to the machine whose
+/// server gave out its key, if an open connection holds it.
+async fn cancel(proxy: &Proxy, mut stream: Client, head: &[u8; 8], deadline: tokio::time::Instant) {
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let mut msg = vec![0u8; len];
+    msg[..8].copy_from_slice(head);
+    if !matches!(
+        tokio::time::timeout_at(deadline, stream.read_exact(&mut msg[8..])).await,
+        Ok(Ok(_))
+    ) {
+        return proxy.metrics.pg_cancel("incomplete");
+    }
+    let Some(target) = proxy.pg_keys.get(&msg[8..]) else {
+        return proxy.metrics.pg_cancel("unknown");
+    };
+    let sent = tokio::time::timeout(proxy.config.connect_timeout, async {
+        let mut s = tokio::net::TcpStream::connect(target).await?;
+        s.write_all(&msg).await?;
+        s.shutdown().await
+    })
+    .await;
+    proxy.metrics.pg_cancel(if matches!(sent, Ok(Ok(()))) {
+        "sent"
+    } else {
+        "failed"
+    });
+}
+
+/// Cancel keys of open `pg_tls` connections → the machine address (6PN, internal port)
+/// whose server gave them out.
+#[derive(Debug, Default)]
+pub struct CancelKeys(Mutex<HashMap<Vec<u8>, SocketAddr>>);
+
+impl CancelKeys {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, SocketAddr>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes `key`; false when full (or the key is someone else's already).
+    pub fn insert(&self, key: Vec<u8>, target: SocketAddr) -> bool {
+        let mut m = self.lock();
+        if m.len() >= MAX_KEYS || m.contains_key(&key) {
+            return false;
+        }
+        m.insert(key, target);
+        true
+    }
+
+    /// Where `key`'s server is.
+    pub fn get(&self, key: &[u8]) -> Option<SocketAddr> {
+        self.lock().get(key).copied()
+    }
+
+    /// Forgets `key`.
+    pub fn remove(&self, key: &[u8]) {
+        self.lock().remove(key);
+    }
+
+    /// Keys held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Reads the PostgreSQL backend messages a server sends first, for its `BackendKeyData`:
+/// fed the server's bytes as they pass, it yields the key (process id and secret) and stops
+/// at `ReadyForQuery` or `ErrorResponse`, after [`MAX_WATCHED`] bytes, or at anything that
+/// is not a backend message.
+#[derive(Debug, Default)]
+pub struct KeySniffer {
+    head: [u8; 5],
+    have: usize,
+    kind: u8,
+    left: usize,
+    key: Vec<u8>,
+    seen: usize,
+    done: bool,
+}
+
+impl KeySniffer {
+    /// Whether it has stopped looking.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Takes the next bytes from the server; the key, once its message is complete.
+    pub fn feed(&mut self, mut data: &[u8]) -> Option<Vec<u8>> {
+        let mut found = None;
+        self.seen += data.len();
+        if self.seen > MAX_WATCHED {
+            self.done = true;
+        }
+        while !self.done && !data.is_empty() {
+            if self.have < 5 {
+                let n = (5 - self.have).min(data.len());
+                self.head[self.have..self.have + n].copy_from_slice(&data[..n]);
+                self.have += n;
+                data = &data[n..];
+                if self.have < 5 {
+                    break;
+                }
+                self.kind = self.head[0];
+                let len =
+                    u32::from_be_bytes([self.head[1], self.head[2], self.head[3], self.head[4]])
+                        as usize;
+                if !(4..=MAX_WATCHED).contains(&len) {
+                    self.done = true;
+                    break;
+                }
+                self.left = len - 4;
+                self.key.clear();
+            }
+            let n = self.left.min(data.len());
+            if self.kind == b'K' && self.left <= MAX_CANCEL as usize {
+                self.key.extend_from_slice(&data[..n]);
+            }
+            self.left -= n;
+            data = &data[n..];
+            if self.left == 0 {
+                match self.kind {
+                    b'K' if (8..=MAX_CANCEL as usize - 8).contains(&self.key.len()) => {
+                        found = Some(std::mem::take(&mut self.key));
+                    }
+                    b'Z' | b'E' => self.done = true,
+                    _ => {}
+                }
+                self.have = 0;
+            }
+        }
+        found
+    }
+}
+
+/// A connection to a machine's PostgreSQL server that notes the cancel key its server gives
+/// out (in [`CancelKeys`], as the machine's) and forgets it when dropped.
+#[derive(Debug)]
+pub struct KeyWatch<S> {
+    inner: S,
+    sniffer: KeySniffer,
+    proxy: Arc<Proxy>,
+    target: SocketAddr,
+    held: Option<Vec<u8>>,
+}
+
+impl<S> KeyWatch<S> {
+    /// `inner`, connected to `target`.
+    pub(crate) fn new(inner: S, proxy: Arc<Proxy>, target: SocketAddr) -> Self {
+        Self {
+            inner,
+            sniffer: KeySniffer::default(),
+            proxy,
+            target,
+            held: None,
+        }
+    }
+}
+
+impl<S> Drop for KeyWatch<S> {
+    fn drop(&mut self) {
+        if let Some(k) = self.held.take() {
+            self.proxy.pg_keys.remove(&k);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for KeyWatch<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && !self.sniffer.is_done() {
+            let this = &mut *self;
+            if let Some(key) = this.sniffer.feed(&buf.filled()[before..])
+                && this.held.is_none()
+                && this.proxy.pg_keys.insert(key.clone(), this.target)
+            {
+                this.held = Some(key);
+            }
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for KeyWatch<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +415,60 @@ mod tests {
         assert_eq!(classify(b"GET / HT"), Opening::Invalid);
         assert_eq!(classify(&msg(10_001, 196_608)), Opening::Invalid);
         assert_eq!(classify(&msg(8, 196_608)), Opening::Invalid);
+    }
+
+    fn backend(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn the_key_is_read_from_the_servers_first_messages_however_they_are_split() {
+        let mut stream = backend(b'R', &0u32.to_be_bytes());
+        stream.extend(backend(b'S', b"server_version\x0015.18\x00"));
+        stream.extend(backend(b'K', &[0, 0, 0x30, 0x39, 9, 8, 7, 6]));
+        stream.extend(backend(b'Z', b"I"));
+        // A query's answer after ReadyForQuery is not looked at.
+        stream.extend(backend(b'K', &[1; 8]));
+        for split in [1, 2, 3, 5, 7, 64, stream.len()] {
+            let mut s = KeySniffer::default();
+            let mut keys = Vec::new();
+            for piece in stream.chunks(split) {
+                keys.extend(s.feed(piece));
+            }
+            assert_eq!(keys, [vec![0, 0, 0x30, 0x39, 9, 8, 7, 6]], "split {split}");
+            assert!(s.is_done());
+        }
+        // Protocol 3.2's longer key.
+        let mut s = KeySniffer::default();
+        let mut body = vec![0, 0, 0, 1];
+        body.extend([7u8; 32]);
+        assert_eq!(s.feed(&backend(b'K', &body)), Some(body));
+        // Not PostgreSQL: given up on.
+        let mut s = KeySniffer::default();
+        assert_eq!(s.feed(b"HTTP/1.1 400 Bad Request\r\n"), None);
+        assert!(s.is_done());
+        // An error before any key ends the watch.
+        let mut s = KeySniffer::default();
+        assert_eq!(s.feed(&backend(b'E', b"SFATAL\x00\x00")), None);
+        assert!(s.is_done());
+    }
+
+    #[test]
+    fn cancel_keys_are_bounded_and_never_taken_over() {
+        let keys = CancelKeys::default();
+        let a: SocketAddr = "[fdaa::2]:5432".parse().expect("addr");
+        let b: SocketAddr = "[fdaa::3]:5432".parse().expect("addr");
+        assert!(keys.insert(vec![1; 8], a));
+        assert!(!keys.insert(vec![1; 8], b), "a second holder of one key");
+        assert_eq!(keys.get(&[1; 8]), Some(a));
+        keys.remove(&[1; 8]);
+        assert!(keys.is_empty());
+        assert_eq!(classify(&msg(16, CANCEL_REQUEST)), Opening::Cancel);
+        assert_eq!(classify(&msg(268, CANCEL_REQUEST)), Opening::Cancel);
+        assert_eq!(classify(&msg(269, CANCEL_REQUEST)), Opening::Invalid);
     }
 
     #[test]

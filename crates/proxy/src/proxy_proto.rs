@@ -414,6 +414,25 @@ impl ToIpv6 for std::net::IpAddr {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn unread_bytes_come_back_before_what_the_prefix_still_held() {
+        use tokio::io::AsyncReadExt as _;
+        // After a PROXY header: "abcdef" read from the socket with it, then "ghi" on it.
+        let (mut tx, rx) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut tx, b"ghi")
+            .await
+            .expect("write");
+        drop(tx);
+        let mut p = Prefixed::new(b"abcdef".to_vec(), rx);
+        let mut head = [0u8; 4];
+        p.read_exact(&mut head).await.expect("read");
+        assert_eq!(&head, b"abcd");
+        p.unread(&head);
+        let mut all = Vec::new();
+        p.read_to_end(&mut all).await.expect("read");
+        assert_eq!(all, b"abcdefghi");
+    }
+
     #[test]
     fn v1_and_v2() {
         let s: SocketAddr = "192.0.2.1:5555".parse().expect("addr");

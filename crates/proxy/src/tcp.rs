@@ -61,13 +61,16 @@ pub(crate) async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// Serves one raw TCP connection to public `port`: to `app` (the SNI's, on a `tls`-only
-/// port) or the port's one raw app.
+/// port) or the port's one raw app. `postgres`: the machine speaks PostgreSQL (a `pg_tls`
+/// port), whose cancel key is noted for the cancels that come without TLS
+/// ([`crate::pg_tls`]).
 pub async fn serve<S>(
     proxy: Arc<Proxy>,
     mut client: S,
     port: u16,
     app: Option<String>,
     addrs: Option<(SocketAddr, SocketAddr)>,
+    postgres: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -196,7 +199,12 @@ pub async fn serve<S>(
             }
         }
         let load = slot.load().clone();
-        let _ = splice(&mut client, &mut backend, &load).await;
+        if postgres {
+            let mut backend = crate::pg_tls::KeyWatch::new(backend, Arc::clone(&proxy), target);
+            let _ = splice(&mut client, &mut backend, &load).await;
+        } else {
+            let _ = splice(&mut client, &mut backend, &load).await;
+        }
         let _ = client.shutdown().await;
         drop(slot);
         return;

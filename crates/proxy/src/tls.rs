@@ -566,7 +566,12 @@ pub const POSTGRES_ALPN: &[u8] = b"postgresql";
 
 fn alpn(o: &TlsOptions, then: Then) -> Vec<Vec<u8>> {
     if !o.alpn.is_empty() {
-        return o.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        let mut out: Vec<Vec<u8>> = o.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+        // PostgreSQL 17 clients offer `postgresql` and refuse a server that picks another.
+        if matches!(then, Then::Postgres { .. }) && !out.iter().any(|p| p == POSTGRES_ALPN) {
+            out.push(POSTGRES_ALPN.to_vec());
+        }
+        return out;
     }
     match then {
         Then::Http => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
@@ -644,8 +649,8 @@ async fn handshake(
     })
 }
 
-/// Serves one client connection to a TLS port: the handshake, then the `http` handler
-/// or raw TCP to the chosen app's machine, as `then` says.
+/// Serves one client connection to a TLS port: the handshake (done by `deadline`), then the
+/// `http` handler or raw TCP to the chosen app's machine, as `then` says.
 pub(crate) async fn serve(
     proxy: Arc<Proxy>,
     stream: Client,
@@ -653,15 +658,13 @@ pub(crate) async fn serve(
     local: Option<SocketAddr>,
     port: u16,
     then: Then,
+    deadline: tokio::time::Instant,
 ) {
     let started = Instant::now();
     let addrs = local.map(|local| (peer, local));
     let mut seen = "unknown".to_string();
-    let outcome = tokio::time::timeout(
-        proxy.config.tls.handshake_timeout,
-        handshake(&proxy, stream, port, then, &mut seen),
-    )
-    .await;
+    let outcome =
+        tokio::time::timeout_at(deadline, handshake(&proxy, stream, port, then, &mut seen)).await;
     let (code, _why) = match outcome {
         Ok(Ok(Accepted::Challenge)) => return,
         Ok(Ok(Accepted::Conn {
@@ -674,7 +677,8 @@ pub(crate) async fn serve(
                 let conn = crate::http::Conn::new(peer, port, true, None, &proxy.config.region);
                 crate::h1::serve(proxy, *stream, conn).await;
             } else {
-                crate::tcp::serve(proxy, *stream, port, Some(app), addrs).await;
+                let pg = matches!(then, Then::Postgres { .. });
+                crate::tcp::serve(proxy, *stream, port, Some(app), addrs, pg).await;
             }
             return;
         }
@@ -716,7 +720,7 @@ mod tests {
         );
         assert_eq!(
             alpn(&o, Then::Postgres { direct: false }),
-            alpn(&o, Then::Http)
+            vec![b"http/1.1".to_vec(), b"postgresql".to_vec()]
         );
         let junk = TlsOptions {
             versions: vec!["TLSv1.0".into(), "SSLv3".into()],

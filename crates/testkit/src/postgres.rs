@@ -76,7 +76,8 @@ impl Postgres {
         let dir = TempDir::new("pg").map_err(|e| e.to_string())?;
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
-        let out = Command::new(AS_POSTGRES[0])
+        let initdb_log = dir.path().join("initdb.log");
+        let mut initdb = Command::new(AS_POSTGRES[0])
             .args(&AS_POSTGRES[1..])
             .arg(bin.join("initdb"))
             .arg("-D")
@@ -84,12 +85,28 @@ impl Postgres {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
             .arg("--locale=C")
             .current_dir(dir.path())
-            .output()
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&initdb_log).map_err(|e| e.to_string())?)
+            .spawn()
             .map_err(|e| format!("initdb: {e}"))?;
-        if !out.status.success() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = initdb.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = initdb.kill();
+                let _ = initdb.wait();
+                return Err("initdb took over 60 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
             return Err(format!(
                 "initdb: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
+                std::fs::read_to_string(&initdb_log)
+                    .unwrap_or_default()
+                    .trim()
             ));
         }
         // Clients come from the host's side of the machine's bridge (the proxy), not loopback.

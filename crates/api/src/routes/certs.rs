@@ -111,7 +111,7 @@ fn detail(s: &ApiState, app: &AppRecord, r: &CertificateRecord) -> CertificateDe
         .config
         .acme_dns_zone
         .as_deref()
-        .map(|zone| hangar_domain::tls::acme_dns_target(host, zone));
+        .map(|zone| hangar_domain::tls::acme_dns_target(host, &app.name, zone));
     if r.acme_requested
         && let Some(e) = &r.acme_error
     {

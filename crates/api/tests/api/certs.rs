@@ -45,7 +45,7 @@ async fn with_an_acme_dns_zone_wildcards_are_taken_and_get_their_cname_target() 
     .await;
     let c = Client::new(s.addr, Some(ACME));
     create_app(&c, "site").await;
-    let target = hangar_domain::tls::acme_dns_target("example.com", "acme.hangar.test");
+    let target = hangar_domain::tls::acme_dns_target("example.com", "site", "acme.hangar.test");
     for host in ["*.example.com", "example.com"] {
         let r = c
             .post(

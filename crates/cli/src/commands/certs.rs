@@ -138,11 +138,9 @@ fn detail(d: &CertificateDetailResponse) -> String {
         out.push_str(&format!("  {:<19} = {}\n", r[0], r[1]));
     }
     if d.status != "active" || !d.validation_errors.is_empty() {
-        out.push_str(&format!(
-            "\nPoint {} at this platform: a CNAME record to {} (or A/AAAA records to the host), \
-             with ports 80 and 443 reaching it.\n",
-            d.hostname, d.dns_requirements.cname
-        ));
+        out.push('\n');
+        out.push_str(&how_to_validate(d));
+        out.push('\n');
     }
     for e in &d.validation_errors {
         out.push_str(&format!("\nProblem: {}\n", e.message));
@@ -151,6 +149,32 @@ fn detail(d: &CertificateDetailResponse) -> String {
         }
     }
     out
+}
+
+/// What the user must set up for the name's certificate: DNS pointing here, and for a
+/// wildcard the DNS-01 CNAME.
+fn how_to_validate(d: &CertificateDetailResponse) -> String {
+    let ch = &d.dns_requirements.acme_challenge;
+    let dns01 = (!ch.target.is_empty()).then(|| {
+        format!(
+            "a CNAME record {} -> {} (DNS-01; it stays valid for renewals)",
+            ch.name, ch.target
+        )
+    });
+    let route = format!(
+        "Point {} at this platform: a CNAME record to {} (or A/AAAA records to the host)",
+        d.hostname, d.dns_requirements.cname
+    );
+    match (d.hostname.starts_with("*."), dns01) {
+        (true, Some(c)) => format!("{route}. The certificate needs {c}."),
+        (true, None) => format!(
+            "{route}. A wildcard certificate needs DNS-01, which this platform does not \
+             serve: import one with `hangar certs import`."
+        ),
+        // DNS-01 for a single name only where the operator turned it on
+        // (`--acme-challenges`), which the API does not say: the JSON has the record.
+        (false, _) => format!("{route}, with ports 80 and 443 reaching it."),
+    }
 }
 
 fn print_detail(d: &CertificateDetailResponse, json: bool) -> anyhow::Result<()> {
@@ -177,11 +201,7 @@ pub(crate) fn run(c: CertsCommand, api: &ApiArgs) -> anyhow::Result<u8> {
                     println!("{}", serde_json::to_string_pretty(&d)?);
                 } else {
                     println!("Added {} to {name}.", d.hostname);
-                    println!(
-                        "Point it here with a CNAME record to {} (or A/AAAA records to the host); \
-                         the certificate is issued once ports 80 and 443 reach this platform.",
-                        d.dns_requirements.cname
-                    );
+                    println!("{}", how_to_validate(&d));
                     println!(
                         "Follow it with `hangar certs show {} -a {name}`.",
                         d.hostname

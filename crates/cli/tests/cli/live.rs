@@ -406,6 +406,11 @@ async fn listings_match_their_goldens_as_tables_and_json() {
         .ok(&["certs", "check", "www.example.com", "-a", "gold"])
         .await;
     assert!(checked.contains("www.example.com"), "{checked}");
+    // A wildcard: the DNS-01 record to set (the test cluster serves an ACME DNS zone).
+    let wildcard = h.ok(&["certs", "add", "*.example.com", "-a", "gold"]).await;
+    check("certs-add-wildcard.txt", scrub.text(&wildcard));
+    h.ok(&["certs", "remove", "*.example.com", "-a", "gold", "--yes"])
+        .await;
 
     let regions = h.json(&["platform", "regions", "--json"]).await;
     check("list-regions.json", scrub.json(&regions));

@@ -3,7 +3,8 @@
 //! server in the machine's network namespace sees a plain connection; a plaintext client is
 //! refused with a message `psql` prints; GSSAPI encryption is declined; a client starting
 //! with TLS directly must agree on ALPN `postgresql`; and libpq's plaintext cancel request
-//! reaches the server and cancels the query.
+//! reaches the server that runs the query, though two apps share the port (a cancel
+//! routed by port alone would reach the other app's server).
 //!
 //! The server is a host process run inside the machine's namespace (busybox has no
 //! PostgreSQL): the proxy's path to it is the real one, over the machine's bridge.
@@ -23,29 +24,64 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::app;
 use super::proxy::{listening, machine};
+use super::tls::metric;
 
 const PORT: u16 = 15432;
 const HOST: &str = "pg-edge.localhost";
 
-/// A libpq connection string to the proxy's `pg_tls` port with `sslmode`.
-fn conninfo(addr: SocketAddr, ca: &std::path::Path, sslmode: &str) -> String {
+/// A libpq connection string to the proxy's `pg_tls` port for `host` with `sslmode`.
+fn conninfo_for(host: &str, addr: SocketAddr, ca: &std::path::Path, sslmode: &str) -> String {
     format!(
-        "hostaddr=127.0.0.1 host={HOST} port={} user=postgres dbname=postgres \
+        "hostaddr=127.0.0.1 host={host} port={} user=postgres dbname=postgres \
          sslmode={sslmode} sslrootcert={} gssencmode=disable connect_timeout=10",
         addr.port(),
         ca.display()
     )
 }
 
-async fn psql(pg: &Postgres, conninfo: String, args: &[&str]) -> Output {
+fn conninfo(addr: SocketAddr, ca: &std::path::Path, sslmode: &str) -> String {
+    conninfo_for(HOST, addr, ca, sslmode)
+}
+
+/// `psql` with `args`, killed if the test ends first.
+fn psql_cmd(pg: &Postgres, conninfo: String, args: &[&str]) -> tokio::process::Command {
     let mut cmd = pg.psql();
     cmd.arg("-d").arg(conninfo).args(args);
-    let run = tokio::task::spawn_blocking(move || cmd.output());
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+async fn psql(pg: &Postgres, conninfo: String, args: &[&str]) -> Output {
+    let run = psql_cmd(pg, conninfo, args).output();
     tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .expect("psql in time")
-        .expect("join")
         .expect("psql runs")
+}
+
+/// A machine of `app` serving `pg_tls` on [`PORT`], with a PostgreSQL server in it.
+async fn pg_machine(c: &hangar_testkit::Client, app_name: &str) -> Postgres {
+    app(c, app_name).await;
+    let id = machine(
+        c,
+        app_name,
+        json!({
+            "image": TEST_IMAGE,
+            "init": {"cmd": ["sleep", "3600"]},
+            "services": [{"protocol": "tcp", "internal_port": 5432, "ports": [{
+                "port": PORT, "handlers": ["pg_tls"],
+            }]}],
+        }),
+    )
+    .await;
+    let netns = format!("hgr-{id}");
+    tokio::task::spawn_blocking(move || Postgres::start(&netns, 5432))
+        .await
+        .expect("join")
+        .expect("postgres")
 }
 
 fn text(b: &[u8]) -> String {
@@ -73,24 +109,9 @@ fn request(code: u32) -> [u8; 8] {
 async fn postgres_clients_get_tls_at_the_edge_and_the_server_a_plain_connection() {
     let mut cluster = TestCluster::start().await.expect("cluster");
     let c = cluster.client();
-    app(&c, "pg-edge").await;
-    let id = machine(
-        &c,
-        "pg-edge",
-        json!({
-            "image": TEST_IMAGE,
-            "init": {"cmd": ["sleep", "3600"]},
-            "services": [{"protocol": "tcp", "internal_port": 5432, "ports": [{
-                "port": PORT, "handlers": ["pg_tls"],
-            }]}],
-        }),
-    )
-    .await;
-    let netns = format!("hgr-{id}");
-    let pg = tokio::task::spawn_blocking(move || Postgres::start(&netns, 5432))
-        .await
-        .expect("join")
-        .expect("postgres");
+    let pg = pg_machine(&c, "pg-edge").await;
+    // A second app on the same port, after the first by name.
+    let second = pg_machine(&c, "pg-second").await;
     let proxy = cluster.start_proxy(ProxyConfig {
         port_map: HashMap::from([(PORT, 0)]),
         autostop_interval: Duration::from_secs(3600),
@@ -181,18 +202,18 @@ async fn postgres_clients_get_tls_at_the_edge_and_the_server_a_plain_connection(
         );
     }
 
-    // libpq (before 17) sends a cancel without TLS: it goes to the machine as it came, and
-    // the query is cancelled.
-    let mut cmd = pg.psql();
-    cmd.arg("-d")
-        .arg(conninfo(addr, &ca, "verify-full"))
-        .args(["-c", "select pg_sleep(60)"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("psql");
+    // libpq (before 17) sends a cancel without TLS: it goes to the machine whose server runs
+    // the query, the second app's here (the port's first app by name is the other one).
+    let mut child = psql_cmd(
+        &second,
+        conninfo_for("pg-second.localhost", addr, &ca, "verify-full"),
+        &["-c", "select pg_sleep(60)"],
+    )
+    .spawn()
+    .expect("psql");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let running = pg
+        let running = second
             .query_local(
                 "select count(*) from pg_stat_activity \
                  where query = 'select pg_sleep(60)' and state = 'active'",
@@ -204,7 +225,7 @@ async fn postgres_clients_get_tls_at_the_edge_and_the_server_a_plain_connection(
         assert!(Instant::now() < deadline, "the sleep never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = child.id().to_string();
+    let pid = child.id().expect("pid").to_string();
     assert!(
         std::process::Command::new("kill")
             .args(["-INT", &pid])
@@ -212,15 +233,42 @@ async fn postgres_clients_get_tls_at_the_edge_and_the_server_a_plain_connection(
             .expect("kill")
             .success()
     );
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("psql");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        tokio::time::timeout(Duration::from_secs(30), e.read_to_string(&mut stderr))
+            .await
+            .expect("cancelled in time")
+            .expect("stderr");
+    }
     assert!(
-        text(&out.stderr).contains("canceling statement due to user request"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
     );
-    assert!(started.elapsed() < Duration::from_secs(30));
+    let _ = child.wait().await;
+    assert_eq!(
+        metric(
+            &proxy,
+            "hangar_proxy_pg_cancels_total{region=\"local\",result=\"sent\"}"
+        ),
+        1.0
+    );
+    // A key no server gave out goes nowhere.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut forged = 16u32.to_be_bytes().to_vec();
+    forged.extend_from_slice(&hangar_proxy::pg_tls::CANCEL_REQUEST.to_be_bytes());
+    forged.extend_from_slice(&[0, 0, 0, 1, 2, 3, 4, 5]);
+    s.write_all(&forged).await.expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    assert!(rest.is_empty());
+    assert_eq!(
+        metric(
+            &proxy,
+            "hangar_proxy_pg_cancels_total{region=\"local\",result=\"unknown\"}"
+        ),
+        1.0
+    );
 }

@@ -133,7 +133,8 @@ where
     }
 }
 
-fn metric(proxy: &Arc<Proxy>, prefix: &str) -> f64 {
+/// The value of the proxy's first metric line starting with `prefix` (0 when none).
+pub(crate) fn metric(proxy: &Arc<Proxy>, prefix: &str) -> f64 {
     let text = proxy.render_metrics();
     text.lines()
         .find(|l| l.starts_with(prefix))
