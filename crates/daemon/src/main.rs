@@ -190,6 +190,10 @@ fn acme_dns_zone(args: &Args) -> anyhow::Result<Option<String>> {
 /// The ACME DNS zone and where it is served, checked: the address is free now (a clash with
 /// the private DNS or a missing privilege is told at start, not at the first wildcard).
 fn acme_dns(args: &Args) -> anyhow::Result<Option<hangar_proxy::acme::AcmeDns>> {
+    anyhow::ensure!(
+        args.acme_dns_zone.is_some() || !args.acme_challenges.iter().any(|c| c.trim() == "dns-01"),
+        "--acme-challenges dns-01 needs --acme-dns-zone"
+    );
     let (zone, listen) = match (acme_dns_zone(args)?, args.acme_dns_listen) {
         (Some(zone), Some(listen)) => (zone, listen),
         (Some(_), None) => anyhow::bail!(
@@ -233,14 +237,7 @@ fn tls_config(
                         format!("--acme-challenges {c}: expected tls-alpn-01, http-01 or dns-01")
                     })
                 })
-                .collect::<anyhow::Result<Vec<_>>>()
-                .and_then(|c| {
-                    anyhow::ensure!(
-                        !c.contains(&Challenge::Dns01) || args.acme_dns_zone.is_some(),
-                        "--acme-challenges dns-01 needs --acme-dns-zone"
-                    );
-                    Ok(c)
-                })?,
+                .collect::<anyhow::Result<Vec<_>>>()?,
             dns: acme_dns(args)?,
             ..AcmeConfig::default()
         }),
@@ -447,6 +444,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "--host-id 0 is reserved (the host field of Flycast and WireGuard peer addresses); \
          use any other 32-bit number"
     );
+    // ACME settings are checked before anything is made on the host.
+    acme_dns(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = Arc::new(

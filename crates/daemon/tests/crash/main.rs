@@ -1,6 +1,7 @@
 //! hangard as a real process, SIGKILLed while 50 machines are being created concurrently,
 //! then restarted over the same data dir: no machine is lost, duplicated or left half-made,
-//! and once they are destroyed nothing of them remains on the host.
+//! and once they are destroyed nothing of them remains on the host. Also the flags of the
+//! ACME DNS zone, from the command line to a real DNS answer and the API's CNAME target.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -23,6 +24,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(data: &Path, init: &Path, cgroup: &str, host_id: u32) -> Daemon {
+        Self::start_with(data, init, cgroup, host_id, &[])
+    }
+
+    fn start_with(data: &Path, init: &Path, cgroup: &str, host_id: u32, extra: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hangard"))
             .args([
                 "--data-dir",
@@ -45,6 +50,7 @@ impl Daemon {
             .args(["--metrics-listen", "127.0.0.1:0"])
             // No WireGuard gateway: its interface and UDP port are one per host.
             .arg("--no-wireguard")
+            .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -318,4 +324,147 @@ fn get_metrics(addr: std::net::SocketAddr) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+/// A DNS query for `name` `qtype` to `server` over UDP; the answer.
+async fn dns(
+    server: std::net::SocketAddr,
+    name: &str,
+    qtype: hangar_dns::hickory_proto::rr::RecordType,
+) -> hangar_dns::hickory_proto::op::Message {
+    use hangar_dns::hickory_proto::op::{Message, Query};
+    use hangar_dns::hickory_proto::rr::Name;
+    let mut q = Message::query();
+    q.metadata.id = 42;
+    q.add_query(Query::query(Name::from_ascii(name).expect("name"), qtype));
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    sock.send_to(&q.to_vec().expect("encode"), server)
+        .await
+        .expect("send");
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.recv(&mut buf))
+        .await
+        .expect("an answer in time")
+        .expect("recv");
+    Message::from_vec(&buf[..n]).expect("decode")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acme_dns_flags_serve_the_zone_and_give_users_their_target() {
+    use hangar_dns::hickory_proto::rr::{RData, RecordType};
+    let dir = TempDir::new("hangar-acme-dns").expect("temp dir");
+    let data = dir.join("data");
+    let init = hangar_runtime::testing::static_init().expect("static init");
+    let cgroup = format!("hangar-acme-dns-{}", std::process::id());
+    let host_id = 0x00a0_0000 ^ std::process::id();
+    let _cleanup = HostCleanup {
+        data: data.clone(),
+        init: init.clone(),
+        cgroup: cgroup.clone(),
+        host_id,
+    };
+    let zone_addr = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr")
+    };
+    let listen = zone_addr.to_string();
+    let acme = [
+        // No CA is reached in this test: orders fail, which is not what it looks at.
+        "--acme-directory",
+        "https://127.0.0.1:9/directory",
+        "--acme-dns-zone",
+        "Acme.Flags.Test.",
+    ];
+
+    // The zone without where to serve it: refused at start, with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_hangard"))
+        .args(["--data-dir", &dir.join("refused").display().to_string()])
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--dns-listen",
+            "none",
+            "--no-wireguard",
+            "--ipv4-pool",
+            "none",
+        ])
+        .args(["--nft-table", &format!("{}r", nft_table(host_id))])
+        .args(["--cgroup-parent", &format!("{cgroup}-refused")])
+        .args(["--init-binary", &init.display().to_string()])
+        .args(acme)
+        .stdout(Stdio::null())
+        .output()
+        .expect("run hangard");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--acme-dns-zone needs --acme-dns-listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut extra = acme.to_vec();
+    extra.extend(["--acme-dns-listen", &listen]);
+    let daemon = Daemon::start_with(&data, &init, &cgroup, host_id, &extra);
+    // The zone's own records, once the proxy's ACME manager serves it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ns = loop {
+        let m = tokio::time::timeout(
+            Duration::from_millis(500),
+            dns(zone_addr, "acme.flags.test.", RecordType::NS),
+        )
+        .await;
+        match m {
+            Ok(m) => break m,
+            Err(_) => assert!(
+                Instant::now() < deadline,
+                "the ACME DNS zone never answered"
+            ),
+        }
+    };
+    assert!(ns.metadata.authoritative);
+    assert!(
+        matches!(&ns.answers[0].data, RData::NS(n) if n.0.to_ascii() == "ns.acme.flags.test."),
+        "{ns:?}"
+    );
+    let a = dns(zone_addr, "ns.acme.flags.test.", RecordType::A).await;
+    assert!(
+        matches!(&a.answers[0].data, RData::A(ip) if ip.0 == std::net::Ipv4Addr::LOCALHOST),
+        "{a:?}"
+    );
+
+    // The API gives a wildcard's user the CNAME target in that zone.
+    let token = std::fs::read_to_string(data.join("admin.token"))
+        .expect("admin token")
+        .trim()
+        .to_string();
+    let c = Client::new(daemon.api, Some(&token));
+    let r = c
+        .post(
+            "/v1/apps",
+            &json!({"app_name": "wild", "org_slug": "personal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = c
+        .post(
+            "/v1/apps/wild/certificates/acme",
+            &json!({"hostname": "*.example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.json()["dns_requirements"]["acme_challenge"]["target"],
+        hangar_domain::tls::acme_dns_target("example.com", "wild", "acme.flags.test").as_str()
+    );
+    let metrics = get_metrics(daemon.metrics);
+    assert!(
+        metrics.contains("hangar_acme_dns_queries_total{region=\"local\",rcode=\"NOERROR\"}"),
+        "{metrics}"
+    );
 }
