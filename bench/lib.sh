@@ -16,6 +16,8 @@
 #   build_static_tool DIR WHAT   unless SKIP_BUILD=1: bench/DIR (its own workspace), static,
 #                          in target/bench
 #   need_binaries PATH...  exits 2 naming the first that is missing
+#   write_info FILE LOAD_BEFORE PKG...   the run's facts as JSON: date, git revision, cores,
+#                          kernel, load average before and now, the Debian versions of PKG...
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 free_udp_port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -48,6 +50,23 @@ need_binaries() { # need_binaries PATH...
   for b in "$@"; do
     [ -x "$b" ] || { echo "missing $b (run without SKIP_BUILD=1)" >&2; exit 2; }
   done
+}
+
+write_info() { # write_info FILE LOAD_BEFORE PKG...
+  python3 - "$@" <<'PY'
+import json, sys, subprocess, os
+def out(*a):
+    return subprocess.run(list(a), capture_output=True, text=True).stdout.strip()
+def ver(p):
+    return p + " " + out("dpkg-query", "-W", "-f", "${Version}", p)
+json.dump({
+  "date": out("date", "-u", "+%Y-%m-%d %H:%M UTC"),
+  "rev": out("git", "describe", "--always", "--dirty"),
+  "nproc": os.cpu_count(), "kernel": os.uname().release,
+  "load_before": sys.argv[2], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
+  "tools": "; ".join(ver(p) for p in sys.argv[3:]),
+}, open(sys.argv[1], "w"))
+PY
 }
 
 cg_dirs() { for h in /sys/fs/cgroup/*/ /sys/fs/cgroup/; do [ -d "$h$PARENT" ] && echo "$h$PARENT"; done | sort -u; }

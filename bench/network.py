@@ -82,6 +82,36 @@ def api():
     return Api("127.0.0.1", int(env["HANGAR_PORT"]), env["HANGAR_TOKEN"])
 
 
+def one_machine(prefix, config, out):
+    """A new app `PREFIX-PID` with the bench image (env IMAGE_TAR) and one machine of
+    `config` (its `image` filled in), started; ids noted in IDS_FILE for the cleanup;
+    {app, id, addr} written to `out`."""
+    env = os.environ
+    a = api()
+    with open(env["IMAGE_TAR"], "rb") as f:
+        tar = f.read()
+
+    def note(line):
+        with open(env["IDS_FILE"], "a") as f:
+            f.write(line + "\n")
+
+    name = "%s-%d" % (prefix, os.getpid())
+    app = a.request("POST", "/v1/apps", {"app_name": name, "org_slug": "personal"})
+    note("app %s" % name)
+    org = (app.get("organization") or {}).get("internal_numeric_id")
+    if org is not None:
+        note("org %d" % org)
+    image = a.request("POST", "/v1/apps/%s/images?tag=bench" % name, tar)["ref"]
+    m = a.request("POST", "/v1/apps/%s/machines" % name, {"config": dict(config, image=image)})
+    note(m["id"])
+    a.request("GET", "/v1/apps/%s/machines/%s/wait?state=started&timeout=60" % (name, m["id"]))
+    m = a.request("GET", "/v1/apps/%s/machines/%s" % (name, m["id"]))
+    res = {"app": name, "id": m["id"], "addr": m["private_ip"]}
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
+    log("machine %s [%s]" % (res["id"], res["addr"]))
+
+
 def setup(out):
     env = os.environ
     a = api()

@@ -91,20 +91,7 @@ for what in dns change net; do
   fi
 done
 
-python3 - "$OUT/info.json" "$LOAD_BEFORE" <<PY
-import json, sys, subprocess, os
-def out(*a):
-    return subprocess.run(list(a), capture_output=True, text=True).stdout.strip()
-def ver(p):
-    return p + " " + out("dpkg-query", "-W", "-f", "\${Version}", p)
-json.dump({
-  "date": out("date", "-u", "+%Y-%m-%d %H:%M UTC"),
-  "rev": out("git", "describe", "--always", "--dirty"),
-  "nproc": os.cpu_count(), "kernel": os.uname().release,
-  "load_before": sys.argv[2], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
-  "tools": "; ".join(ver(p) for p in ["dnsperf", "unbound", "iperf3"]),
-}, open(sys.argv[1], "w"))
-PY
+write_info "$OUT/info.json" "$LOAD_BEFORE" dnsperf unbound iperf3
 python3 bench/network.py report "$OUT" | tee "$OUT/report.md"
 mkdir -p "$RESULTS"
 cp "$OUT"/* "$RESULTS/"

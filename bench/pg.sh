@@ -72,20 +72,7 @@ if ! python3 bench/pg.py measure "$OUT/setup.json" "$WORK" "$OUT/measure.json"; 
   exit 1
 fi
 
-python3 - "$OUT/info.json" "$LOAD_BEFORE" <<PY
-import json, sys, subprocess, os
-def out(*a):
-    return subprocess.run(list(a), capture_output=True, text=True).stdout.strip()
-def ver(p):
-    return p + " " + out("dpkg-query", "-W", "-f", "\${Version}", p)
-json.dump({
-  "date": out("date", "-u", "+%Y-%m-%d %H:%M UTC"),
-  "rev": out("git", "describe", "--always", "--dirty"),
-  "nproc": os.cpu_count(), "kernel": os.uname().release,
-  "load_before": sys.argv[2], "load_after": " ".join(open("/proc/loadavg").read().split()[:3]),
-  "tools": "; ".join(ver(p) for p in ["postgresql", "openssl"]),
-}, open(sys.argv[1], "w"))
-PY
+write_info "$OUT/info.json" "$LOAD_BEFORE" postgresql openssl
 python3 bench/pg.py report "$OUT" | tee "$OUT/report.md"
 mkdir -p "$RESULTS"
 cp "$OUT"/* "$RESULTS/"

@@ -25,44 +25,20 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from machines import log, pct  # noqa: E402
-from network import api  # noqa: E402
+from network import api, one_machine  # noqa: E402
 
 UDP_PORT = 5353
 
 
 def setup(out):
-    env = os.environ
-    a = api()
-    with open(env["IMAGE_TAR"], "rb") as f:
-        tar = f.read()
-
-    def note(line):
-        with open(env["IDS_FILE"], "a") as f:
-            f.write(line + "\n")
-
-    name = "udpb-%d" % os.getpid()
-    app = a.request("POST", "/v1/apps", {"app_name": name, "org_slug": "personal"})
-    note("app %s" % name)
-    org = (app.get("organization") or {}).get("internal_numeric_id")
-    if org is not None:
-        note("org %d" % org)
-    image = a.request("POST", "/v1/apps/%s/images?tag=bench" % name, tar)["ref"]
-    m = a.request("POST", "/v1/apps/%s/machines" % name, {"config": {
-        "image": image,
+    one_machine("udpb", {
         "init": {"exec": ["/usr/bin/rr", "userve", "[::]:%d" % UDP_PORT]},
         "restart": {"policy": "no"},
         "guest": {"cpus": 1, "memory_mb": 256},
         "services": [{"protocol": "udp", "internal_port": UDP_PORT,
                       "ports": [{"port": UDP_PORT}], "autostart": True,
                       "concurrency": {"type": "connections", "soft_limit": 1000,
-                                      "hard_limit": 1000}}]}})
-    note(m["id"])
-    a.request("GET", "/v1/apps/%s/machines/%s/wait?state=started&timeout=60" % (name, m["id"]))
-    m = a.request("GET", "/v1/apps/%s/machines/%s" % (name, m["id"]))
-    res = {"app": name, "id": m["id"], "addr": m["private_ip"]}
-    with open(out, "w") as f:
-        json.dump(res, f, indent=1)
-    log("machine %s [%s]" % (res["id"], res["addr"]))
+                                      "hard_limit": 1000}}]}, out)
 
 
 def nginx_conf(setup_file, work, port):
