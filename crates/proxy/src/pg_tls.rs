@@ -150,7 +150,10 @@ pub(crate) async fn serve(
                 }
                 continue;
             }
-            Opening::Cancel => return cancel(&proxy, stream, &head, deadline).await,
+            Opening::Cancel => {
+                let addrs = local.map(|local| (peer, local));
+                return cancel(&proxy, stream, &head, addrs, deadline).await;
+            }
             Opening::Startup => {
                 // Read to its end first: closing on unread bytes resets the connection, and
                 // the client may never see the reason.
@@ -176,8 +179,15 @@ fn refused(proxy: &Proxy, code: &str) {
 }
 
 /// Passes a plaintext `CancelRequest` (its first 8 bytes in `head`) to the machine whose
-/// server gave out its key, if an open connection holds it.
-async fn cancel(proxy: &Proxy, mut stream: Client, head: &[u8; 8], deadline: tokio::time::Instant) {
+/// server gave out its key, if an open connection holds it; with a PROXY header first where
+/// the port has `proxy_proto` (`addrs`: the client's and the address it came to).
+async fn cancel<S: AsyncRead + Unpin>(
+    proxy: &Proxy,
+    mut stream: S,
+    head: &[u8; 8],
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    deadline: tokio::time::Instant,
+) {
     let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
     let mut msg = vec![0u8; len];
     msg[..8].copy_from_slice(head);
@@ -191,7 +201,11 @@ async fn cancel(proxy: &Proxy, mut stream: Client, head: &[u8; 8], deadline: tok
         return proxy.metrics.pg_cancel("unknown");
     };
     let sent = tokio::time::timeout(proxy.config.connect_timeout, async {
-        let mut s = tokio::net::TcpStream::connect(target).await?;
+        let mut s = tokio::net::TcpStream::connect(target.addr).await?;
+        if let (Some(v), Some((src, dst))) = (target.proxy_proto, addrs) {
+            s.write_all(&crate::proxy_proto::header(v, src, dst))
+                .await?;
+        }
         s.write_all(&msg).await?;
         s.shutdown().await
     })
@@ -203,18 +217,27 @@ async fn cancel(proxy: &Proxy, mut stream: Client, head: &[u8; 8], deadline: tok
     });
 }
 
-/// Cancel keys of open `pg_tls` connections → the machine address (6PN, internal port)
-/// whose server gave them out.
+/// Where a cancel goes: the server's address (6PN, internal port), and the PROXY header it
+/// expects first, if its port has `proxy_proto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// The machine's address and internal port.
+    pub addr: SocketAddr,
+    /// `proxy_proto`'s version, where the port has it.
+    pub proxy_proto: Option<crate::proxy_proto::Version>,
+}
+
+/// Cancel keys of open `pg_tls` connections → the server that gave them out.
 #[derive(Debug, Default)]
-pub struct CancelKeys(Mutex<HashMap<Vec<u8>, SocketAddr>>);
+pub struct CancelKeys(Mutex<HashMap<Vec<u8>, CancelTarget>>);
 
 impl CancelKeys {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, SocketAddr>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, CancelTarget>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Notes `key`; false when full (or the key is someone else's already).
-    pub fn insert(&self, key: Vec<u8>, target: SocketAddr) -> bool {
+    pub fn insert(&self, key: Vec<u8>, target: CancelTarget) -> bool {
         let mut m = self.lock();
         if m.len() >= MAX_KEYS || m.contains_key(&key) {
             return false;
@@ -224,7 +247,7 @@ impl CancelKeys {
     }
 
     /// Where `key`'s server is.
-    pub fn get(&self, key: &[u8]) -> Option<SocketAddr> {
+    pub fn get(&self, key: &[u8]) -> Option<CancelTarget> {
         self.lock().get(key).copied()
     }
 
@@ -320,13 +343,13 @@ pub struct KeyWatch<S> {
     inner: S,
     sniffer: KeySniffer,
     proxy: Arc<Proxy>,
-    target: SocketAddr,
+    target: CancelTarget,
     held: Option<Vec<u8>>,
 }
 
 impl<S> KeyWatch<S> {
     /// `inner`, connected to `target`.
-    pub(crate) fn new(inner: S, proxy: Arc<Proxy>, target: SocketAddr) -> Self {
+    pub(crate) fn new(inner: S, proxy: Arc<Proxy>, target: CancelTarget) -> Self {
         Self {
             inner,
             sniffer: KeySniffer::default(),
@@ -459,8 +482,11 @@ mod tests {
     #[test]
     fn cancel_keys_are_bounded_and_never_taken_over() {
         let keys = CancelKeys::default();
-        let a: SocketAddr = "[fdaa::2]:5432".parse().expect("addr");
-        let b: SocketAddr = "[fdaa::3]:5432".parse().expect("addr");
+        let to = |a: &str| CancelTarget {
+            addr: a.parse().expect("addr"),
+            proxy_proto: None,
+        };
+        let (a, b) = (to("[fdaa::2]:5432"), to("[fdaa::3]:5432"));
         assert!(keys.insert(vec![1; 8], a));
         assert!(!keys.insert(vec![1; 8], b), "a second holder of one key");
         assert_eq!(keys.get(&[1; 8]), Some(a));
@@ -469,6 +495,50 @@ mod tests {
         assert_eq!(classify(&msg(16, CANCEL_REQUEST)), Opening::Cancel);
         assert_eq!(classify(&msg(268, CANCEL_REQUEST)), Opening::Cancel);
         assert_eq!(classify(&msg(269, CANCEL_REQUEST)), Opening::Invalid);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_goes_to_the_keys_server_with_its_proxy_header() {
+        let store: Arc<dyn hangar_store::Store> =
+            Arc::new(hangar_store::SqliteStore::in_memory().expect("store"));
+        let proxy = Proxy::new(store, crate::ProxyConfig::default());
+        // The "server": a listener that keeps what it gets.
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let key = vec![0, 0, 0x30, 0x39, 1, 2, 3, 4];
+        assert!(proxy.pg_keys.insert(
+            key.clone(),
+            CancelTarget {
+                addr: server.local_addr().expect("addr"),
+                proxy_proto: Some(crate::proxy_proto::Version::V1),
+            },
+        ));
+        let mut msg = 16u32.to_be_bytes().to_vec();
+        msg.extend_from_slice(&CANCEL_REQUEST.to_be_bytes());
+        msg.extend_from_slice(&key);
+        let (mut client, ours) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut client, &msg[8..])
+            .await
+            .expect("write");
+        let head: [u8; 8] = msg[..8].try_into().expect("head");
+        let peer: SocketAddr = "198.51.100.7:40000".parse().expect("addr");
+        let local: SocketAddr = "203.0.113.1:5432".parse().expect("addr");
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let sent = tokio::spawn({
+            let proxy = Arc::clone(&proxy);
+            async move { cancel(&proxy, ours, &head, Some((peer, local)), deadline).await }
+        });
+        let (mut conn, _) = server.accept().await.expect("accept");
+        let mut got = Vec::new();
+        conn.read_to_end(&mut got).await.expect("read");
+        sent.await.expect("join");
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("PROXY TCP4 198.51.100.7 203.0.113.1 40000 5432\r\n"),
+            "{text}"
+        );
+        assert!(got.ends_with(&msg));
     }
 
     #[test]

@@ -200,7 +200,11 @@ pub async fn serve<S>(
         }
         let load = slot.load().clone();
         if postgres {
-            let mut backend = crate::pg_tls::KeyWatch::new(backend, Arc::clone(&proxy), target);
+            let to = crate::pg_tls::CancelTarget {
+                addr: target,
+                proxy_proto: proto,
+            };
+            let mut backend = crate::pg_tls::KeyWatch::new(backend, Arc::clone(&proxy), to);
             let _ = splice(&mut client, &mut backend, &load).await;
         } else {
             let _ = splice(&mut client, &mut backend, &load).await;
