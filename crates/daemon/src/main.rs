@@ -207,9 +207,11 @@ fn acme_dns(args: &Args) -> anyhow::Result<Option<hangar_proxy::acme::AcmeDns>> 
     Ok(Some(hangar_proxy::acme::AcmeDns { zone, listen }))
 }
 
+/// `dns`: [`acme_dns`]'s answer, checked once at start.
 fn tls_config(
     args: &Args,
     sealer: Arc<hangar_store::Sealer>,
+    dns: Option<hangar_proxy::acme::AcmeDns>,
 ) -> anyhow::Result<hangar_proxy::tls::TlsConfig> {
     use hangar_proxy::acme::{AcmeConfig, Challenge};
     let acme = match &args.acme_directory {
@@ -238,7 +240,7 @@ fn tls_config(
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
-            dns: acme_dns(args)?,
+            dns,
             ..AcmeConfig::default()
         }),
     };
@@ -253,6 +255,7 @@ fn tls_config(
 fn proxy_config(
     args: &Args,
     sealer: Arc<hangar_store::Sealer>,
+    acme_dns: Option<hangar_proxy::acme::AcmeDns>,
 ) -> anyhow::Result<hangar_proxy::ProxyConfig> {
     let mut port_map = std::collections::HashMap::new();
     for p in &args.proxy_port {
@@ -278,7 +281,7 @@ fn proxy_config(
         distances,
         autostop_interval: interval,
         udp_idle_timeout: duration("udp-idle-timeout", &args.udp_idle_timeout)?,
-        tls: tls_config(args, sealer)?,
+        tls: tls_config(args, sealer, acme_dns)?,
         proxy_protocol_from: args
             .proxy_protocol_from
             .iter()
@@ -445,7 +448,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
          use any other 32-bit number"
     );
     // ACME settings are checked before anything is made on the host.
-    acme_dns(&args)?;
+    let acme_dns = acme_dns(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let store = Arc::new(
@@ -578,7 +581,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             store.clone(),
             hangar_proxy::ProxyConfig {
                 platform_log: Some(platform_logs.clone()),
-                ..proxy_config(&args, sealer)?
+                ..proxy_config(&args, sealer, acme_dns)?
             },
         ))
     };
