@@ -144,6 +144,27 @@ impl Drop for HostCleanup {
     }
 }
 
+/// The admin token hangard wrote in `data`.
+fn admin_token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("admin.token"))
+        .expect("admin token")
+        .trim()
+        .to_string()
+}
+
+/// A client of hangard's API with its admin token, and app `app` made.
+async fn admin_with_app(data: &Path, api: std::net::SocketAddr, app: &str) -> Client {
+    let c = Client::new(api, Some(&admin_token(data)));
+    let r = c
+        .post(
+            "/v1/apps",
+            &json!({"app_name": app, "org_slug": "personal"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    c
+}
+
 async fn list(c: &Client) -> Vec<Value> {
     c.get("/v1/apps/crash/machines")
         .await
@@ -186,18 +207,7 @@ async fn killing_the_daemon_mid_creation_loses_nothing() {
     };
 
     let mut daemon = Daemon::start(&data, &init, &cgroup, host_id);
-    let token = std::fs::read_to_string(data.join("admin.token"))
-        .expect("admin token")
-        .trim()
-        .to_string();
-    let c = Client::new(daemon.api, Some(&token));
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": "crash", "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    let c = admin_with_app(&data, daemon.api, "crash").await;
 
     // 50 creates at once; the daemon dies while they are under way.
     let mut tasks = Vec::new();
@@ -223,7 +233,7 @@ async fn killing_the_daemon_mid_creation_loses_nothing() {
 
     // Restart over the same data dir.
     let daemon = Daemon::start(&data, &init, &cgroup, host_id);
-    let c = Client::new(daemon.api, Some(&token));
+    let c = Client::new(daemon.api, Some(&admin_token(&data)));
     let deadline = Instant::now() + Duration::from_secs(120);
     let settled = loop {
         let machines = list(&c).await;
@@ -439,18 +449,7 @@ async fn the_acme_dns_flags_serve_the_zone_and_give_users_their_target() {
     );
 
     // The API gives a wildcard's user the CNAME target in that zone.
-    let token = std::fs::read_to_string(data.join("admin.token"))
-        .expect("admin token")
-        .trim()
-        .to_string();
-    let c = Client::new(daemon.api, Some(&token));
-    let r = c
-        .post(
-            "/v1/apps",
-            &json!({"app_name": "wild", "org_slug": "personal"}),
-        )
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
+    let c = admin_with_app(&data, daemon.api, "wild").await;
     let r = c
         .post(
             "/v1/apps/wild/certificates/acme",
