@@ -9,8 +9,9 @@
 //! ([`crate::acme_dns`]): the hostname's `_acme-challenge` record is a CNAME the user set to
 //! [`hangar_domain::tls::acme_dns_target`] in that zone. The preferred challenge types are
 //! tried in turn, one per attempt; a wildcard name (`*.example.com`) can only be validated
-//! by DNS-01, so it gets DNS-01 alone (and fails with the reason when no zone is set). A success stores the chain and the sealed key (a `certificate`
-//! change: served within milliseconds); a failure records the error, counts the attempt and
+//! by DNS-01, so it gets DNS-01 alone (and fails with the reason when no zone is set). A
+//! success stores the chain and the sealed key (a `certificate` change: served within
+//! milliseconds); a failure records the error, counts the attempt and
 //! sets the next one with exponential backoff (`retry_base` doubling up to `retry_max`);
 //! after `max_attempts` in a row the hostname is `failed` and retried daily, or at once by
 //! `POST …/certificates/{hostname}/check`. The account key is kept sealed in the store, one
@@ -102,7 +103,8 @@ pub struct AcmeConfig {
 pub struct AcmeDns {
     /// The zone (`acme.hangar.example.net`).
     pub zone: String,
-    /// Where its server listens (UDP and TCP; `[::]:53` in production, port 0 in tests).
+    /// Where its server listens (UDP and TCP): the address the zone's NS names, port 53;
+    /// port 0 in tests.
     pub listen: std::net::SocketAddr,
 }
 

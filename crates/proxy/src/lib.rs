@@ -3,9 +3,10 @@
 //! Owns the data path from clients to machines: listeners on the public ports the apps'
 //! services declare, TLS termination ([`tls`]: the app's automatic certificate from the host
 //! CA, custom hostnames' certificates from the store, SNI, ALPN) with certificates for custom
-//! hostnames issued and renewed over ACME ([`acme`]), the `http` handler (HTTP/1.1 and h2
-//! from clients, HTTP/1.1 to machines), raw TCP passthrough (plain, or the plaintext of a
-//! `tls`-only port), routing by `Host` to `<app>.<domain>` or a custom hostname, balancing by
+//! hostnames issued and renewed over ACME ([`acme`]; DNS-01 answered by [`acme_dns`]), the
+//! `http` handler (HTTP/1.1 and h2 from clients, HTTP/1.1 to machines), raw TCP passthrough
+//! (plain, or the plaintext of a `tls`-only port or, after PostgreSQL's negotiation, of a
+//! `pg_tls` one: [`pg_tls`]), routing by `Host` to `<app>.<domain>` or a custom hostname, balancing by
 //! load against the services' soft and hard limits nearest region first, a bounded per-app
 //! wait queue at the hard limit, autostart (a request wakes a stopped or suspended machine and
 //! is held until its port accepts), autostop (idle machines stopped or suspended within the
@@ -29,8 +30,7 @@
 //!
 //! UDP services are relayed per client flow to one machine each ([`udp`]).
 //!
-//! Not yet: DNS-01 (wildcard ACME certificates), OCSP stapling, UDP on
-//! Flycast addresses.
+//! Not yet: OCSP stapling, UDP on Flycast addresses.
 
 pub mod acme;
 pub mod acme_dns;
@@ -624,9 +624,10 @@ impl Proxy {
                     h1::serve(proxy, stream, conn).await;
                 }
                 PortKind::TlsHttp | PortKind::Tls => {
-                    let then = match kind {
-                        PortKind::TlsHttp => tls::Then::Http,
-                        _ => tls::Then::Tcp,
+                    let then = if kind == PortKind::TlsHttp {
+                        tls::Then::Http
+                    } else {
+                        tls::Then::Tcp
                     };
                     let deadline = tokio::time::Instant::now() + proxy.config.tls.handshake_timeout;
                     tls::serve(proxy, stream, peer, local, port, then, deadline).await
