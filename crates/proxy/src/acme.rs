@@ -1029,7 +1029,7 @@ pub(crate) async fn run(
                     tcp,
                     zone,
                     proxy.challenges.clone(),
-                    move |rcode| p.metrics.acme_dns_query(rcode),
+                    move |c| p.metrics.acme_dns_query(c),
                     async {
                         let _ = dns_stopped.await;
                     },

@@ -340,22 +340,41 @@ impl ProxyMetrics {
             .inc();
     }
 
-    /// Counts a query answered by the ACME DNS zone's server, by response code.
-    pub fn acme_dns_query(&self, rcode: hickory_proto::op::ResponseCode) {
-        let code = match rcode {
-            hickory_proto::op::ResponseCode::NoError => "NOERROR",
-            hickory_proto::op::ResponseCode::FormErr => "FORMERR",
-            hickory_proto::op::ResponseCode::ServFail => "SERVFAIL",
-            hickory_proto::op::ResponseCode::NXDomain => "NXDOMAIN",
-            hickory_proto::op::ResponseCode::NotImp => "NOTIMP",
-            hickory_proto::op::ResponseCode::Refused => "REFUSED",
-            _ => "other",
+    /// Counts a query to the ACME DNS zone's server: answered, by response code, or limited.
+    pub(crate) fn acme_dns_query(&self, what: crate::acme_dns::Counted) {
+        use crate::acme_dns::Counted;
+        use hickory_proto::op::ResponseCode;
+        let region = self.region.as_str();
+        let code = match what {
+            Counted::Slipped | Counted::Dropped => {
+                let action = if what == Counted::Slipped {
+                    "slipped"
+                } else {
+                    "dropped"
+                };
+                self.registry
+                    .counter(
+                        "hangar_acme_dns_rate_limited_total",
+                        "UDP queries to the ACME DNS zone's server over their client prefix's \
+                         rate: answered truncated (slipped) or not at all (dropped)",
+                        &[("region", region), ("action", action)],
+                    )
+                    .inc();
+                return;
+            }
+            Counted::Answered(ResponseCode::NoError) => "NOERROR",
+            Counted::Answered(ResponseCode::FormErr) => "FORMERR",
+            Counted::Answered(ResponseCode::ServFail) => "SERVFAIL",
+            Counted::Answered(ResponseCode::NXDomain) => "NXDOMAIN",
+            Counted::Answered(ResponseCode::NotImp) => "NOTIMP",
+            Counted::Answered(ResponseCode::Refused) => "REFUSED",
+            Counted::Answered(_) => "other",
         };
         self.registry
             .counter(
                 "hangar_acme_dns_queries_total",
                 "Queries answered by the ACME DNS zone's server (DNS-01), by response code",
-                &[("region", self.region.as_str()), ("rcode", code)],
+                &[("region", region), ("rcode", code)],
             )
             .inc();
     }
