@@ -581,6 +581,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             store.clone(),
             hangar_proxy::ProxyConfig {
                 platform_log: Some(platform_logs.clone()),
+                resumer: Some(agent.clone()),
                 ..proxy_config(&args, sealer, acme_dns)?
             },
         ))

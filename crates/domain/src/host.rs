@@ -115,6 +115,16 @@ pub struct ImportedImage {
     pub size: u64,
 }
 
+/// Carries out a recorded resume at once (the edge proxy does, for a request held on a
+/// suspended machine), rather than when the host's agent reads the record.
+pub trait Resumer: Send + Sync + std::fmt::Debug + 'static {
+    /// Machine `machine_id` was suspended and its start was just recorded (the store says
+    /// `starting`): thaw it now, unless an operation of the host holds the machine. Best
+    /// effort, cheap (a store read and a cgroup write) and never waits for a lock; the agent
+    /// then finds it running and reports `started` as usual.
+    fn resume_now(&self, machine_id: &str);
+}
+
 /// The host side of exec, ps, logs and image uploads.
 pub trait MachineHost: Send + Sync + 'static {
     /// Runs a command in a running machine.

@@ -22,7 +22,7 @@ pub use applog::{
 };
 pub use host::{
     ExecCommand, ExecResult, HostError, HostFuture, ImportedImage, LogFollow, LogLine, LogSource,
-    Logs, MachineHost,
+    Logs, MachineHost, Resumer,
 };
 pub use id::{AppName, IdError, InstanceId, MachineId, MachineName, OrgSlug, PeerName, VolumeId};
 pub use lifecycle::{Action, IllegalTransition, Phase, State};

@@ -637,7 +637,10 @@ mod tests {
             let n = r.expect("recv");
             let m = Message::from_vec(&buf[..n]).expect("decode");
             if m.metadata.truncation {
-                assert!(n <= q.len(), "a truncated answer is no bigger than the query");
+                assert!(
+                    n <= q.len(),
+                    "a truncated answer is no bigger than the query"
+                );
                 assert!(m.answers.is_empty());
                 assert_eq!(m.queries.len(), 1);
                 truncated += 1;

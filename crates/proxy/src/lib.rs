@@ -114,6 +114,10 @@ pub struct ProxyConfig {
     pub flycast: bool,
     /// Where its errors go as `proxy` lines of the app's log stream (§6.2); `None`: stderr.
     pub platform_log: Option<Arc<dyn hangar_domain::PlatformLog>>,
+    /// The host's agent, told at once when a request's resume of a suspended machine is
+    /// recorded (it thaws the machine then, not after reading the record); `None`: the
+    /// agent finds the record as for any other start.
+    pub resumer: Option<Arc<dyn hangar_domain::Resumer>>,
     /// Public connections from these networks (the operator's load balancers) must begin with
     /// a PROXY protocol header (v1 or v2), whose source is then the client.
     pub proxy_protocol_from: Vec<proxy_proto::Cidr>,
@@ -149,6 +153,7 @@ impl Default for ProxyConfig {
             tls: tls::TlsConfig::default(),
             flycast: true,
             platform_log: None,
+            resumer: None,
             proxy_protocol_from: Vec::new(),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             udp_idle_timeout: Duration::from_secs(30),
@@ -274,13 +279,14 @@ impl Proxy {
             tls::TlsState::new(&fallback).expect("a host CA in memory")
         });
         let pool = Arc::new(Pool::new(config.workers));
+        let wakes = Wakes::new(config.resumer.clone());
         Arc::new(Self {
             config,
             store,
             catalog: CatalogHandle::new(),
             loads: Loads::default(),
             regions,
-            wakes: Wakes::default(),
+            wakes,
             replay_cache: replay_cache::ReplayCache::default(),
             pool,
             health: Arc::default(),

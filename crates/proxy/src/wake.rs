@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use hangar_domain::State;
+use hangar_domain::{Resumer, State};
 use hangar_store::Store;
 use tokio::sync::watch;
 
@@ -45,9 +45,19 @@ type WakeResult = Option<Result<(), WakeError>>;
 #[derive(Debug, Default)]
 pub struct Wakes {
     inflight: Arc<Mutex<HashMap<String, watch::Receiver<WakeResult>>>>,
+    /// Told when a suspended machine's start is recorded ([`hangar_domain::Resumer`]).
+    resumer: Option<Arc<dyn Resumer>>,
 }
 
 impl Wakes {
+    /// Wakes that tell `resumer` of each suspended machine's recorded start.
+    pub fn new(resumer: Option<Arc<dyn Resumer>>) -> Self {
+        Self {
+            inflight: Arc::default(),
+            resumer,
+        }
+    }
+
     /// Machines being woken now.
     pub fn in_progress(&self) -> usize {
         self.inflight
@@ -116,11 +126,12 @@ impl Wakes {
                     let id = id.to_string();
                     let keep = keep.cloned();
                     let inflight = Arc::clone(&self.inflight);
+                    let resumer = self.resumer.clone();
                     let key = key.clone();
                     tokio::spawn(async move {
                         let r = tokio::time::timeout(
                             timeout,
-                            bring_up(store.as_ref(), &catalog, &id, target),
+                            bring_up(store.as_ref(), &catalog, &id, target, resumer),
                         )
                         .await
                         .unwrap_or(Err(WakeError::Timeout));
@@ -177,6 +188,7 @@ async fn bring_up(
     catalog: &CatalogHandle,
     id: &str,
     probe: Option<(Ipv6Addr, u16)>,
+    resumer: Option<Arc<dyn Resumer>>,
 ) -> Result<Option<tokio::net::TcpStream>, WakeError> {
     let mut rx = catalog.subscribe();
     // A suspended machine's sockets exist while it is frozen: the kernel accepts connections
@@ -205,7 +217,16 @@ async fn bring_up(
     // timeout bounds the wait.
     loop {
         match control::start(store, id) {
-            Ok(Outcome::Done | Outcome::Already) => break,
+            Ok(Outcome::Done) => {
+                // Thawed now, not once the agent has read the record; on a blocking thread,
+                // while the request goes out here (the frozen app's socket takes it).
+                if suspended && let Some(r) = resumer {
+                    let id = id.to_string();
+                    drop(tokio::task::spawn_blocking(move || r.resume_now(&id)));
+                }
+                break;
+            }
+            Ok(Outcome::Already) => break,
             Ok(Outcome::Refused(State::Stopping | State::Suspending)) => {
                 // Not a resume after all (the catalog was behind): the early connection
                 // reached an instance on its way down, not the one that will start.
@@ -390,6 +411,71 @@ pub(crate) mod tests {
             assert_eq!(pooled.is_some(), keep);
             until_accepted(&accepted, 1, "the probe never connected").await;
             assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        }
+    }
+
+    /// Records each `resume_now` with the machine's state in the store at that moment.
+    struct Recorder {
+        store: Arc<dyn Store>,
+        calls: Mutex<Vec<(String, Option<State>)>>,
+    }
+
+    impl std::fmt::Debug for Recorder {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Recorder")
+        }
+    }
+
+    impl Resumer for Recorder {
+        fn resume_now(&self, machine_id: &str) {
+            let state = self
+                .store
+                .find_machine(machine_id)
+                .ok()
+                .flatten()
+                .map(|m| m.state);
+            self.calls
+                .lock()
+                .expect("lock")
+                .push((machine_id.to_string(), state));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_host_is_told_of_a_suspended_machines_recorded_start_only() {
+        for (id, state, told) in [
+            ("0123456789abd0", State::Suspended, true),
+            ("0123456789abd1", State::Stopped, false),
+        ] {
+            let store = store_with_machine(id, state);
+            let catalog = CatalogHandle::new();
+            catalog.load(store.as_ref()).expect("load");
+            let recorder = Arc::new(Recorder {
+                store: store.clone(),
+                calls: Mutex::new(Vec::new()),
+            });
+            let wakes = Wakes::new(Some(recorder.clone()));
+            // A UDP wake: done once the start is recorded (suspended) or started (stopped,
+            // which nothing reports here: it times out).
+            let r = wakes
+                .wake_udp(&store, &catalog, id, Duration::from_millis(300))
+                .await;
+            assert_eq!(r.is_ok(), told, "{state:?}: {r:?}");
+            // The call runs on a blocking thread, beside the wake's end.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while told
+                && recorder.calls.lock().expect("lock").is_empty()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let calls = recorder.calls.lock().expect("lock").clone();
+            if told {
+                // Once, after the start was recorded.
+                assert_eq!(calls, [(id.to_string(), Some(State::Starting))]);
+            } else {
+                assert!(calls.is_empty(), "{calls:?}");
+            }
         }
     }
 

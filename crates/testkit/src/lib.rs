@@ -88,7 +88,7 @@ fn egress_slice() -> Result<(hangar_net::egress::Egress, std::fs::File), String>
 }
 
 /// The API's way to the agent of the moment (tests stop and start agents under one API).
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct CurrentAgent(std::sync::Mutex<Option<Arc<Agent<LinuxDriver>>>>);
 
 impl CurrentAgent {
@@ -102,6 +102,14 @@ impl CurrentAgent {
 
     fn set(&self, agent: Option<Arc<Agent<LinuxDriver>>>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = agent;
+    }
+}
+
+impl hangar_domain::Resumer for CurrentAgent {
+    fn resume_now(&self, machine_id: &str) {
+        if let Ok(agent) = self.get() {
+            agent.resume_now(machine_id);
+        }
     }
 }
 
@@ -372,8 +380,8 @@ impl TestCluster {
     }
 
     /// Starts an edge proxy over this cluster's store (stopped with the cluster). Unless the
-    /// config says otherwise, it opens certificate keys with the cluster's sealer and keeps
-    /// its host CA in `DATA/tls`.
+    /// config says otherwise, it opens certificate keys with the cluster's sealer, keeps its
+    /// host CA in `DATA/tls` and tells the running agent of resumes (`resumer`).
     pub fn start_proxy(
         &mut self,
         mut config: hangar_proxy::ProxyConfig,
@@ -386,6 +394,9 @@ impl TestCluster {
         }
         if config.platform_log.is_none() {
             config.platform_log = Some(self.platform_logs.clone());
+        }
+        if config.resumer.is_none() {
+            config.resumer = Some(self.host.clone());
         }
         let proxy = hangar_proxy::Proxy::new(self.store.clone(), config);
         let p = proxy.clone();

@@ -968,6 +968,53 @@ async fn a_proxy_header_from_a_trusted_balancer_names_the_client() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_has_a_suspended_machine_thawed_at_once_even_with_the_agent_down() {
+    // The proxy tells the host's agent of a resume as soon as it is recorded, and the agent
+    // thaws the machine then. Shown with the agent's loop killed (the proxy holds the agent
+    // itself): nothing else would thaw it, yet the request is answered; the restarted agent
+    // then reports it started.
+    let mut cluster = TestCluster::start().await.expect("cluster");
+    let c = cluster.client();
+    app(&c, "px-thaw").await;
+    let id = machine(
+        &c,
+        "px-thaw",
+        web(http_service(
+            json!({"autostop": "suspend", "autostart": true}),
+        )),
+    )
+    .await;
+    let agent = cluster.agent().expect("agent");
+    let proxy = cluster.start_proxy(ProxyConfig {
+        resumer: Some(agent),
+        ..config()
+    });
+    let addr = listening(&proxy, 80).await;
+    let r = c
+        .post(
+            &format!("/v1/apps/px-thaw/machines/{id}/suspend"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait(&c, "px-thaw", &id, "suspended", "&timeout=20").await;
+    cluster.kill_agent().await;
+    let r = get(addr, "px-thaw.localhost", "/cgi-bin/info", &[]).await;
+    assert_eq!(r.status, 200, "{}\n{}", r.head, r.body);
+    assert!(r.body.contains(&format!("machine={id}")), "{}", r.body);
+    assert!(r.header("hangar-cold-start").is_some(), "{}", r.head);
+    let m = c
+        .get(&format!("/v1/apps/px-thaw/machines/{id}"))
+        .await
+        .json();
+    assert_eq!(m["state"], "starting", "no agent has reported it yet: {m}");
+    cluster.start_agent().expect("agent");
+    wait(&c, "px-thaw", &id, "started", "&timeout=20").await;
+    let r = get(addr, "px-thaw.localhost", "/", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.head);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_machine_is_resumed_by_a_request() {
     let mut cluster = TestCluster::start().await.expect("cluster");
     let c = cluster.client();
