@@ -1,6 +1,7 @@
 //! Autostart: wake a stopped or suspended machine for a waiting request, once, however many
-//! requests wait for it. The request is held until the machine is `started` in the catalog
-//! and its service port accepts a connection, bounded by the wake timeout.
+//! requests wait for it. The request is held until the machine's start is recorded and its
+//! service port accepts a connection (a UDP flow: until it is `started` in the catalog),
+//! bounded by the wake timeout.
 
 use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -171,10 +172,15 @@ impl Wakes {
     }
 }
 
-/// A woken machine's port is probed every [`PROBE_FINE`] for [`PROBE_FINE_FOR`] (at most ten
-/// refused connections), then after 1 ms, doubled after each refusal up to [`PROBE_MAX`].
+/// A woken machine's port is probed every millisecond from when its start is recorded;
+/// every [`PROBE_FINE`] for [`PROBE_FINE_FOR`] once it is reported started (its app is about
+/// to listen: at most twenty-five refused connections); every millisecond again until
+/// [`PROBE_STEADY_FOR`] after that; then after a delay doubled after each refusal up to
+/// [`PROBE_MAX`]. A refused connection costs the host microseconds; a probe that sleeps past
+/// the app's listen costs the waiting request the rest of the sleep.
 const PROBE_FINE: Duration = Duration::from_micros(200);
-const PROBE_FINE_FOR: Duration = Duration::from_millis(2);
+const PROBE_FINE_FOR: Duration = Duration::from_millis(5);
+const PROBE_STEADY_FOR: Duration = Duration::from_millis(50);
 const PROBE_MAX: Duration = Duration::from_millis(50);
 
 /// A connection to a suspended machine issued before its start is recorded.
@@ -244,11 +250,12 @@ async fn bring_up(
             Err(e) => return Err(WakeError::Refused(e.to_string())),
         }
     }
-    // Started in the catalog...
-    if !suspended {
-        wait_started(catalog, &mut rx, id).await?;
-    }
     let Some(target) = target else {
+        // A UDP wake: the machine started in the catalog (a suspended one's sockets already
+        // hold what arrives).
+        if !suspended {
+            wait_started(catalog, &mut rx, id).await?;
+        }
         return Ok(None);
     };
     if let Some(connecting) = early
@@ -256,21 +263,63 @@ async fn bring_up(
     {
         return Ok(Some(probe));
     }
-    // ...and its port accepting (the app may take a moment to listen).
-    let probing = Instant::now();
+    // Its port accepting (the app may take a moment to listen), probed from now on, not
+    // once the agent has reported `started` through the store: a start is recorded only
+    // once the previous instance is down, so whatever accepts at the machine's address is
+    // the one just started. Meanwhile the catalog says whether the start failed, and when
+    // it started (the probe is then finer: the app is about to listen).
+    let started = tokio::sync::Notify::new();
+    let failed = async {
+        match wait_started(catalog, &mut rx, id).await {
+            Ok(()) => {
+                started.notify_one();
+                std::future::pending().await
+            }
+            Err(e) => e,
+        }
+    };
+    tokio::select! {
+        probe = accepting(target, &started) => Ok(Some(probe)),
+        e = failed => Err(e),
+    }
+}
+
+/// The first connection `target` accepts, probed at the pace above (`started` is told when
+/// the machine is reported started).
+async fn accepting(target: SocketAddr, started: &tokio::sync::Notify) -> tokio::net::TcpStream {
+    let mut since = Instant::now();
     let mut delay = Duration::from_millis(1);
+    let started = started.notified();
+    tokio::pin!(started);
+    let mut seen = false;
     loop {
         if let Ok(probe) = tokio::net::TcpStream::connect(target).await {
-            return Ok(Some(probe));
+            return probe;
         }
-        if probing.elapsed() < PROBE_FINE_FOR {
-            // Finer than tokio's timer, which rounds up to the next millisecond: an app that
-            // listens within a millisecond or two of starting (as small ones do) is found
-            // about 0.1 ms after, not up to a millisecond later.
-            let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PROBE_FINE)).await;
-        } else {
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(PROBE_MAX);
+        let elapsed = since.elapsed();
+        let fine = seen && elapsed < PROBE_FINE_FOR;
+        let steady = elapsed < PROBE_STEADY_FOR;
+        let pause = async {
+            if fine {
+                // Finer than tokio's timer, which rounds up to the next millisecond: an app
+                // that listens within a few milliseconds (as small ones do) is found about
+                // 0.1 ms after, not up to a millisecond later.
+                let _ = tokio::task::spawn_blocking(|| std::thread::sleep(PROBE_FINE)).await;
+            } else {
+                tokio::time::sleep(delay).await;
+            }
+        };
+        tokio::select! {
+            () = &mut started, if !seen => {
+                seen = true;
+                since = Instant::now();
+                delay = Duration::from_millis(1);
+            }
+            () = pause => {
+                if !steady {
+                    delay = (delay * 2).min(PROBE_MAX);
+                }
+            }
         }
     }
 }
