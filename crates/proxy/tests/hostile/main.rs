@@ -987,7 +987,13 @@ async fn a_wake_budget_spent_before_the_replays_timeout_falls_back_at_once() {
     store
         .insert_machine(&machine(me, "web", backend, None))
         .expect("machine");
-    let mut cold = machine("0123456789abe3", "web", backend, None);
+    // Nothing listens at its address (the wake probes it from the recorded start).
+    let mut cold = machine(
+        "0123456789abe3",
+        "web",
+        "127.0.0.1:9".parse().expect("addr"),
+        None,
+    );
     cold.state = State::Stopped;
     store.insert_machine(&cold).expect("machine");
     let (_proxy, addr) = start(
@@ -1024,7 +1030,13 @@ async fn a_replay_target_that_does_not_come_up_in_its_timeout_falls_back() {
     store
         .insert_machine(&machine(me, "web", backend, None))
         .expect("machine");
-    let mut cold = machine("0123456789abe1", "web", backend, None);
+    // Nothing listens at its address (the wake probes it from the recorded start).
+    let mut cold = machine(
+        "0123456789abe1",
+        "web",
+        "127.0.0.1:9".parse().expect("addr"),
+        None,
+    );
     cold.state = State::Stopped;
     store.insert_machine(&cold).expect("machine");
     let (_proxy, addr) = start(store, config()).await;
