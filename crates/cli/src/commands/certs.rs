@@ -113,6 +113,7 @@ fn detail(d: &CertificateDetailResponse) -> String {
         vec!["Status".into(), d.status.clone()],
         vec!["Configured".into(), d.configured.to_string()],
         vec!["ACME requested".into(), d.acme_requested.to_string()],
+        vec!["Validated by".into(), validated_by(&d.validation)],
         vec![
             "Sources".into(),
             if sources.is_empty() {
@@ -149,6 +150,23 @@ fn detail(d: &CertificateDetailResponse) -> String {
         }
     }
     out
+}
+
+/// The ACME challenge that last validated the name, `-` when none has.
+fn validated_by(v: &hangar_api_types::CertificateValidation) -> String {
+    let methods: Vec<&str> = [
+        (v.alpn_configured, "TLS-ALPN-01"),
+        (v.http_configured, "HTTP-01"),
+        (v.dns_configured, "DNS-01"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    if methods.is_empty() {
+        "-".into()
+    } else {
+        methods.join(", ")
+    }
 }
 
 /// What the user must set up for the name's certificate: DNS pointing here, and for a
@@ -291,4 +309,32 @@ pub(crate) fn run(c: CertsCommand, api: &ApiArgs) -> anyhow::Result<u8> {
         }
         Ok(exit::OK)
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_says_which_challenge_validated_the_name() {
+        let mut d = CertificateDetailResponse {
+            hostname: "*.example.com".into(),
+            status: "active".into(),
+            ..CertificateDetailResponse::default()
+        };
+        assert!(
+            detail(&d).contains("  Validated by        = -\n"),
+            "{}",
+            detail(&d)
+        );
+        d.validation.dns_configured = true;
+        assert!(
+            detail(&d).contains("  Validated by        = DNS-01\n"),
+            "{}",
+            detail(&d)
+        );
+        d.validation.dns_configured = false;
+        d.validation.alpn_configured = true;
+        assert!(detail(&d).contains("= TLS-ALPN-01\n"), "{}", detail(&d));
+    }
 }
