@@ -345,37 +345,37 @@ impl ProxyMetrics {
         use crate::acme_dns::Counted;
         use hickory_proto::op::ResponseCode;
         let region = self.region.as_str();
-        let code = match what {
-            Counted::Slipped | Counted::Dropped => {
-                let action = if what == Counted::Slipped {
-                    "slipped"
-                } else {
-                    "dropped"
-                };
-                self.registry
-                    .counter(
-                        "hangar_acme_dns_rate_limited_total",
-                        "UDP queries to the ACME DNS zone's server over their client prefix's \
-                         rate: answered truncated (slipped) or not at all (dropped)",
-                        &[("region", region), ("action", action)],
-                    )
-                    .inc();
-                return;
-            }
-            Counted::Answered(ResponseCode::NoError) => "NOERROR",
-            Counted::Answered(ResponseCode::FormErr) => "FORMERR",
-            Counted::Answered(ResponseCode::ServFail) => "SERVFAIL",
-            Counted::Answered(ResponseCode::NXDomain) => "NXDOMAIN",
-            Counted::Answered(ResponseCode::NotImp) => "NOTIMP",
-            Counted::Answered(ResponseCode::Refused) => "REFUSED",
-            Counted::Answered(_) => "other",
+        let rcode = |code| match code {
+            ResponseCode::NoError => "NOERROR",
+            ResponseCode::FormErr => "FORMERR",
+            ResponseCode::ServFail => "SERVFAIL",
+            ResponseCode::NXDomain => "NXDOMAIN",
+            ResponseCode::NotImp => "NOTIMP",
+            ResponseCode::Refused => "REFUSED",
+            _ => "other",
         };
-        self.registry
-            .counter(
+        let (name, help, label) = match what {
+            Counted::Answered(code) => (
                 "hangar_acme_dns_queries_total",
                 "Queries answered by the ACME DNS zone's server (DNS-01), by response code",
-                &[("region", region), ("rcode", code)],
-            )
+                ("rcode", rcode(code)),
+            ),
+            Counted::Slipped | Counted::Dropped => (
+                "hangar_acme_dns_rate_limited_total",
+                "UDP queries to the ACME DNS zone's server over their client prefix's rate: \
+                 answered truncated (slipped) or not at all (dropped)",
+                (
+                    "action",
+                    if what == Counted::Slipped {
+                        "slipped"
+                    } else {
+                        "dropped"
+                    },
+                ),
+            ),
+        };
+        self.registry
+            .counter(name, help, &[("region", region), label])
             .inc();
     }
 
