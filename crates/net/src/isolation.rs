@@ -67,6 +67,49 @@ fn hex(a: Ipv6Addr) -> String {
     format!("0x{:032x}", u128::from(a))
 }
 
+/// What this process put in a host's isolation tables (the script lines of each network, by
+/// bridge, and of each machine, by host veth), so that a machine started again on the same
+/// network does not run `nft` to write the same rules again: an `nft` run costs about 9 ms of
+/// CPU, and reads the whole table first, so more with every machine of the host. Forgotten
+/// before anything of this process removes those rules, and filled in after an `nft` run put
+/// them in. Keyed by network namespace and table name (tests run hosts in namespaces of
+/// their own, with the same names). A host restarted starts empty and rebuilds the tables.
+#[derive(Default)]
+struct Applied {
+    networks: std::collections::HashMap<String, String>,
+    machines: std::collections::HashMap<String, String>,
+}
+
+type AppliedKey = ((u64, u64), String);
+
+static APPLIED: std::sync::Mutex<Option<std::collections::HashMap<AppliedKey, Applied>>> =
+    std::sync::Mutex::new(None);
+
+fn applied<T>(f: impl FnOnce(&mut std::collections::HashMap<AppliedKey, Applied>) -> T) -> T {
+    let mut g = APPLIED.lock().unwrap_or_else(|p| p.into_inner());
+    f(g.get_or_insert_with(Default::default))
+}
+
+/// Changes what is remembered of these tables (before removing rules).
+fn forget(key: Option<AppliedKey>, f: impl FnOnce(&mut Applied)) {
+    if let Some(key) = key {
+        applied(|a| {
+            if let Some(a) = a.get_mut(&key) {
+                f(a);
+            }
+        });
+    }
+}
+
+/// The calling thread's network namespace: device and inode of its `ns/net` (none when that
+/// cannot be read: then nothing is remembered and every `add` runs `nft`).
+fn netns_id() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata("/proc/thread-self/ns/net")
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
 impl Isolation {
     /// Tables named `table` (letters, digits, `_`; at most 32) in the `inet` and `bridge`
     /// families.
@@ -87,6 +130,10 @@ impl Isolation {
     /// The tables' name.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    fn applied_key(&self) -> Option<AppliedKey> {
+        Some((netns_id()?, self.table.clone()))
     }
 
     /// The script that replaces both tables with these networks and machines.
@@ -218,25 +265,62 @@ impl Isolation {
         for n in networks {
             crate::safe(&n.bridge)?;
         }
-        nft(&self.rebuild_script(networks, machines))
+        let key = self.applied_key();
+        forget(key.clone(), |a| *a = Applied::default());
+        nft(&self.rebuild_script(networks, machines))?;
+        let Some(key) = key else {
+            return Ok(());
+        };
+        let mut now = Applied::default();
+        for n in networks {
+            now.networks.insert(n.bridge.clone(), self.network_lines(n));
+        }
+        for m in machines {
+            now.machines
+                .insert(m.host_veth.clone(), self.machine_lines(m));
+        }
+        applied(|a| a.insert(key, now));
+        Ok(())
     }
 
-    /// Adds (or refreshes) the rules of a machine and its network. Idempotent; the tables must
-    /// exist ([`Isolation::rebuild`] at start).
-    pub fn add(&self, network: &Network, machine: &MachineNet) -> Result<()> {
+    /// Adds the rules of a machine and its network, unless this process already put exactly
+    /// these in place and nothing of its own removed them since (then it runs nothing, and
+    /// says so with `false`). Idempotent; the tables must exist ([`Isolation::rebuild`] at
+    /// start). Operations on one machine must not run concurrently (the agent holds its lock).
+    pub fn add(&self, network: &Network, machine: &MachineNet) -> Result<bool> {
         crate::safe(&network.bridge)?;
         crate::safe(&machine.host_veth)?;
-        nft(&format!(
-            "{}{}",
-            self.network_lines(network),
-            self.machine_lines(machine)
-        ))
+        let net = self.network_lines(network);
+        let mine = self.machine_lines(machine);
+        let Some(key) = self.applied_key() else {
+            nft(&format!("{net}{mine}"))?;
+            return Ok(true);
+        };
+        let done = applied(|a| {
+            a.get(&key).is_some_and(|a| {
+                a.networks.get(&network.bridge) == Some(&net)
+                    && a.machines.get(&machine.host_veth) == Some(&mine)
+            })
+        });
+        if done {
+            return Ok(false);
+        }
+        nft(&format!("{net}{mine}"))?;
+        applied(|a| {
+            let a = a.entry(key).or_default();
+            a.networks.insert(network.bridge.clone(), net);
+            a.machines.insert(machine.host_veth.clone(), mine);
+        });
+        Ok(true)
     }
 
     /// Removes a machine's rules (found by its host veth name alone). Idempotent; nothing to
     /// do when the tables are gone.
     pub fn remove_machine(&self, machine: &MachineNet) -> Result<()> {
         crate::safe(&machine.host_veth)?;
+        forget(self.applied_key(), |a| {
+            a.machines.remove(&machine.host_veth);
+        });
         let t = &self.table;
         let c = Self::chain(machine);
         let port = &machine.host_veth;
@@ -256,6 +340,9 @@ impl Isolation {
     /// Removes a network's rules (its bridge is going away). Idempotent.
     pub fn remove_network(&self, network: &Network) -> Result<()> {
         crate::safe(&network.bridge)?;
+        forget(self.applied_key(), |a| {
+            a.networks.remove(&network.bridge);
+        });
         let add = self.network_lines(network);
         let delete = add.replace("add element", "delete element");
         match nft(&format!("{add}{delete}")) {
@@ -277,6 +364,7 @@ impl Isolation {
 
     /// Deletes both tables.
     pub fn remove(&self) -> Result<()> {
+        forget(self.applied_key(), |a| *a = Applied::default());
         let t = &self.table;
         nft(&format!(
             "table inet {t} {{}}\ndelete table inet {t}\ntable bridge {t} {{}}\ndelete table bridge {t}\n"

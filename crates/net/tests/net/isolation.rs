@@ -240,11 +240,40 @@ fn networks_are_apart_the_host_is_closed_and_nobody_spoofs() {
             .expect("ping");
         assert!(out.status.success(), "host → blue");
 
-        // Adding is idempotent; removing a machine takes its rules; nothing stale remains.
-        iso.add(&red, &a2).expect("add again");
-        iso.add(&red, &a2).expect("add twice");
+        // Adding is idempotent, and runs nothing for rules this process put in already (the
+        // rebuild did); removing a machine takes its rules; nothing stale remains.
+        assert!(!iso.add(&red, &a2).expect("add again"), "a2's rules are in");
         iso.remove_machine(&b).expect("remove b");
         iso.remove_machine(&b).expect("remove b twice");
+        assert!(!nft_list(&iso).contains(&b.host_veth));
+        assert!(
+            iso.add(&blue, &b).expect("b back"),
+            "b's rules went: nft again"
+        );
+        assert!(nft_list(&iso).contains(&b.host_veth));
+        assert!(!iso.add(&blue, &b).expect("b twice"));
+        // Other rules for the same veth (another IPv4 address) are written.
+        let moved = a2.clone().with_ipv4(Some(Ipv4Addr::new(10, 200, 0, 22)));
+        assert!(iso.add(&red, &moved).expect("a2 moved"));
+        assert!(nft_list(&iso).contains("10.200.0.22"));
+        assert!(iso.add(&red, &a2).expect("a2 back"));
+        assert!(!nft_list(&iso).contains("10.200.0.22"));
+        // A table (and memo) of the same name in another network namespace is another's.
+        let elsewhere = std::thread::spawn({
+            let (iso, red, a2) = (iso.clone(), red.clone(), a2.clone());
+            move || {
+                nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+                iso.rebuild(&[], &[]).expect("tables there");
+                iso.add(&red, &a2).expect("add there")
+            }
+        })
+        .join()
+        .expect("thread");
+        assert!(
+            elsewhere,
+            "another namespace's table had none of a2's rules"
+        );
+        iso.remove_machine(&b).expect("remove b again");
         let rules = nft_list(&iso);
         assert!(!rules.contains(&b.host_veth), "{rules}");
         assert!(rules.contains(&a2.host_veth), "{rules}");
@@ -261,6 +290,11 @@ fn networks_are_apart_the_host_is_closed_and_nobody_spoofs() {
         );
         iso.remove_network(&red).expect("remove network");
         assert!(!nft_list(&iso).contains(&red.bridge));
+        assert!(
+            iso.add(&red, &a1).expect("network back"),
+            "its elements went: nft again"
+        );
+        assert!(nft_list(&iso).contains(&red.bridge));
         iso.remove().expect("remove");
         assert!(!iso.exists());
         iso.remove_machine(&a1).expect("no tables: nothing to do");
