@@ -35,7 +35,9 @@
 //! in one transaction (at agent start: whatever was stale is gone, there is no moment without
 //! rules); [`Isolation::add`] adds a machine (and its network) and [`Isolation::remove_machine`]
 //! removes one, each atomic and idempotent, so a crash between steps is repaired by doing the
-//! step again. [`Isolation::remove`] deletes both tables.
+//! step again. [`Isolation::remove`] deletes both tables. An add runs no `nft` when this
+//! process already put exactly those rules in and removed none of them since (a machine
+//! started again on its network).
 //!
 //! WireGuard peers (PLATFORM.md §4.5) come in through the host's WireGuard interface (named
 //! [`WIREGUARD_PREFIX`]`…`): the `inet` table lets that interface's traffic into and out of
