@@ -148,6 +148,13 @@ fn wal(w: &hangar_store::WalStats, out: &mut Families) {
         w.failures.load(Relaxed) as f64,
     );
     out.counter(
+        "hangar_store_wal_restarts_total",
+        "Times the checkpoint thread started the WAL over itself after a complete checkpoint, \
+         so that the next write (often one a request waits on) only appends.",
+        &[],
+        w.restarts.load(Relaxed) as f64,
+    );
+    out.counter(
         "hangar_store_wal_checkpoint_busy_total",
         "WAL checkpoints skipped because the database was busy (tried again a second later).",
         &[],

@@ -218,4 +218,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (org_slug, name)
     );
     "#,
+    // 9: the row the WAL checkpointer writes to restart the WAL after a complete checkpoint
+    // (crate::checkpoint), so that the next real write does not pay for the restart.
+    r#"
+    CREATE TABLE wal_restarts (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        n INTEGER NOT NULL
+    );
+    "#,
 ];

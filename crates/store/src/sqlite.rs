@@ -1,7 +1,7 @@
 //! The embedded SQLite implementation (WAL mode; one writer connection behind a mutex).
 
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use tokio::sync::watch;
@@ -24,7 +24,8 @@ pub const CHANGE_LOG_RETAINED: u64 = 100_000;
 /// SQLite-backed [`Store`].
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    /// Shared (weakly) with the checkpointer, which restarts the WAL through it.
+    conn: Arc<Mutex<Connection>>,
     revision: watch::Sender<u64>,
     /// File-backed stores only: the WAL checkpoints, off the write path.
     checkpointer: Option<Checkpointer>,
@@ -97,7 +98,7 @@ impl SqliteStore {
         // Checkpoints are the checkpointer's; the writer's own only bound the WAL.
         conn.pragma_update(None, "wal_autocheckpoint", crate::BACKSTOP_PAGES)?;
         let mut store = Self::init(conn)?;
-        store.checkpointer = Checkpointer::start(path)?;
+        store.checkpointer = Checkpointer::start(path, Arc::downgrade(&store.conn))?;
         if store.checkpointer.is_none() {
             store
                 .lock()
@@ -138,7 +139,7 @@ impl SqliteStore {
         })?;
         let (revision, _) = watch::channel(rev as u64);
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             revision,
             checkpointer: None,
         })

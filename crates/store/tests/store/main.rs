@@ -789,6 +789,77 @@ fn an_apps_events_and_checks_come_in_one_query_each_as_per_machine() {
     assert!(s.app_checks("nope").expect("checks").is_empty());
 }
 
+/// The WAL header's salts: SQLite draws new ones whenever it starts the WAL over.
+fn wal_salts(db: &std::path::Path) -> [u8; 8] {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = std::fs::read(&wal).expect("the WAL");
+    bytes[16..24].try_into().expect("a WAL header")
+}
+
+#[test]
+fn the_checkpointer_restarts_the_wal_itself_so_the_next_write_only_appends() {
+    let db = TempDb::new("walrestart");
+    let s = SqliteStore::open(&db.path()).expect("open");
+    setup(&s);
+    s.insert_machine(&machine("dddddddddddddd", "web", "walrestart"))
+        .expect("insert");
+    let stats = s.wal_stats().expect("a file store checkpoints");
+    let deadline = Instant::now() + CHECKPOINT_EVERY * 5;
+    while stats.restarts.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the checkpointer never restarted the WAL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A write now appends to the WAL the checkpointer started: same salts. (An observation
+    // during which the checkpointer ran again says nothing and is made again.)
+    let mut m = s
+        .find_machine("dddddddddddddd")
+        .expect("read")
+        .expect("machine");
+    let mut clean = 0;
+    for i in 0..5 {
+        let restarts = stats.restarts.load(Ordering::Relaxed);
+        let before = wal_salts(&db.path());
+        m.restart_count = i;
+        m = s.update_machine(&m, m.revision).expect("update");
+        let after = wal_salts(&db.path());
+        if stats.restarts.load(Ordering::Relaxed) != restarts {
+            continue;
+        }
+        assert_eq!(before, after, "the write restarted the WAL");
+        clean += 1;
+    }
+    assert!(clean > 0, "the checkpointer ran during every write");
+    // That write is checkpointed and the WAL restarted again; then, with nothing written,
+    // the checkpointer leaves the WAL (its own page) alone.
+    let deadline = Instant::now() + CHECKPOINT_EVERY * 5;
+    let restarts = stats.restarts.load(Ordering::Relaxed);
+    while stats.restarts.load(Ordering::Relaxed) == restarts {
+        assert!(Instant::now() < deadline, "the write was not checkpointed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (checkpoints, restarts) = (
+        stats.checkpoints.load(Ordering::Relaxed),
+        stats.restarts.load(Ordering::Relaxed),
+    );
+    std::thread::sleep(CHECKPOINT_EVERY * 2 + CHECKPOINT_EVERY / 2);
+    assert_eq!(stats.checkpoints.load(Ordering::Relaxed), checkpoints);
+    assert_eq!(stats.restarts.load(Ordering::Relaxed), restarts);
+    assert_eq!(stats.failures.load(Ordering::Relaxed), 0);
+    drop(s);
+    let s = SqliteStore::open(&db.path()).expect("reopen");
+    assert_eq!(
+        s.find_machine("dddddddddddddd")
+            .expect("read")
+            .expect("machine")
+            .restart_count,
+        4
+    );
+}
+
 #[test]
 fn the_wal_is_checkpointed_off_the_write_path_and_the_thread_stops_with_the_store() {
     let db = TempDb::new("wal");
