@@ -13,6 +13,9 @@ Each round restarts hangard with the next binary (same arguments and environment
   stopped    the same stop, the next container prepared, a 0.1 s pause, then a GET: TTFB, and
              the app's listen → its first accept (the wake's probe)
   suspended  suspend, `wait?state=suspended`, a 0.1 s pause, then a GET: TTFB
+PAUSE=SECONDS changes the pause of the `stopped` and `suspended` rows (0.1): past a second,
+the store's checkpointer has run in it, as before any wake of an app idle for longer.
+ROWS=a,b,... runs only those rows (`listen_to_accept` comes with `stopped`).
 Session 15's figures in BENCHMARKS.md came from these rows.
 """
 
@@ -36,6 +39,8 @@ def main():
     port = int(env["PROXY_PORT"])
     api = Api("127.0.0.1", int(env["HANGAR_PORT"]), env["HANGAR_TOKEN"])
     n, pairs = int(env.get("N", "40")), int(env.get("PAIRS", "2"))
+    pause = float(env.get("PAUSE", "0.1"))
+    wanted = set((env.get("ROWS") or "at_once,prepared,stopped,suspended").split(","))
     cdir = os.path.join(env["HANGAR_DATA"], "runtime", "containers", mid)
     pidfile = os.path.join(work, "hangard.pid")
     pid = int(open(pidfile).read()) if os.path.exists(pidfile) else int(env["HANGAR_PID"])
@@ -91,30 +96,30 @@ def main():
     def rows():
         r = {"at_once": [], "prepared": [], "stopped": [], "listen_to_accept": [],
              "suspended": []}
-        for _ in range(n):
+        for _ in range(n if "at_once" in wanted else 0):
             stop()
             r["at_once"].append(get()[0])
-        for _ in range(n):
+        for _ in range(n if "prepared" in wanted else 0):
             old = stop()
             t0 = time.monotonic()
             while not prepared(old):
                 time.sleep(0.0005)
             r["prepared"].append((time.monotonic() - t0) * 1e3)
-        for _ in range(n):
+        for _ in range(n if "stopped" in wanted else 0):
             old = stop()
             while not prepared(old):
                 time.sleep(0.001)
-            time.sleep(0.1)
+            time.sleep(pause)
             ttfb, h = get()
             r["stopped"].append(ttfb)
             r["listen_to_accept"].append(
                 (int(h["x-first-accept-ns"]) - int(h["x-listen-ns"])) / 1e6)
-        for _ in range(n):
+        for _ in range(n if "suspended" in wanted else 0):
             proxy.get("127.0.0.1", port, host)
             time.sleep(0.05)
             call("POST", "suspend")
             call("GET", "wait?state=suspended&timeout=60")
-            time.sleep(0.1)
+            time.sleep(pause)
             r["suspended"].append(get()[0])
         return r
 
@@ -124,6 +129,8 @@ def main():
             r = rows()
             print("round %d %s:" % (i, b))
             for k, v in r.items():
+                if not v:
+                    continue
                 print("  %-17s p50 %7.2f  p90 %7.2f ms (n=%d)" % (k, pct(v, 50), pct(v, 90), len(v)))
             sys.stdout.flush()
 
