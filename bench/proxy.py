@@ -739,25 +739,30 @@ def perf_compare(profiles):
     return "\n".join(out) + "\n"
 
 
+def process_record(cdir):
+    """The process record of the container in `cdir` (None when there is none)."""
+    try:
+        with open(os.path.join(cdir, "process.json")) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def prepared(cdir, old):
+    """Whether the container in `cdir` is a new one (process record other than `old`),
+    created and not yet started: the next start of a stopped machine is only an exec."""
+    rec = process_record(cdir)
+    return (rec is not None and rec != old
+            and not os.path.exists(os.path.join(cdir, "started"))
+            and not os.path.exists(os.path.join(cdir, "final.json")))
+
+
 def cold_starts(api, m, proxy_port, data, runs):
     """Stop (or suspend) the machine through the API, then time a GET through the proxy."""
     app, mid = m["app"], m["id"]
     host = "%s.localhost" % app
     cdir = os.path.join(data, "runtime", "containers", mid)
     settle = float(os.environ.get("SETTLE", "0.1"))
-
-    def process_record():
-        try:
-            with open(os.path.join(cdir, "process.json")) as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def prepared(old):
-        rec = process_record()
-        return (rec is not None and rec != old
-                and not os.path.exists(os.path.join(cdir, "started"))
-                and not os.path.exists(os.path.join(cdir, "final.json")))
 
     def wait(state):
         api.request("GET", "/v1/apps/%s/machines/%s/wait?state=%s&timeout=60" % (app, mid, state))
@@ -788,11 +793,11 @@ def cold_starts(api, m, proxy_port, data, runs):
         res["warm_paused"].append(timed("warm after a pause"))
     for _ in range(runs):
         time.sleep(settle)
-        old = process_record()
+        old = process_record(cdir)
         api.request("POST", "/v1/apps/%s/machines/%s/stop" % (app, mid), {})
         wait("stopped")
         deadline = time.time() + 10
-        while not prepared(old):
+        while not prepared(cdir, old):
             if time.time() > deadline:
                 break
             time.sleep(0.001)

@@ -68,17 +68,6 @@ def main():
     def call(method, path, body=None):
         api.request(method, "/v1/apps/%s/machines/%s/%s" % (app, mid, path), body)
 
-    def record():
-        try:
-            with open(os.path.join(cdir, "process.json")) as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def prepared(old):
-        r = record()
-        return r is not None and r != old and not os.path.exists(os.path.join(cdir, "started"))
-
     def get():
         t_fb, _, st, h, t0 = proxy.get("127.0.0.1", port, host)
         if st != 200:
@@ -88,7 +77,7 @@ def main():
     def stop():
         proxy.get("127.0.0.1", port, host)
         time.sleep(0.05)
-        old = record()
+        old = proxy.process_record(cdir)
         call("POST", "stop", {})
         call("GET", "wait?state=stopped&timeout=60")
         return old
@@ -102,12 +91,12 @@ def main():
         for _ in range(n if "prepared" in wanted else 0):
             old = stop()
             t0 = time.monotonic()
-            while not prepared(old):
+            while not proxy.prepared(cdir, old):
                 time.sleep(0.0005)
             r["prepared"].append((time.monotonic() - t0) * 1e3)
         for _ in range(n if "stopped" in wanted else 0):
             old = stop()
-            while not prepared(old):
+            while not proxy.prepared(cdir, old):
                 time.sleep(0.001)
             time.sleep(pause)
             ttfb, h = get()

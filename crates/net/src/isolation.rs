@@ -294,25 +294,26 @@ impl Isolation {
         crate::safe(&machine.host_veth)?;
         let net = self.network_lines(network);
         let mine = self.machine_lines(machine);
-        let Some(key) = self.applied_key() else {
-            nft(&format!("{net}{mine}"))?;
-            return Ok(true);
-        };
-        let done = applied(|a| {
-            a.get(&key).is_some_and(|a| {
-                a.networks.get(&network.bridge) == Some(&net)
-                    && a.machines.get(&machine.host_veth) == Some(&mine)
+        let key = self.applied_key();
+        let done = key.as_ref().is_some_and(|key| {
+            applied(|a| {
+                a.get(key).is_some_and(|a| {
+                    a.networks.get(&network.bridge) == Some(&net)
+                        && a.machines.get(&machine.host_veth) == Some(&mine)
+                })
             })
         });
         if done {
             return Ok(false);
         }
         nft(&format!("{net}{mine}"))?;
-        applied(|a| {
-            let a = a.entry(key).or_default();
-            a.networks.insert(network.bridge.clone(), net);
-            a.machines.insert(machine.host_veth.clone(), mine);
-        });
+        if let Some(key) = key {
+            applied(|a| {
+                let a = a.entry(key).or_default();
+                a.networks.insert(network.bridge.clone(), net);
+                a.machines.insert(machine.host_veth.clone(), mine);
+            });
+        }
         Ok(true)
     }
 

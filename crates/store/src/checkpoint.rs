@@ -28,6 +28,8 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+use crate::sqlite::Cached as _;
+
 /// How often the checkpointer copies the WAL into the database.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -125,10 +127,10 @@ fn data_version(conn: &Connection) -> Option<i64> {
 fn restart(conn: &Connection, writer: &Weak<Mutex<Connection>>, stats: &WalStats) -> Option<i64> {
     let writer = writer.upgrade()?;
     let w = writer.lock().unwrap_or_else(|p| p.into_inner());
-    w.prepare_cached(
+    w.exec(
         "INSERT INTO wal_restarts (id, n) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET n = n + 1",
+        [],
     )
-    .and_then(|mut st| st.execute([]))
     .ok()?;
     stats.restarts.fetch_add(1, Ordering::Relaxed);
     data_version(conn)
